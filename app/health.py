@@ -1,0 +1,154 @@
+"""Health checks: flag collapse, instability and non-finite values in a run.
+
+Pure functions over the frames a Run returns. Each check reports whether it
+fired and the first step where it did, so a user can jump to the moment a run
+went wrong.
+
+Thresholds (module constants, documented here and in the app's health panel):
+
+collapse
+    Representations collapse when every pair looks alike. Flagged from the
+    first step where, for ``PERSIST`` consecutive records,
+    either the positive mean > ``COLLAPSE_MEAN`` (0.9) and the negative mean
+    > ``COLLAPSE_MEAN`` (both approach 1), or the negative variance
+    < ``COLLAPSE_NEG_VAR`` (1e-4) while the positive mean > ``COLLAPSE_MEAN``.
+    Negative variance is ``neg_sample_var`` (per-sample variance of the
+    negatives) where recorded, else ``neg_var``.
+instability
+    A spike is a value more than ``SPIKE_FACTOR`` (10) times the running median
+    of the previous ``SPIKE_WINDOW`` (50) records (at least ``SPIKE_MIN_HISTORY``
+    (10) of them). Checked on the negative variance and on the total gradient
+    norm; the first spike's step is reported with the number of spikes.
+non-finite
+    Any NaN/inf score (``pos_nonfinite`` / ``neg_nonfinite`` > 0), or a
+    non-finite loss or total gradient norm. First such step reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+COLLAPSE_MEAN = 0.9
+COLLAPSE_NEG_VAR = 1e-4
+PERSIST = 5
+SPIKE_FACTOR = 10.0
+SPIKE_WINDOW = 50
+SPIKE_MIN_HISTORY = 10
+
+THRESHOLDS_TEXT = (
+    f"collapse: pos mean and neg mean both > {COLLAPSE_MEAN}, or neg variance < "
+    f"{COLLAPSE_NEG_VAR:g} with pos mean > {COLLAPSE_MEAN}, for {PERSIST} consecutive records; "
+    f"instability: neg variance or total gradient norm > {SPIKE_FACTOR:g}x the running median "
+    f"of the previous {SPIKE_WINDOW} records; "
+    "non-finite: any NaN/inf score, loss or gradient norm."
+)
+
+
+@dataclass
+class Flag:
+    """One health finding: which check, whether it fired, where it began, why."""
+
+    check: str
+    fired: bool
+    step: int | None = None
+    detail: str = ""
+
+
+def first_persistent(mask: pd.Series, persist: int = PERSIST):
+    """First index label where ``mask`` is True for ``persist`` records in a row."""
+    values = mask.to_numpy(dtype=bool)
+    if len(values) < persist or not values.any():
+        return None
+    # A run of `persist` Trues ends at i when the windowed sum equals persist.
+    window = np.convolve(values.astype(int), np.ones(persist, dtype=int), mode="valid")
+    hits = np.flatnonzero(window == persist)
+    return None if len(hits) == 0 else mask.index[hits[0]]
+
+
+def spikes(series: pd.Series, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW,
+           min_history: int = SPIKE_MIN_HISTORY) -> pd.Series:
+    """Boolean Series: True where a value is far above its running median."""
+    s = series.astype(float).replace([np.inf, -np.inf], np.nan)
+    level = s.rolling(window, min_periods=min_history).median().shift(1)
+    return (s > factor * level) & (level > 0)
+
+
+def negative_variance(scores: pd.DataFrame) -> pd.Series | None:
+    """The negative-variance curve the checks use (per-sample if recorded)."""
+    for column in ("neg_sample_var", "neg_var"):
+        if column in scores.columns:
+            return scores[column]
+    return None
+
+
+def check_collapse(scores: pd.DataFrame) -> Flag:
+    """Positive and negative scores both near 1, or negatives all alike."""
+    if scores is None or scores.empty or "pos_mean" not in scores:
+        return Flag("collapse", False, detail="no scores")
+    pos_high = scores["pos_mean"] > COLLAPSE_MEAN
+    both_high = pos_high & (scores.get("neg_mean", pd.Series(np.nan, scores.index)) > COLLAPSE_MEAN)
+    neg_var = negative_variance(scores)
+    flat = pos_high & (neg_var < COLLAPSE_NEG_VAR) if neg_var is not None else both_high & False
+    s1, s2 = first_persistent(both_high), first_persistent(flat)
+    starts = [s for s in (s1, s2) if s is not None]
+    if not starts:
+        return Flag("collapse", False)
+    step = min(starts)
+    why = "pos and neg means near 1" if step == s1 else "negative variance near 0, pos mean high"
+    return Flag("collapse", True, int(step), why)
+
+
+def check_instability(scores: pd.DataFrame | None, total_norm: pd.Series | None) -> Flag:
+    """Spikes of negative variance or total gradient norm."""
+    found = []
+    neg_var = negative_variance(scores) if scores is not None and not scores.empty else None
+    for label, series in (("negative variance", neg_var), ("gradient norm", total_norm)):
+        if series is None or len(series) == 0:
+            continue
+        hit = spikes(series)
+        if hit.any():
+            found.append((int(hit.idxmax()), label, int(hit.sum())))
+    if not found:
+        return Flag("instability", False)
+    step, label, count = min(found)
+    others = "; ".join(f"{lbl}: {n} spikes" for _, lbl, n in found)
+    return Flag("instability", True, step, f"{label} spike first ({others})")
+
+
+def check_nonfinite(scores: pd.DataFrame | None, scalars: pd.DataFrame | None,
+                    total_norm: pd.Series | None) -> Flag:
+    """NaN or inf in scores, loss or gradient norm."""
+    candidates = []
+    if scores is not None and not scores.empty:
+        for column in ("pos_nonfinite", "neg_nonfinite"):
+            if column in scores:
+                hit = scores[column].fillna(0) > 0
+                if hit.any():
+                    candidates.append((int(hit.idxmax()), column.replace("_", " ")))
+    if scalars is not None and "loss" in getattr(scalars, "columns", []):
+        loss = scalars["loss"].dropna()  # NaN there only means "not logged this step"
+        hit = ~np.isfinite(loss)
+        if hit.any():
+            candidates.append((int(hit.idxmax()), "loss"))
+    if total_norm is not None and len(total_norm):
+        t = total_norm.dropna()
+        hit = ~np.isfinite(t)
+        if hit.any():
+            candidates.append((int(hit.idxmax()), "gradient norm"))
+    if not candidates:
+        return Flag("non-finite", False)
+    step, what = min(candidates)
+    return Flag("non-finite", True, step, f"first in {what}")
+
+
+def run_health(scores: pd.DataFrame | None, scalars: pd.DataFrame | None = None,
+               total_norm: pd.Series | None = None) -> list[Flag]:
+    """All three checks for one run, in a fixed order."""
+    return [
+        check_collapse(scores),
+        check_instability(scores, total_norm),
+        check_nonfinite(scores, scalars, total_norm),
+    ]
