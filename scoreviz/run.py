@@ -1,0 +1,133 @@
+"""A recorded run as pandas frames, and finding runs below a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scoreviz.errors import ScorevizError
+from scoreviz.stats import KINDS
+from scoreviz.store import FILE_NAME, StoreReader
+
+
+class Run:
+    """A run folder holding `scores.h5`. Every method reads the file afresh,
+    so a run that is still being written shows its newest steps.
+
+    When a resumed run recorded a step twice, the later row wins.
+    """
+
+    def __init__(self, run_dir):
+        path = Path(run_dir)
+        if not path.exists():
+            raise ScorevizError(f"{path}: no such run folder or file")
+        self.path = path.parent if path.is_file() else path
+        self.file = path if path.is_file() else path / FILE_NAME
+        if not self.file.exists():
+            raise ScorevizError(f"{self.path}: not a scoreviz run (no {FILE_NAME} in it)")
+        self._reader = StoreReader(self.file)
+        self.name = self.path.name
+        self.config = self._reader.config
+        self.env = self._reader.env
+        self.bins = self._reader.bins
+
+    def __repr__(self):
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def tags(self) -> list:
+        """Score tags in order of first use."""
+        return self._reader.tags()
+
+    @property
+    def layers(self) -> list:
+        """Layer names in model order (later additions at the end)."""
+        return self._reader.layers()
+
+    def scores(self, tag: str = "train") -> pd.DataFrame:
+        """Score statistics of one tag, indexed by step.
+
+        Columns, for k in pos and neg: k_count, k_mean, k_var (ddof=0), k_min,
+        k_max, k_q05 ... k_q95 (from the histogram), k_nonfinite, k_out_of_range;
+        and neg_sample_var, the mean over samples of each sample's negative variance.
+        """
+        steps, stats, columns, _ = self._reader.scores(tag)
+        return _by_step(pd.DataFrame(stats, columns=columns), steps)
+
+    def histograms(self, tag: str, kind: str):
+        """(steps (n,), bin_edges (bins + 1,), counts (n, bins)) of one tag and kind ("pos" or "neg")."""
+        if kind not in KINDS:
+            raise ScorevizError(f"histograms: kind must be 'pos' or 'neg', got {kind!r}")
+        steps, _, _, hists = self._reader.scores(tag, with_hist=(kind,))
+        keep = _last_of_each_step(steps)
+        edges = np.linspace(-1.0, 1.0, self.bins + 1)
+        return steps[keep], edges, hists[kind][keep]
+
+    def gradients(self) -> pd.DataFrame:
+        """Per-layer gradient L2 norms, indexed by step, one column per layer."""
+        steps, values, names, _ = self._reader.table("gradients")
+        return _by_step(pd.DataFrame(values, columns=names), steps)
+
+    def total_gradient_norm(self) -> pd.Series:
+        """The L2 norm of all gradients together, indexed by step."""
+        steps, _, _, totals = self._reader.table("gradients")
+        return _by_step(pd.DataFrame({"total": totals}), steps)["total"]
+
+    def scalars(self) -> pd.DataFrame:
+        """Logged scalars, indexed by step, one column per name (NaN where not logged)."""
+        steps, values, names, _ = self._reader.table("scalars")
+        frame = pd.DataFrame(values, columns=names)
+        frame.index = pd.Index(np.asarray(steps, dtype=np.int64), name="step")
+        # several log_scalars calls may share a step: keep the last value of each name
+        return frame.groupby(level="step").last()
+
+    def summary(self) -> dict:
+        """Steps, tags, layers and the last value of the main statistics and every scalar."""
+        out = {"name": self.name, "path": str(self.path), "tags": self.tags, "layers": len(self.layers)}
+        steps = []
+        for tag in out["tags"]:
+            frame = self.scores(tag)
+            steps.append(frame.index)
+            if len(frame):
+                last = frame.iloc[-1]
+                out[f"last {tag}"] = {c: float(last[c]) for c in ("pos_mean", "neg_mean", "neg_sample_var")}
+        scalars = self.scalars()
+        steps += [scalars.index, self.total_gradient_norm().index]
+        if len(scalars):
+            out["last scalars"] = {c: float(scalars[c].dropna().iloc[-1]) for c in scalars if scalars[c].notna().any()}
+        every = pd.Index(np.concatenate([np.asarray(s) for s in steps])) if steps else pd.Index([])
+        out["steps"] = int(every.nunique())
+        out["first_step"] = int(every.min()) if len(every) else None
+        out["last_step"] = int(every.max()) if len(every) else None
+        return out
+
+
+def _last_of_each_step(steps):
+    """Indices of the last row of each step, in step order."""
+    steps = np.asarray(steps)
+    order = np.argsort(steps, kind="stable")
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = steps[order][1:] != steps[order][:-1]
+    return order[last]
+
+
+def _by_step(frame, steps):
+    keep = _last_of_each_step(steps)
+    frame = frame.iloc[keep]
+    frame.index = pd.Index(np.asarray(steps)[keep].astype(np.int64), name="step")
+    return frame
+
+
+def open_run(run_dir) -> Run:
+    """Open a recorded run (its folder or its scores.h5); ScorevizError on bad input."""
+    return Run(run_dir)
+
+
+def find_runs(root) -> list:
+    """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ScorevizError(f"{root}: no such folder")
+    return sorted(p.parent for p in root.rglob(FILE_NAME) if p.is_file())

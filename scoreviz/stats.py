@@ -1,0 +1,175 @@
+"""Score statistics computed on the device the scores live on.
+
+`score_row` turns one batch of positive and negative scores into a single
+float64 vector (a "row") without synchronising the device with the host. Rows
+hold sums, not means, so that rows from several ranks add up under
+torch.distributed; `summarize` turns a (reduced) row into the statistics that
+are stored, on the host.
+
+Row layout, for each kind in (pos, neg):
+    count, sum, sum of squares, non-finite count, out-of-range count,
+    histogram counts (bins), then min and -max (both reduced with MIN)
+followed by, for the negatives only, the sum over samples of each sample's
+own negative variance and the number of samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KINDS = ("pos", "neg")
+QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
+STAT_NAMES = ("count", "mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
+              "nonfinite", "out_of_range")
+
+# Above this many scores the histogram is built from a random subsample of this
+# size (exact moments, min and max still use every score). A uniform random
+# subsample gives unbiased bin proportions; its counts are scaled back up so a
+# histogram always sums to the number of in-range scores, up to rounding.
+HIST_SAMPLE_LIMIT = 1 << 20
+
+_SUMS = 5  # count, sum, sumsq, nonfinite, out_of_range
+
+
+class RowLayout:
+    """Where each number sits in a row, for a given number of histogram bins."""
+
+    def __init__(self, bins: int):
+        self.bins = bins
+        self.kind_sums = _SUMS + bins            # summed part of one kind
+        self.sum_width = 2 * self.kind_sums + 2  # + neg per-sample variance sum, sample count
+        self.width = self.sum_width + 4          # + min, -max for each kind
+
+    def sums(self, row, kind):
+        start = KINDS.index(kind) * self.kind_sums
+        return row[..., start:start + self.kind_sums]
+
+    def extremes(self, row, kind):
+        start = self.sum_width + 2 * KINDS.index(kind)
+        return row[..., start:start + 2]
+
+    def sample_var(self, row):
+        return row[..., 2 * self.kind_sums:2 * self.kind_sums + 2]
+
+
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    """Scores as (samples, scores per sample) float32: the first dimension is the sample."""
+    x = x.detach().float()
+    return x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+
+
+def _row_moments(rows: torch.Tensor):
+    """Per-row count, mean and variance (ddof=0) of the finite scores, and the
+    mask of finite scores (None when every score is finite)."""
+    if rows.shape[1]:
+        var, mean = torch.var_mean(rows, dim=1, correction=0)
+        # On the CPU a check costs nothing: finite moments mean every score is finite.
+        if rows.device.type == "cpu" and bool(torch.isfinite(var).all() and torch.isfinite(mean).all()):
+            count = torch.full_like(mean, rows.shape[1])
+            return count, mean, var, None
+    finite = torch.isfinite(rows)
+    count = finite.sum(dim=1).float()
+    mean = torch.where(finite, rows, 0.0).sum(dim=1) / count.clamp(min=1)
+    var = torch.where(finite, rows - mean[:, None], 0.0).square().sum(dim=1) / count.clamp(min=1)
+    return count, mean, var, finite
+
+
+def _kind_stats(x: torch.Tensor, bins: int, generator=None):
+    """Sums, histogram and extremes of one tensor of scores, all on its device.
+
+    Returns (sums, extremes, (sample variance sum, sample count)).
+    """
+    rows = _as_rows(x)
+    n = rows.numel()
+    count, mean, var, finite = _row_moments(rows)
+    count, mean64, var64 = count.double(), mean.double(), var.double()
+    n_finite = count.sum()
+    total = (count * mean64).sum()
+    sumsq = (count * (var64 + mean64 * mean64)).sum()
+    if finite is None:
+        clean = hist_input = rows
+    else:
+        global_mean = (total / n_finite.clamp(min=1)).float()
+        clean = torch.where(finite, rows, global_mean)
+        hist_input = torch.where(finite, rows, 2.0)  # 2.0 lies outside the histogram's range
+    if n:
+        lo, hi = torch.aminmax(clean)
+    else:
+        lo = torch.tensor(float("inf"), device=rows.device)
+        hi = -lo
+    sample, scale = hist_input.reshape(-1), 1.0
+    if n > HIST_SAMPLE_LIMIT:
+        idx = torch.randint(n, (HIST_SAMPLE_LIMIT,), device=rows.device, generator=generator)
+        sample, scale = sample[idx], n / HIST_SAMPLE_LIMIT
+    hist = torch.histc(sample, bins=bins, min=-1.0, max=1.0).double() * scale
+    if scale == 1.0:
+        in_range = hist.sum()
+    elif finite is None and bool(lo >= -1.0) and bool(hi <= 1.0):
+        in_range = n_finite
+    else:
+        in_range = hist_input.abs().le(1.0).sum().double()  # exact, over every score
+    sums = torch.cat([torch.stack([n_finite, total, sumsq, n - n_finite, n_finite - in_range]), hist])
+    extremes = torch.stack([lo.double(), -hi.double()])
+    has_scores = count > 0
+    sample_var = torch.stack([torch.where(has_scores, var64, 0.0).sum(), has_scores.sum().double()])
+    return sums, extremes, sample_var
+
+
+def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, generator=None) -> torch.Tensor:
+    """One float64 row of sums for a batch of scores, on the scores' device, no host sync.
+
+    Exception: on the CPU cheap checks choose the all-finite fast path.
+    The first dimension of `neg` is the sample; a 1-D `neg` is one sample.
+    """
+    pos_sums, pos_ext, _ = _kind_stats(pos.reshape(-1), bins, generator)
+    neg_sums, neg_ext, sample_var = _kind_stats(neg, bins, generator)
+    return torch.cat([pos_sums, neg_sums, sample_var, pos_ext, neg_ext])
+
+
+def histogram_quantiles(counts: np.ndarray, quantiles=QUANTILES) -> np.ndarray:
+    """Quantiles over [-1, 1] from histogram counts, linear within a bin.
+
+    counts: (..., bins). Returns (..., len(quantiles)); NaN where a histogram is empty.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    bins = counts.shape[-1]
+    cum = np.cumsum(counts, axis=-1)
+    total = cum[..., -1:]
+    out = np.full(counts.shape[:-1] + (len(quantiles),), np.nan)
+    for i, q in enumerate(quantiles):
+        target = q * total
+        # first bin whose cumulative count reaches the target
+        b = np.minimum((cum < target).sum(axis=-1, keepdims=True), bins - 1)
+        before = np.take_along_axis(cum, b, axis=-1) - np.take_along_axis(counts, b, axis=-1)
+        inside = np.take_along_axis(counts, b, axis=-1)
+        frac = np.divide(target - before, inside, out=np.zeros_like(target), where=inside > 0)
+        value = -1.0 + 2.0 * (b + np.clip(frac, 0.0, 1.0)) / bins
+        out[..., i] = np.where(total > 0, value, np.nan)[..., 0]
+    return out
+
+
+def summarize(rows: np.ndarray, layout: RowLayout) -> dict:
+    """Stored statistics from reduced rows (n_rows, width), on the host.
+
+    Returns {"pos_mean": array, ..., "neg_sample_var": array, "pos_hist": (n, bins), ...}.
+    Variances are population variances (ddof=0); quantiles come from the histogram.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for kind in KINDS:
+            sums = layout.sums(rows, kind)
+            count, total, sumsq, nonfinite, out_of_range = (sums[:, i] for i in range(_SUMS))
+            hist = sums[:, _SUMS:]
+            mean = np.where(count > 0, total / count, np.nan)
+            var = np.maximum(sumsq / count - mean * mean, 0.0)
+            lo, neg_hi = layout.extremes(rows, kind).T
+            quants = histogram_quantiles(hist)
+            values = [count, mean, var, np.where(count > 0, lo, np.nan), np.where(count > 0, -neg_hi, np.nan)]
+            values += [quants[:, i] for i in range(len(QUANTILES))] + [nonfinite, out_of_range]
+            out.update({f"{kind}_{name}": v for name, v in zip(STAT_NAMES, values)})
+            out[f"{kind}_hist"] = np.rint(hist).astype(np.uint32)
+        var_sum, samples = layout.sample_var(rows).T
+        out["neg_sample_var"] = np.where(samples > 0, var_sum / samples, np.nan)
+    return out
