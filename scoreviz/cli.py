@@ -1,0 +1,68 @@
+"""The `scoreviz` command line. Heavy imports (Dash, the trainer) happen inside
+the command that needs them, so `scoreviz info` stays quick."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from scoreviz.errors import ScorevizError
+
+
+def _info(args):
+    from scoreviz.run import open_run
+
+    run = open_run(args.run_dir)
+    summary = run.summary()
+    if args.json:
+        print(json.dumps({**summary, "config": run.config, "env": run.env}, indent=2, default=str))
+        return
+    print(f"run      {summary['name']}  ({summary['path']})")
+    if summary["steps"]:
+        print(f"steps    {summary['steps']} recorded, {summary['first_step']} to {summary['last_step']}")
+    else:
+        print("steps    none recorded yet")
+    print(f"tags     {', '.join(summary['tags']) or '-'}")
+    print(f"layers   {summary['layers']}")
+    env = run.env
+    print(f"recorded {env.get('start_time', '?')} on {env.get('hostname', '?')} ({env.get('device', '?')}, "
+          f"torch {env.get('torch', '?')}, {env.get('world_size', 1)} process(es))")
+    if run.config:
+        print("config   " + ", ".join(f"{k}={v}" for k, v in run.config.items()))
+    for key, values in summary.items():
+        if key.startswith("last "):
+            print(f"{key:<8} " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scoreviz", description="Record and view the score distributions of contrastive learning.")
+    from scoreviz import __version__
+
+    parser.add_argument("--version", action="version", version=f"scoreviz {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    info = commands.add_parser("info", help="summarise a recorded run",
+                               description="Print a short summary of a run: steps, tags, layers, config, last values.")
+    info.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder (or its scores.h5)")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ScorevizError as err:
+        print(f"scoreviz: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("scoreviz: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
