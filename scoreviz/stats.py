@@ -139,8 +139,8 @@ def histogram_quantiles(counts: np.ndarray, quantiles=QUANTILES) -> np.ndarray:
     out = np.full(counts.shape[:-1] + (len(quantiles),), np.nan)
     for i, q in enumerate(quantiles):
         target = q * total
-        # first bin whose cumulative count reaches the target
-        b = np.minimum((cum < target).sum(axis=-1, keepdims=True), bins - 1)
+        # the first non-empty bin whose cumulative count reaches the target
+        b = np.minimum(((cum < target) | (cum == 0)).sum(axis=-1, keepdims=True), bins - 1)
         before = np.take_along_axis(cum, b, axis=-1) - np.take_along_axis(counts, b, axis=-1)
         inside = np.take_along_axis(counts, b, axis=-1)
         frac = np.divide(target - before, inside, out=np.zeros_like(target), where=inside > 0)

@@ -1,0 +1,137 @@
+"""Every statistic of scoreviz.stats against a numpy reference on the same data."""
+
+import numpy as np
+import pytest
+import torch
+
+from scoreviz import stats
+from scoreviz.stats import QUANTILES, RowLayout, score_row, summarize
+
+BINS = 100
+BIN_WIDTH = 2.0 / BINS
+
+
+def reference(x):
+    """Statistics of one kind computed in numpy, float64, from the float32 values."""
+    x = x.float().numpy().astype(np.float64).reshape(-1)
+    finite = x[np.isfinite(x)]
+    in_range = finite[np.abs(finite) <= 1]
+    return {
+        "count": finite.size,
+        "mean": finite.mean(),
+        "var": finite.var(),
+        "min": finite.min(),
+        "max": finite.max(),
+        "nonfinite": x.size - finite.size,
+        "out_of_range": finite.size - in_range.size,
+        "hist": np.histogram(in_range, bins=BINS, range=(-1, 1))[0],
+        # a histogram locates the inverted-CDF quantile's bin exactly
+        "quantiles": np.quantile(in_range, QUANTILES, method="inverted_cdf"),
+    }
+
+
+def computed(pos, neg, bins=BINS):
+    return summarize(score_row(pos, neg, bins)[None].numpy(), RowLayout(bins))
+
+
+def assert_kind_matches(out, kind, x, atol):
+    ref = reference(x)
+    assert out[f"{kind}_count"][0] == ref["count"]
+    assert out[f"{kind}_nonfinite"][0] == ref["nonfinite"]
+    assert out[f"{kind}_out_of_range"][0] == ref["out_of_range"]
+    assert out[f"{kind}_mean"][0] == pytest.approx(ref["mean"], abs=atol)
+    assert out[f"{kind}_var"][0] == pytest.approx(ref["var"], rel=1e-4, abs=atol)
+    assert out[f"{kind}_min"][0] == pytest.approx(ref["min"], abs=1e-7)
+    assert out[f"{kind}_max"][0] == pytest.approx(ref["max"], abs=1e-7)
+    np.testing.assert_array_equal(out[f"{kind}_hist"][0], ref["hist"])
+    for q, expected in zip(("q05", "q25", "q50", "q75", "q95"), ref["quantiles"]):
+        assert abs(out[f"{kind}_{q}"][0] - expected) <= BIN_WIDTH, q
+
+
+SHAPES = [((32,), (32, 64)), ((8, 1), (8, 257)), ((5,), (5, 3, 7)), ((1,), (300,)), ((2, 3), (2, 4, 5, 6))]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pos_shape,neg_shape", SHAPES)
+def test_statistics_match_numpy(dtype, pos_shape, neg_shape):
+    g = torch.Generator().manual_seed(hash((pos_shape, neg_shape)) % 1000)
+    pos = (0.5 + 0.3 * torch.randn(pos_shape, generator=g)).clamp(-1, 1).to(dtype)
+    neg = (0.1 * torch.randn(neg_shape, generator=g)).to(dtype)
+    out = computed(pos, neg)
+    assert_kind_matches(out, "pos", pos, atol=1e-6)
+    assert_kind_matches(out, "neg", neg, atol=1e-6)
+    rows = neg.float().numpy().astype(np.float64)
+    rows = rows.reshape(rows.shape[0], -1) if neg.dim() > 1 else rows.reshape(1, -1)
+    assert out["neg_sample_var"][0] == pytest.approx(rows.var(axis=1).mean(), rel=1e-4)
+
+
+def test_non_finite_scores_are_counted_and_excluded():
+    g = torch.Generator().manual_seed(0)
+    neg = 0.2 * torch.randn(16, 128, generator=g)
+    neg[0, :5] = float("nan")
+    neg[3, 7] = float("inf")
+    neg[9, :] = float("-inf")  # a sample with no finite negative at all
+    pos = torch.rand(16, generator=g)
+    pos[2] = float("nan")
+    out = computed(pos, neg)
+    assert out["neg_nonfinite"][0] == 5 + 1 + 128
+    assert out["pos_nonfinite"][0] == 1
+    assert_kind_matches(out, "neg", neg, atol=1e-6)
+    assert_kind_matches(out, "pos", pos, atol=1e-6)
+    rows = [r[np.isfinite(r)] for r in neg.numpy().astype(np.float64)]
+    assert out["neg_sample_var"][0] == pytest.approx(np.mean([r.var() for r in rows if r.size]), rel=1e-5)
+
+
+def test_scores_outside_unit_interval_are_counted_not_binned():
+    neg = torch.tensor([[-3.0, -1.0, 0.0, 0.5, 1.0, 14.0]])
+    out = computed(torch.tensor([0.9]), neg)
+    assert out["neg_out_of_range"][0] == 2
+    assert out["neg_hist"][0].sum() == 4
+    assert out["neg_min"][0] == -3.0 and out["neg_max"][0] == 14.0
+    assert out["neg_mean"][0] == pytest.approx(np.mean([-3, -1, 0, 0.5, 1, 14]))
+
+
+def test_empty_scores_give_nan_statistics():
+    out = computed(torch.tensor([0.5]), torch.zeros(4, 0))
+    assert out["neg_count"][0] == 0
+    assert np.isnan(out["neg_mean"][0]) and np.isnan(out["neg_min"][0]) and np.isnan(out["neg_q50"][0])
+    assert np.isnan(out["neg_sample_var"][0])
+
+
+def test_rows_add_up_across_batches_like_one_global_batch():
+    """The distributed reduction: summed rows (min of the extreme part) equal the concatenated batch."""
+    g = torch.Generator().manual_seed(1)
+    parts = [(torch.rand(8, generator=g), 0.3 * torch.randn(8, 50, generator=g)) for _ in range(3)]
+    layout = RowLayout(BINS)
+    rows = torch.stack([score_row(p, n, BINS) for p, n in parts])
+    reduced = torch.cat([rows[:, :layout.sum_width].sum(0), rows[:, layout.sum_width:].min(0).values])
+    merged = summarize(reduced[None].numpy(), layout)
+    whole = computed(torch.cat([p for p, _ in parts]), torch.cat([n for _, n in parts]))
+    for key in whole:
+        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-6, atol=1e-9, err_msg=key)  # float32 on the device
+
+
+def test_large_tensors_get_exact_moments_and_a_subsampled_histogram(monkeypatch):
+    monkeypatch.setattr(stats, "HIST_SAMPLE_LIMIT", 4096)
+    g = torch.Generator().manual_seed(2)
+    neg = 0.25 * torch.randn(64, 1024, generator=g)
+    neg[0, 0] = 1.5  # out-of-range scores are counted exactly
+    out = summarize(score_row(torch.rand(4), neg, BINS, generator=g)[None].numpy(), RowLayout(BINS))
+    ref = reference(neg)
+    assert out["neg_count"][0] == ref["count"]
+    assert out["neg_mean"][0] == pytest.approx(ref["mean"], abs=1e-7)
+    assert out["neg_var"][0] == pytest.approx(ref["var"], rel=1e-5)
+    assert out["neg_out_of_range"][0] == ref["out_of_range"] >= 1
+    # counts are scaled back to the full tensor: they sum to the in-range count, up to rounding
+    assert abs(int(out["neg_hist"][0].sum()) - (ref["count"] - ref["out_of_range"])) <= BINS
+    # a uniform subsample: its quantiles stay within a bin or two of the exact ones
+    for q, expected in zip(("q05", "q50", "q95"), np.quantile(neg.numpy(), (0.05, 0.5, 0.95))):
+        assert abs(out[f"neg_{q}"][0] - expected) <= 2 * BIN_WIDTH
+
+
+def test_histogram_quantiles_interpolate_within_a_bin():
+    counts = np.zeros(4)
+    counts[2] = 10  # all mass in [0, 0.5)
+    q = stats.histogram_quantiles(counts, (0.0, 0.5, 1.0))
+    np.testing.assert_allclose(q, [0.0, 0.25, 0.5])
+    assert np.isnan(stats.histogram_quantiles(np.zeros(4), (0.5,))).all()
