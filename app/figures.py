@@ -26,6 +26,12 @@ MAX_ROWS = 400
 MAX_CELLS = 160_000
 
 DEFAULT_STATS = ("pos_mean", "neg_mean", "neg_sample_var")
+# Columns of run.scores(tag), as documented by scoreviz.Run.
+SCORE_COLUMNS = tuple(
+    f"{kind}_{stat}" for kind in ("pos", "neg")
+    for stat in ("mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
+                 "count", "nonfinite", "out_of_range")
+) + ("neg_sample_var",)
 TEMPLATE = "plotly_white"
 
 STAT_LABELS = {
@@ -135,7 +141,8 @@ def to_density(counts) -> np.ndarray:
         return np.where(totals > 0, counts / totals, np.nan)
 
 
-def _empty(title: str, message: str = "no data") -> go.Figure:
+def empty_figure(title: str = "", message: str = "no data") -> go.Figure:
+    """A blank figure that shows `message` in its middle."""
     fig = go.Figure()
     fig.update_layout(
         template=TEMPLATE,
@@ -171,7 +178,7 @@ def curves_figure(
     """
     columns = [c for c in columns if c]
     if not frames or not columns:
-        return _empty(title, "select runs and statistics")
+        return empty_figure(title, "select runs and statistics")
     fig = make_subplots(rows=len(columns), cols=1, shared_xaxes=True,
                         vertical_spacing=0.06 if len(columns) > 1 else 0,
                         subplot_titles=[stat_label(c) for c in columns])
@@ -208,7 +215,7 @@ def total_norm_figure(
 ) -> go.Figure:
     """Total gradient norm over steps, one trace per run, log scale by default."""
     if not norms:
-        return _empty(title, "no gradients recorded")
+        return empty_figure(title, "no gradients recorded")
     frames = {name: s.rename("total").to_frame() for name, s in norms.items() if s is not None}
     fig = curves_figure(frames, ["total"], log_y=log_y, max_points=max_points, title=title)
     fig.update_layout(height=340, uirevision="total-norm")
@@ -237,7 +244,7 @@ def score_heatmap_figure(
     title = title or f"{'Positive' if kind == 'pos' else 'Negative'} score distribution over steps"
     histograms = {k: v for k, v in histograms.items() if v is not None and len(v[0])}
     if not histograms:
-        return _empty(title, "no histograms recorded")
+        return empty_figure(title, "no histograms recorded")
     n = len(histograms)
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.08 / max(n, 1),
                         subplot_titles=list(histograms))
@@ -305,7 +312,7 @@ def histograms_at_step_figure(
                               "score %{x:.3f}<br>fraction %{y:.4f}<extra></extra>",
             ))
     if not fig.data:
-        return _empty(title, "no histograms recorded")
+        return empty_figure(title, "no histograms recorded")
     fig.update_layout(template=TEMPLATE, title=title, height=420,
                       xaxis=dict(title="cosine score", range=[-1, 1]),
                       yaxis=dict(title="fraction of scores"),
@@ -343,7 +350,7 @@ def waterfall_figure(
     """
     title = f"{stat_label(stat)} over steps, runs ordered by {key or '(no key)'}"
     if not series:
-        return _empty(title, "select runs")
+        return empty_figure(title, "select runs")
 
     def sort_key(name):
         value = order.get(name)
@@ -406,7 +413,7 @@ def gradient_heatmap_figure(steps, layers: Sequence[str], norms, *, run_name: st
     """
     title = f"Gradient L2 norm per layer (log10){': ' + run_name if run_name else ''}"
     if len(steps) == 0 or len(layers) == 0:
-        return _empty(title, "no gradients recorded")
+        return empty_figure(title, "no gradients recorded")
     fig = go.Figure(go.Heatmap(
         x=np.asarray(steps), y=list(layers), z=_log10(norms).T,
         colorscale="Inferno", colorbar_title="log10 norm", name=run_name,
@@ -427,7 +434,7 @@ def gradient_surface_figure(steps, layers: Sequence[str], norms, *, run_name: st
     """3D surface of log10 gradient L2 norms over (step, layer)."""
     title = f"Gradient landscape (log10 L2 norm){': ' + run_name if run_name else ''}"
     if len(steps) == 0 or len(layers) == 0:
-        return _empty(title, "no gradients recorded")
+        return empty_figure(title, "no gradients recorded")
     steps, norms = bucket_rows(steps, norms, max_steps, how="max")
     fig = go.Figure(go.Surface(
         x=np.asarray(steps), y=np.arange(len(layers)), z=_log10(norms).T,

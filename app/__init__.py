@@ -1,0 +1,42 @@
+"""The Dash front end of scoreviz: ``create_app(runs_dir)`` and ``serve(...)``.
+
+Runs are read only through ``scoreviz.find_runs`` / ``scoreviz.open_run``.
+Everything the page needs (Dash's scripts, plotly.js, app/assets/style.css)
+is served by the app itself, so it works on machines with no internet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+
+from app import callbacks, layout
+from app.data import RunData
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def create_app(runs_dir, refresh: float = 5.0) -> dash.Dash:
+    """The Dash app for every run below ``runs_dir``, re-read every ``refresh`` seconds."""
+    data = RunData(runs_dir)
+    dash_app = dash.Dash(
+        __name__,
+        title="scoreviz",
+        assets_folder=str(ASSETS),
+        serve_locally=True,  # Dash's and plotly's JS from this server, never a CDN
+        update_title=None,
+    )
+    # A function, so each page load lists the runs that exist now.
+    dash_app.layout = lambda: layout.build(str(runs_dir), data.run_ids(), refresh)
+    callbacks.register(dash_app, data)
+    dash_app.scoreviz_data = data  # for tests and the latency benchmark
+    return dash_app
+
+
+def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 5.0,
+          debug: bool = False) -> None:
+    """Serve the app until interrupted. Binds 127.0.0.1 unless ``host`` says otherwise."""
+    dash_app = create_app(runs_dir, refresh=refresh)
+    print(f"scoreviz: serving {runs_dir} on http://{host}:{port}/ (Ctrl+C to stop)")
+    dash_app.run(host=host, port=port, debug=debug)

@@ -1,0 +1,347 @@
+"""Wiring only: read runs (app.data), call figure functions (app.figures), return.
+
+The chain on the page: the refresh interval and the run picker update the
+``selection`` store (valid runs and their file stamps); every figure takes the
+store as input, so a figure is recomputed only when a selected run's file
+changed or a control moved, and only for the view that is on screen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import parse_qs, urlencode
+
+import pandas as pd
+import plotly.io as pio
+from dash import Input, Output, State, ctx, dcc, no_update
+
+from app import figures, health, images, layout
+from app.data import RefusedRunId, RunData
+
+# Controls whose values live in the URL: query key -> (component id, is a list).
+URL_CONTROLS = {
+    "runs": ("run-picker", True),
+    "tag": ("tag", False),
+    "view": ("view", False),
+    "stats": ("stats", True),
+    "log": ("log-y", True),
+    "smooth": ("smoothing", False),
+    "kind": ("hist-kind", False),
+    "ft": ("ft-run", False),
+    "key": ("waterfall-key", False),
+    "wstat": ("waterfall-stat", False),
+    "grun": ("grad-run", False),
+}
+
+
+def register(dash_app, data: RunData) -> None:
+    """Attach every callback of the page to ``dash_app``."""
+    _url_sync(dash_app)
+    _run_list(dash_app, data)
+    _selection(dash_app, data)
+    _figures(dash_app, data)
+    for name in layout.GRAPHS:
+        _export(dash_app, name)
+
+
+# ---- URL <-> controls ------------------------------------------------------------
+
+
+def query_from_values(values: dict) -> str:
+    """'?runs=a&runs=b&view=curves...' from control values (empty ones left out)."""
+    pairs = []
+    for key, value in values.items():
+        if value in (None, "", []):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((key, item))
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def values_from_query(search: str) -> dict:
+    """Control values from a query string; unknown keys ignored."""
+    parsed = parse_qs((search or "").lstrip("?"))
+    out = {}
+    for key, (_, is_list) in URL_CONTROLS.items():
+        if key not in parsed:
+            continue
+        items = parsed[key]
+        if key == "smooth":
+            try:
+                out[key] = min(max(float(items[-1]), 0.0), 0.99)
+            except ValueError:
+                continue
+        else:
+            out[key] = items if is_list else items[-1]
+    return out
+
+
+def _url_sync(dash_app):
+    # One callback both ways, so Dash sees no cycle between two callbacks:
+    # the URL sets the controls when the page opens (or on back/forward), and
+    # any control change rewrites the URL.
+    ids = [cid for cid, _ in URL_CONTROLS.values()]
+
+    @dash_app.callback(
+        Output("url", "search"), *[Output(cid, "value") for cid in ids],
+        Input("url", "search"), *[Input(cid, "value") for cid in ids],
+    )
+    def sync_url(search, *values):
+        if ctx.triggered_id in (None, "url"):
+            wanted = values_from_query(search)
+            out = [wanted.get(key, no_update) for key in URL_CONTROLS]
+            return [no_update] + out
+        query = query_from_values(dict(zip(URL_CONTROLS, values)))
+        return [query if query != (search or "") else no_update] + [no_update] * len(ids)
+
+
+# ---- run list, run table ------------------------------------------------------
+
+
+def _run_list(dash_app, data):
+    @dash_app.callback(
+        Output("run-picker", "options"), Output("run-table", "children"),
+        Output("table-signature", "data"), Output("last-refresh", "children"),
+        Input("refresh", "n_intervals"), State("table-signature", "data"),
+    )
+    def refresh_runs(_n, signature):
+        ids = data.run_ids()
+        table = figures.run_table([data.info(i) for i in ids])
+        new_signature = json.dumps(table, sort_keys=True, default=str)
+        stamp = time.strftime("checked %H:%M:%S")
+        if new_signature == signature:
+            return no_update, no_update, no_update, stamp
+        options = [{"label": i + ("  (error)" if row["error"] else ""), "value": i}
+                   for i, row in zip(ids, table["rows"])]
+        return options, layout.run_table(table), new_signature, stamp
+
+
+def _selection(dash_app, data):
+    @dash_app.callback(
+        Output("selection", "data"), Output("notice", "children"),
+        Output("tag", "options"), Output("stats", "options"), Output("waterfall-key", "options"),
+        Output("ft-run", "options"), Output("grad-run", "options"),
+        Input("refresh", "n_intervals"), Input("run-picker", "value"),
+        State("selection", "data"),
+    )
+    def update_selection(_n, picked, previous):
+        valid, stamps, errors = [], {}, {}
+        for run_id in picked or []:
+            try:
+                stamps[run_id] = data.stamp(run_id)
+            except RefusedRunId as err:
+                errors[run_id] = str(err)
+                continue
+            info = data.info(run_id)
+            if info.get("error"):
+                errors[run_id] = info["error"]
+            else:
+                valid.append(run_id)
+        selection = {"runs": valid, "stamps": stamps, "errors": errors}
+        if selection == previous:
+            return [no_update] * 7
+        infos = [data.info(r) for r in valid]
+        tags = _union(t for info in infos for t in info.get("tags", [])) or ["train"]
+        scalar_names = _union(c for r in valid for c in _safe(lambda: data.scalars(r).columns, []))
+        keys = _union(sorted({k for info in infos for k in info.get("config", {})}))
+        notice = [_error_line(run_id, msg) for run_id, msg in errors.items()]
+        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys,
+                valid, valid)
+
+
+def _error_line(run_id, message):
+    from dash import html
+
+    return html.Div(f"{run_id}: {message}", className="error-line")
+
+
+# ---- figures --------------------------------------------------------------------
+
+
+def _figures(dash_app, data):
+    @dash_app.callback(
+        Output("curves-graph", "figure"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
+        Input("stats", "value"), Input("log-y", "value"), Input("smoothing", "value"),
+    )
+    def update_curves(selection, view, tag, stats, log_y, smoothing):
+        if view != "curves":
+            return no_update
+        frames = {r: curve_frame(data, r, tag, stats or []) for r in _runs(selection)}
+        return figures.curves_figure(frames, stats or [], log_y="log" in (log_y or []),
+                                     smoothing=smoothing or 0.0, title=f"Statistics over steps ({tag})")
+
+    @dash_app.callback(
+        Output("heatmap-graph", "figure"), Output("step-slider", "min"), Output("step-slider", "max"),
+        Output("step-slider", "marks"), Output("step-slider", "value"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
+        Input("hist-kind", "value"), State("step-slider", "value"),
+    )
+    def update_distribution(selection, view, tag, kind, step):
+        if view != "distribution":
+            return [no_update] * 5
+        views = {r: _safe(lambda r=r: data.histograms(r, tag, kind)) for r in _runs(selection)}
+        heat = {r: v["heat"] for r, v in views.items() if v}
+        fig = figures.score_heatmap_figure(heat, kind=kind)
+        steps = [s for v in views.values() if v for s in (v["snap"][0][:1].tolist() + v["snap"][0][-1:].tolist())]
+        if not steps:
+            return fig, 0, 1, {}, no_update
+        lo, hi = int(min(steps)), int(max(steps))
+        marks = {int(v): str(int(v)) for v in pd.Series([lo, (lo + hi) // 2, hi]).unique()}
+        value = hi if step is None or not lo <= step <= hi else no_update
+        return fig, lo, hi, marks, value
+
+    @dash_app.callback(
+        Output("hist-graph", "figure"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
+        Input("step-slider", "value"),
+    )
+    def update_histograms(selection, view, tag, step):
+        if view != "distribution":
+            return no_update
+        hists = {r: histogram_pair(data, r, tag) for r in _runs(selection)}
+        step = step if step is not None else _last_step(hists)
+        return figures.histograms_at_step_figure(hists, step, title=f"Score histograms at step {step} ({tag})")
+
+    @dash_app.callback(
+        Output("ft-graph", "figure"),
+        Input("selection", "data"), Input("view", "value"), Input("ft-run", "value"),
+        Input("step-slider", "value"),
+    )
+    def update_raw_vs_ft(selection, view, run_id, step):
+        if view != "distribution":
+            return no_update
+        runs = _runs(selection)
+        run_id = run_id if run_id in runs else (runs[0] if runs else None)
+        if run_id is None:
+            return figures.empty_figure("Tags of one run", "select runs")
+        by_tag = {t: histogram_pair(data, run_id, t) for t in data.info(run_id).get("tags", [])}
+        step = step if step is not None else _last_step(by_tag)
+        return figures.raw_vs_ft_figure(by_tag, step, run_id)
+
+    @dash_app.callback(
+        Output("waterfall-graph", "figure"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
+        Input("waterfall-key", "value"), Input("waterfall-stat", "value"),
+    )
+    def update_waterfall(selection, view, tag, key, stat):
+        if view != "waterfall":
+            return no_update
+        series, order = {}, {}
+        for r in _runs(selection):
+            frame = curve_frame(data, r, tag, [stat])
+            if stat in frame:
+                series[r] = frame[stat]
+                order[r] = data.info(r).get("config", {}).get(key) if key else None
+        return figures.waterfall_figure(series, order, key=key or "", stat=stat)
+
+    @dash_app.callback(
+        Output("grad-heatmap-graph", "figure"), Output("grad-surface-graph", "figure"),
+        Output("grad-total-graph", "figure"),
+        Input("selection", "data"), Input("view", "value"), Input("grad-run", "value"),
+    )
+    def update_gradients(selection, view, run_id):
+        if view != "gradients":
+            return no_update, no_update, no_update
+        runs = _runs(selection)
+        grads = {r: _safe(lambda r=r: data.gradients(r)) for r in runs}
+        totals = {r: g["total"] for r, g in grads.items() if g is not None and len(g["total"])}
+        run_id = run_id if run_id in runs else (runs[0] if runs else None)
+        g = grads.get(run_id)
+        if g is None:
+            empty = figures.empty_figure("Gradient landscape", "select a run with gradients")
+            return empty, empty, figures.total_norm_figure(totals)
+        return (figures.gradient_heatmap_figure(g["steps"], g["layers"], g["norms"], run_name=run_id),
+                figures.gradient_surface_figure(g["steps"], g["layers"], g["norms"], run_name=run_id),
+                figures.total_norm_figure(totals))
+
+    @dash_app.callback(
+        Output("health-table", "children"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
+    )
+    def update_health(selection, view, tag):
+        if view != "health":
+            return no_update
+        results = {}
+        for r in _runs(selection):
+            try:
+                grads = data.gradients(r)
+                results[r] = health.run_health(data.scores(r, tag), data.scalars(r), grads["total"])
+            except ValueError as err:
+                results[r] = str(err)
+        return layout.health_table(results)
+
+
+def curve_frame(data: RunData, run_id: str, tag: str, columns) -> pd.DataFrame:
+    """The score columns of ``tag`` plus any requested scalars, indexed by step."""
+    scores = _safe(lambda: data.scores(run_id, tag), pd.DataFrame())
+    wanted_scalars = [c for c in columns if c not in scores.columns]
+    if not wanted_scalars:
+        return scores
+    scalars = _safe(lambda: data.scalars(run_id), pd.DataFrame())
+    extra = scalars[[c for c in wanted_scalars if c in scalars.columns]]
+    return extra if scores.empty else scores.join(extra, how="outer")
+
+
+def histogram_pair(data: RunData, run_id: str, tag: str) -> dict:
+    """{"pos": snapshots, "neg": snapshots} for the step slider."""
+    out = {}
+    for kind in ("pos", "neg"):
+        view = _safe(lambda kind=kind: data.histograms(run_id, tag, kind))
+        if view:
+            out[kind] = view["snap"]
+    return out
+
+
+def _last_step(hists: dict) -> int:
+    steps = [int(v[0][-1]) for pair in hists.values() for v in pair.values() if len(v[0])]
+    return max(steps) if steps else 0
+
+
+def _runs(selection) -> list[str]:
+    return list((selection or {}).get("runs", []))
+
+
+def _union(items) -> list:
+    seen = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)
+
+
+def _safe(read, default=None):
+    """The value of ``read()``, or ``default`` if the run cannot be read.
+
+    A run that breaks between two refreshes must not break the whole page;
+    the run table and the notice show its error.
+    """
+    try:
+        return read()
+    except (ValueError, OSError, KeyError):
+        return default
+
+
+# ---- export ------------------------------------------------------------------------
+
+
+def _export(dash_app, name):
+    @dash_app.callback(
+        Output(f"{name}-download", "data"), Output(f"{name}-export-message", "children"),
+        *[Input(f"{name}-export-{fmt}", "n_clicks") for fmt in layout.EXPORT_FORMATS],
+        State(f"{name}-graph", "figure"),
+        prevent_initial_call=True,
+    )
+    def export_figure(*args):
+        figure = args[-1]
+        fmt = str(ctx.triggered_id).rsplit("-", 1)[-1]
+        if not figure or not figure.get("data"):
+            return no_update, "nothing to export yet"
+        if fmt == "html":
+            html_text = pio.to_html(figure, include_plotlyjs=True, full_html=True, validate=False)
+            return dcc.send_string(html_text, f"scoreviz-{name}.html"), ""
+        try:
+            image = images.to_image(figure, fmt)
+        except Exception as err:  # noqa: BLE001 - the message is shown to the user as is
+            return no_update, str(err)
+        return dcc.send_bytes(image, f"scoreviz-{name}.{fmt}"), ""

@@ -1,0 +1,72 @@
+"""`scoreviz serve` and `scoreviz export`: argparse pieces for scoreviz/cli.py.
+
+Each command is an ``add_*_arguments(parser)`` / ``*_main(args)`` pair, so
+scoreviz.cli can import this module only when one of these commands runs
+(training code never loads Dash). ``python -m app.cli_commands serve|export``
+runs them without the scoreviz CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `scoreviz serve RUNS_DIR`."""
+    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="folder holding run folders (searched recursively)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    parser.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
+                        help="re-read growing runs every SECONDS (default 5)")
+    parser.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared host)")
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Run the server until interrupted."""
+    from app import serve
+
+    if args.refresh <= 0:
+        raise SystemExit("scoreviz serve: --refresh must be positive")
+    serve(args.runs_dir, host=args.host, port=args.port, refresh=args.refresh, debug=args.debug)
+    return 0
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `scoreviz export RUN_DIR... --out report.html`."""
+    parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folders to put in the report")
+    parser.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+
+
+def export_main(args: argparse.Namespace) -> int:
+    """Write the standalone HTML report."""
+    from app.export import write_report
+
+    out = write_report(args.run_dirs, args.out)
+    print(f"scoreviz: wrote {out}")
+    return 0
+
+
+# The pairs scoreviz.cli wires up: command -> (add_arguments, main, help).
+COMMANDS = {
+    "serve": (add_serve_arguments, serve_main, "serve the app for every run below RUNS_DIR"),
+    "export": (add_export_arguments, export_main, "write one standalone HTML report of some runs"),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.cli_commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, _, help_text) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except ValueError as err:  # ScorevizError: a bad run, said plainly
+        print(f"scoreviz {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

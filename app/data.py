@@ -1,0 +1,202 @@
+"""Runs below RUNS_DIR, read through scoreviz.Run and cached for the app.
+
+A run id is the run folder's path relative to RUNS_DIR (POSIX form). Ids that
+point outside RUNS_DIR (``../..``, absolute paths, symlinks leading out) are
+refused, so a crafted URL can only ever open runs the server was given.
+
+Reading a 100k-step run is slow compared to a callback's budget, so every
+read is cached. The cache key includes the file's size and mtime: a run that
+is still being written gets a new key as soon as it grows, so live runs update
+and finished runs are read once. Where a whole array would be large (the
+per-step histograms, the step x layer gradient norms), only a bounded
+reduction is cached, which is all the figures need.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app import figures
+
+# Exact histograms kept per (run, tag, kind) for the step slider; the slider
+# moves over this many positions at most.
+SNAPSHOTS = 1000
+CACHE_BYTES = 2 * 1024**3
+
+
+class RefusedRunId(ValueError):
+    """A run id that does not name a run below RUNS_DIR."""
+
+
+def _scoreviz():
+    # Imported on first use: the app module tree stays importable (and its
+    # figure tests runnable) without pulling in torch.
+    import scoreviz
+
+    return scoreviz
+
+
+class RunData:
+    """All runs below ``root``, their reads cached per (file, size, mtime)."""
+
+    def __init__(self, root, max_bytes: int = CACHE_BYTES):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise _scoreviz().ScorevizError(f"{root}: no such folder")
+        self.max_bytes = max_bytes
+        self._cache: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    # ---- ids and paths ---------------------------------------------------
+
+    def run_ids(self) -> list[str]:
+        """Ids of every run folder below the root, broken ones included, sorted."""
+        ids = []
+        for path in _scoreviz().find_runs(self.root):
+            rel = Path(os.path.relpath(path, self.root)).as_posix()
+            ids.append(rel)
+        return ids
+
+    def resolve(self, run_id) -> Path:
+        """Folder of ``run_id``; raises RefusedRunId unless it lies below the root."""
+        if not isinstance(run_id, str) or not run_id or "\x00" in run_id:
+            raise RefusedRunId(f"run id {run_id!r} refused: not a run name")
+        if Path(run_id).is_absolute() or run_id.startswith(("/", "\\")):
+            raise RefusedRunId(f"run id {run_id!r} refused: absolute paths are not allowed")
+        path = (self.root / run_id).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise RefusedRunId(f"run id {run_id!r} refused: it points outside the runs folder")
+        return path
+
+    def stamp(self, run_id):
+        """(size, mtime_ns) of the run's scores.h5, the cache's notion of a version."""
+        path = self.resolve(run_id) / "scores.h5"
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    # ---- cache -----------------------------------------------------------
+
+    def _cached(self, run_id: str, key: tuple, compute):
+        stamp = self.stamp(run_id)
+        full_key = (run_id,) + key
+        with self._lock:
+            hit = self._cache.get(full_key)
+            if hit is not None and hit[0] == stamp:
+                self._cache.move_to_end(full_key)
+                value = hit[1]
+                if isinstance(value, Exception):
+                    raise value
+                return value
+        try:
+            value = compute(self._open(run_id, stamp))
+        except (ValueError, OSError, KeyError) as err:
+            # A broken file stays broken until it changes: remember the error.
+            value = err if isinstance(err, ValueError) else _scoreviz().ScorevizError(str(err))
+        with self._lock:
+            old = self._cache.pop(full_key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            size = _sizeof(value)
+            self._cache[full_key] = (stamp, value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._cache) > 1:
+                _, (_, _, dropped) = self._cache.popitem(last=False)
+                self._bytes -= dropped
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def _open(self, run_id, stamp):
+        return _scoreviz().open_run(self.resolve(run_id))
+
+    # ---- what the callbacks read -------------------------------------------
+
+    def info(self, run_id: str) -> dict:
+        """Run table row: name, steps, last update, config, tags; or an error."""
+        try:
+            row = dict(self._cached(run_id, ("info",), _info))
+        except Exception as err:  # noqa: BLE001 - any broken run becomes an error row
+            return {"id": run_id, "name": run_id, "error": str(err) or type(err).__name__}
+        row["id"] = run_id
+        return row
+
+    def scores(self, run_id: str, tag: str) -> pd.DataFrame:
+        """run.scores(tag) as float32 (empty when the run has no such tag)."""
+        def read(run):
+            if tag not in run.tags:
+                return pd.DataFrame()
+            return run.scores(tag).astype(np.float32)
+        return self._cached(run_id, ("scores", tag), read)
+
+    def scalars(self, run_id: str) -> pd.DataFrame:
+        """run.scalars() as float32."""
+        return self._cached(run_id, ("scalars",), lambda run: run.scalars().astype(np.float32))
+
+    def histograms(self, run_id: str, tag: str, kind: str) -> dict:
+        """Bounded views of run.histograms(tag, kind).
+
+        ``{"heat": (steps, edges, densities)}`` averaged into at most
+        ``figures.MAX_ROWS`` step buckets for the heatmap, and ``{"snap":
+        (steps, edges, counts)}``: at most ``SNAPSHOTS`` exact recorded rows
+        for the step slider.
+        """
+        def read(run):
+            if tag not in run.tags:
+                return None
+            steps, edges, counts = run.histograms(tag, kind)
+            heat_steps, dens = figures.bucket_rows(steps, figures.to_density(counts),
+                                                   figures.MAX_ROWS, how="mean")
+            pick = _evenly(len(steps), SNAPSHOTS)
+            return {"heat": (heat_steps, edges, dens.astype(np.float32)),
+                    "snap": (steps[pick], edges, counts[pick])}
+        return self._cached(run_id, ("hist", tag, kind), read)
+
+    def gradients(self, run_id: str) -> dict:
+        """Bucketed gradient norms ``(steps, layers, norms)`` and the total norm."""
+        def read(run):
+            grads = run.gradients()
+            steps, layers, norms = figures.reduce_gradients(grads, figures.MAX_ROWS)
+            return {"steps": steps, "layers": layers, "norms": norms.astype(np.float32),
+                    "total": run.total_gradient_norm().astype(np.float32)}
+        return self._cached(run_id, ("gradients",), read)
+
+
+def _info(run) -> dict:
+    summary = run.summary()
+    mtime = run.file.stat().st_mtime
+    return {
+        "name": run.name, "steps": summary.get("steps", 0),
+        "last_step": summary.get("last_step"),
+        "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime)),
+        "config": dict(run.config or {}), "tags": list(run.tags),
+    }
+
+
+def _evenly(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n), first and last included."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
+def _sizeof(value) -> int:
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(deep=False).sum())
+    if isinstance(value, (pd.Series, np.ndarray)):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(_sizeof(v) for v in value.values()) + 64
+    if isinstance(value, (tuple, list)):
+        return sum(_sizeof(v) for v in value) + 64
+    return 256

@@ -1,0 +1,193 @@
+"""The page: components only. Callbacks fill them in (see callbacks.py)."""
+
+from __future__ import annotations
+
+from dash import dcc, html
+
+from app import figures, health
+
+# Views, in tab order; their values appear in the URL as ?view=...
+VIEWS = [
+    ("curves", "Curves"),
+    ("distribution", "Distributions"),
+    ("waterfall", "3D waterfall"),
+    ("gradients", "Gradient landscape"),
+    ("health", "Health"),
+]
+# Every graph on the page: its id prefix and export file name.
+GRAPHS = ["curves", "heatmap", "hist", "ft", "waterfall", "grad-heatmap", "grad-surface",
+          "grad-total"]
+EXPORT_FORMATS = ["html", "png", "svg"]
+
+GRAPH_CONFIG = {
+    "displaylogo": False,
+    # The camera button renders PNG in the browser itself, no server needed.
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
+
+
+def build(runs_dir: str, run_ids: list[str], refresh_s: float) -> html.Div:
+    """The whole page. ``run_ids`` fill the picker so a URL's selection is valid at once."""
+    return html.Div(className="page", children=[
+        dcc.Location(id="url", refresh=False),
+        dcc.Interval(id="refresh", interval=int(refresh_s * 1000), n_intervals=0),
+        dcc.Store(id="selection"),   # valid selected runs and their file stamps
+        dcc.Store(id="table-signature"),
+        header(runs_dir, refresh_s),
+        controls(run_ids),
+        html.Div(id="notice", className="notice"),
+        html.Details(open=True, className="run-table-box", children=[
+            html.Summary("Runs"),
+            html.Div(id="run-table", className="run-table-scroll"),
+        ]),
+        dcc.Tabs(id="view", value="curves", className="tabs", children=[
+            dcc.Tab(label=label, value=value, children=view(value)) for value, label in VIEWS
+        ]),
+    ])
+
+
+def header(runs_dir: str, refresh_s: float) -> html.Header:
+    return html.Header(className="header", children=[
+        html.H1("scoreviz"),
+        html.Span(f"runs in {runs_dir}", className="runs-dir"),
+        html.Span(id="last-refresh", className="last-refresh",
+                  title=f"the page re-reads growing runs every {refresh_s:g} s"),
+    ])
+
+
+def controls(run_ids: list[str]) -> html.Div:
+    return html.Div(className="controls", children=[
+        labelled("Runs", dcc.Dropdown(id="run-picker", options=run_ids, value=[], multi=True,
+                                      searchable=True, placeholder="search and select runs")),
+        labelled("Tag", dcc.Dropdown(id="tag", options=["train"], value="train", clearable=False),
+                 className="narrow"),
+    ])
+
+
+def labelled(label: str, component, className: str = "") -> html.Div:
+    return html.Div(className=f"control {className}".strip(),
+                    children=[html.Label(label), component])
+
+
+def graph(name: str, **graph_kwargs) -> html.Div:
+    """A graph with its export buttons and a place for the export message."""
+    buttons = [html.Button(fmt.upper(), id=f"{name}-export-{fmt}", n_clicks=0,
+                           className="export-button", title=f"download as {fmt.upper()}")
+               for fmt in EXPORT_FORMATS]
+    return html.Div(className="graph-box", children=[
+        dcc.Loading(dcc.Graph(id=f"{name}-graph", config=GRAPH_CONFIG,
+                              figure=figures.empty_figure(""), **graph_kwargs),
+                    delay_show=400),
+        html.Div(className="export-bar", children=[html.Span("export:")] + buttons + [
+            html.Span(id=f"{name}-export-message", className="export-message")]),
+        dcc.Download(id=f"{name}-download"),
+    ])
+
+
+def view(name: str) -> html.Div:
+    if name == "curves":
+        return html.Div([
+            html.Div(className="controls", children=[
+                labelled("Statistics", dcc.Dropdown(id="stats", options=list(figures.DEFAULT_STATS),
+                                                    value=list(figures.DEFAULT_STATS), multi=True)),
+                labelled("Scale", dcc.Checklist(id="log-y", options=[{"label": "log y", "value": "log"}],
+                                                value=[]), className="narrow"),
+                labelled("Smoothing", dcc.Slider(id="smoothing", min=0, max=0.99, step=0.01, value=0,
+                                                 marks={0: "0", 0.9: "0.9", 0.99: "0.99"}),
+                         className="wide-slider"),
+            ]),
+            graph("curves"),
+        ])
+    if name == "distribution":
+        return html.Div([
+            html.Div(className="controls", children=[
+                labelled("Heatmap of", dcc.RadioItems(id="hist-kind", value="neg", inline=True,
+                                                      options=[{"label": "negatives", "value": "neg"},
+                                                               {"label": "positives", "value": "pos"}]),
+                         className="narrow"),
+            ]),
+            graph("heatmap"),
+            labelled("Step", dcc.Slider(id="step-slider", min=0, max=1, value=0, step=1,
+                                        allow_direct_input=True, updatemode="mouseup",
+                                        tooltip={"placement": "bottom"}),
+                     className="step-control"),
+            graph("hist"),
+            labelled("Tags of one run (raw vs transformed)",
+                     dcc.Dropdown(id="ft-run", options=[], value=None, placeholder="first selected run")),
+            graph("ft"),
+        ])
+    if name == "waterfall":
+        return html.Div([
+            html.Div(className="controls", children=[
+                labelled("Order runs by config key", dcc.Dropdown(id="waterfall-key", options=[], value=None,
+                                                                  placeholder="e.g. moco_m")),
+                labelled("Statistic", dcc.Dropdown(id="waterfall-stat", options=list(figures.DEFAULT_STATS),
+                                                   value="neg_sample_var", clearable=False)),
+            ]),
+            graph("waterfall"),
+        ])
+    if name == "gradients":
+        return html.Div([
+            labelled("Run for the landscape", dcc.Dropdown(id="grad-run", options=[], value=None,
+                                                           placeholder="first selected run")),
+            graph("grad-heatmap"),
+            graph("grad-surface"),
+            graph("grad-total"),
+        ])
+    if name == "health":
+        return html.Div([
+            html.P(["Thresholds: ", health.THRESHOLDS_TEXT], className="thresholds"),
+            html.Div(id="health-table"),
+        ])
+    raise ValueError(name)
+
+
+# ---- tables (components built from plain data) ------------------------------
+
+
+def run_table(table: dict) -> html.Table:
+    """The run table from :func:`figures.run_table` data; differing config columns marked."""
+    head = html.Tr([html.Th(c, className="differs" if table["differs"].get(c) else None,
+                            title="differs between runs" if table["differs"].get(c) else None)
+                    for c in table["columns"]])
+    config_start = 3
+    body = []
+    for row in table["rows"]:
+        if row["error"]:
+            body.append(html.Tr(className="error-row", **{"data-run": row["id"]}, children=[
+                html.Td(row["cells"][0]),
+                html.Td(f"error: {row['error']}", colSpan=len(table["columns"]) - 1),
+            ]))
+            continue
+        cells = []
+        for i, value in enumerate(row["cells"]):
+            column = table["columns"][i]
+            marked = i >= config_start and table["differs"].get(column)
+            cells.append(html.Td(value, className="differs" if marked else None))
+        body.append(html.Tr(cells, className="run-row", **{"data-run": row["id"]}))
+    return html.Table(className="runs", children=[html.Thead(head), html.Tbody(body)])
+
+
+def health_table(results: dict) -> html.Table:
+    """``results`` maps run name to a list of health.Flag (or an error string)."""
+    checks = ["collapse", "instability", "non-finite"]
+    rows = []
+    for name, flags in results.items():
+        if isinstance(flags, str):
+            rows.append(html.Tr([html.Td(name), html.Td(flags, colSpan=len(checks))],
+                                className="error-row"))
+            continue
+        cells = [html.Td(name)]
+        for flag in flags:
+            if flag.fired:
+                text = f"from step {flag.step}" + (f": {flag.detail}" if flag.detail else "")
+                cells.append(html.Td(text, className="flagged"))
+            else:
+                cells.append(html.Td("ok", className="ok"))
+        rows.append(html.Tr(cells))
+    if not rows:
+        return html.P("select runs to check them")
+    return html.Table(className="runs health", children=[
+        html.Thead(html.Tr([html.Th("run")] + [html.Th(c) for c in checks])),
+        html.Tbody(rows),
+    ])

@@ -1,0 +1,202 @@
+"""The app without a browser: run data, path safety, URL state, callbacks, export.
+
+Also holds the helpers that write small real runs with scoreviz.Recorder;
+the browser tests (test_app_browser.py) import them from here.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+scoreviz = pytest.importorskip("scoreviz")
+
+from app import callbacks, create_app  # noqa: E402
+from app.data import RefusedRunId, RunData  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model():
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+
+def record_steps(rec, model, start, stop, momentum=0.99, seed=0, tags=("train",)):
+    """Log scores, gradients and a loss for steps [start, stop) like a training loop."""
+    gen = torch.Generator().manual_seed(seed + start)
+    for step in range(start, stop):
+        t = step / 50.0
+        for tag in tags:
+            shift = 0.15 if tag != "train" else 0.0
+            pos = (0.2 + 0.6 * min(t, 1.0) * momentum + shift + 0.1 * torch.randn(16, generator=gen)).clamp(-1, 1)
+            neg = (0.05 * torch.randn(16, 64, generator=gen) * (1 + t)).clamp(-1, 1)
+            rec.log_scores(step, pos, neg, tag=tag)
+        model.zero_grad()
+        x = torch.randn(4, 8, generator=gen)
+        loss = model(x).square().mean() * (1 + step)
+        loss.backward()
+        rec.log_gradients(step, model)
+        rec.log_scalars(step, loss=float(loss.detach()), lr=0.03)
+
+
+def make_run(root, name, steps=30, momentum=0.99, tags=("train",), seed=0):
+    """A small real run below ``root`` written by scoreviz.Recorder."""
+    run_dir = Path(root) / name
+    with scoreviz.Recorder(run_dir, config={"moco_m": momentum, "lr": 0.03, "arch": "mlp"}) as rec:
+        record_steps(rec, tiny_model(), 0, steps, momentum=momentum, seed=seed, tags=tags)
+    return run_dir
+
+
+def make_foreign(root, name="foreign"):
+    """A run folder whose scores.h5 is an HDF5 file scoreviz did not write."""
+    import h5py
+
+    folder = Path(root) / name
+    folder.mkdir(parents=True)
+    with h5py.File(folder / "scores.h5", "w") as f:
+        f["something"] = np.arange(3)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    make_run(root, "m0.99", momentum=0.99, tags=("train", "ft"))
+    make_run(root / "sweep", "m0.9", momentum=0.9, seed=1)
+    make_foreign(root)
+    (root / "empty").mkdir()
+    (root / "empty" / "scores.h5").write_bytes(b"")
+    return root
+
+
+# ---- data and path safety ---------------------------------------------------------
+
+
+def test_run_ids_cover_every_run_and_broken_ones_become_error_rows(runs):
+    data = RunData(runs)
+    assert data.run_ids() == ["empty", "foreign", "m0.99", "sweep/m0.9"]
+    good = data.info("m0.99")
+    assert good["steps"] == 30 and good["config"]["moco_m"] == 0.99 and good["tags"] == ["train", "ft"]
+    assert "not a scoreviz run" in data.info("foreign")["error"]
+    assert "empty" in data.info("empty")["error"]
+
+
+@pytest.mark.parametrize("bad", ["../..", "..", "/etc", "sweep/../../x", "m0.99/../../..", "", "a\x00b"])
+def test_run_ids_escaping_runs_dir_are_refused(runs, bad):
+    with pytest.raises(RefusedRunId):
+        RunData(runs).resolve(bad)
+
+
+def test_symlink_out_of_runs_dir_is_refused(runs, tmp_path):
+    outside = make_run(tmp_path, "outside", steps=3)
+    link = runs / "link"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        with pytest.raises(RefusedRunId):
+            RunData(runs).resolve("link")
+    finally:
+        link.unlink()
+
+
+def post_callback(client, dash_app, output_key, inputs, state=()):
+    """Call one callback through Dash's HTTP endpoint, as the browser does."""
+    spec = dash_app.callback_map[output_key]
+    outputs = [{"id": o.split(".")[0], "property": o.split(".")[1]}
+               for o in output_key.strip(".").split("...")]
+    body = {
+        "output": output_key,
+        "outputs": outputs if output_key.startswith("..") else outputs[0],
+        "inputs": [dict(i, value=v) for i, v in zip(spec["inputs"], inputs)],
+        "state": [dict(s, value=v) for s, v in zip(spec["state"], state)],
+        "changedPropIds": [f"{spec['inputs'][-1]['id']}.{spec['inputs'][-1]['property']}"],
+    }
+    return client.post("/_dash-update-component", json=body)
+
+
+def selection_key(dash_app):
+    return next(k for k in dash_app.callback_map if "selection.data" in k)
+
+
+def test_requests_for_run_ids_outside_runs_dir_are_refused(runs):
+    dash_app = create_app(runs, refresh=60)
+    client = dash_app.server.test_client()
+    response = post_callback(client, dash_app, selection_key(dash_app),
+                             [0, ["../..", "/etc/passwd", "sweep/../../..", "m0.99"]], [None])
+    assert response.status_code == 200
+    out = response.get_json()["response"]
+    selection = out["selection"]["data"]
+    assert selection["runs"] == ["m0.99"]
+    assert set(selection["errors"]) == {"../..", "/etc/passwd", "sweep/../../.."}
+    assert all("refused" in msg for msg in selection["errors"].values())
+    assert "refused" in json.dumps(out["notice"]["children"])
+
+
+def test_curves_callback_returns_one_trace_per_run_and_statistic(runs):
+    dash_app = create_app(runs, refresh=60)
+    client = dash_app.server.test_client()
+    key = next(k for k in dash_app.callback_map if k.startswith("curves-graph"))
+    selection = {"runs": ["m0.99", "sweep/m0.9"], "stamps": {}, "errors": {}}
+    response = post_callback(client, dash_app, key,
+                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0])
+    fig = response.get_json()["response"]["curves-graph"]["figure"]
+    assert [t["name"] for t in fig["data"]] == ["m0.99", "m0.99", "sweep/m0.9", "sweep/m0.9"]
+
+
+def test_page_references_nothing_outside_the_server(runs):
+    dash_app = create_app(runs, refresh=60)
+    client = dash_app.server.test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    for path in re.findall(r"""src=["']([^"']+)""", page):
+        assert client.get(path).status_code == 200, path
+    css = client.get("/assets/style.css").get_data(as_text=True)
+    assert "http" not in css and "@import" not in css
+
+
+def test_url_round_trip():
+    values = {"runs": ["a", "sweep/b"], "tag": "ft", "view": "gradients", "log": ["log"], "smooth": 0.9}
+    query = callbacks.query_from_values(values)
+    assert callbacks.values_from_query(query) == {**values, "smooth": 0.9}
+
+
+# ---- export -----------------------------------------------------------------------
+
+
+def test_write_report_standalone(runs, tmp_path):
+    from app.export import write_report
+
+    out = write_report([runs / "m0.99", runs / "sweep" / "m0.9"], tmp_path / "report.html")
+    text = out.read_text()
+    assert "m0.99" in text and "m0.9" in text
+    assert not re.search(r"""<script[^>]+src=["']?https?:""", text)  # plotly.js inlined
+    assert text.count("Plotly.newPlot") >= 5
+
+
+def test_scoreviz_export_command(runs, tmp_path):
+    """`scoreviz export` through the CLI when it is wired, else through app.cli_commands."""
+    out = tmp_path / "cli-report.html"
+    cli = ROOT / "scoreviz" / "cli.py"
+    has_export = cli.exists() and "export" in cli.read_text()
+    if has_export:
+        cmd = [sys.executable, "-m", "scoreviz.cli", "export", str(runs / "m0.99"),
+               str(runs / "sweep" / "m0.9"), "--out", str(out)]
+    else:
+        cmd = [sys.executable, "-m", "app.cli_commands", "export", str(runs / "m0.99"),
+               str(runs / "sweep" / "m0.9"), "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert out.stat().st_size > 1_000_000  # plotly.js is inside
+    assert "m0.99" in text and "m0.9<" in text
+
+
+def test_export_refuses_a_broken_run_with_its_reason(runs, tmp_path):
+    from app.export import write_report
+
+    with pytest.raises(scoreviz.ScorevizError, match="not a scoreviz run"):
+        write_report([runs / "foreign"], tmp_path / "r.html")
