@@ -1,0 +1,1 @@
+"""The MoCo(+FT) reference trainer: ``scoreviz train`` / ``python -m scoreviz.trainer``."""

@@ -1,0 +1,232 @@
+"""Backbones and the MoCo(+FT) model, written in plain torch.
+
+``MoCo`` holds the whole method in one class, in the spirit of
+facebookresearch/moco's builder.py: a query encoder, a momentum key encoder,
+a queue of negatives, and the feature transformations of scoreviz.ft applied
+just before the logits.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scoreviz.ft import negative_interpolation, positive_extrapolation
+
+
+# --- backbones: image batch -> pooled features (B, out_dim) -----------------
+
+class SmallConvNet(nn.Module):
+    """A small conv net for 8x8 images (scikit-learn digits): two conv pairs, one pool, global average."""
+
+    def __init__(self, in_channels=1, width=32):
+        super().__init__()
+
+        def block(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *block(in_channels, width), *block(width, 2 * width), nn.MaxPool2d(2),  # 8x8 -> 4x4
+            *block(2 * width, 4 * width), *block(4 * width, 4 * width),
+        )
+        self.out_dim = 4 * width
+
+    def forward(self, x):
+        return self.features(x).mean(dim=(2, 3))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = _shortcut(cin, cout, stride)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x), inplace=True)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.shortcut = _shortcut(cin, cout, stride)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
+        return F.relu(self.bn3(self.conv3(out)) + self.shortcut(x), inplace=True)
+
+
+def _shortcut(cin, cout, stride):
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class ResNet(nn.Module):
+    """ResNet; ``small_stem`` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (32x32 inputs)."""
+
+    def __init__(self, block, layers, in_channels=3, small_stem=False):
+        super().__init__()
+        if small_stem:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], 64
+        for i, n in enumerate(layers):
+            width = 64 * 2 ** i
+            for j in range(n):
+                stages.append(block(cin, width, 2 if (j == 0 and i > 0) else 1))
+                cin = width * block.expansion
+        self.stages = nn.Sequential(*stages)
+        self.out_dim = cin
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        return self.stages(self.stem(x)).mean(dim=(2, 3))
+
+
+def build_backbone(arch, in_channels=3, image_size=224):
+    """``small`` | ``resnet18`` | ``resnet50``; ResNets get the small stem below 64 px."""
+    small_stem = image_size < 64
+    if arch == "small":
+        return SmallConvNet(in_channels)
+    if arch == "resnet18":
+        return ResNet(BasicBlock, [2, 2, 2, 2], in_channels, small_stem)
+    if arch == "resnet50":
+        return ResNet(Bottleneck, [3, 4, 6, 3], in_channels, small_stem)
+    raise ValueError(f"unknown arch {arch!r}")
+
+
+class Encoder(nn.Module):
+    """Backbone followed by a projection head: linear (MoCo v1) or 2-layer MLP (v2)."""
+
+    def __init__(self, backbone, dim=128, mlp=False):
+        super().__init__()
+        self.backbone = backbone
+        d = backbone.out_dim
+        self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, dim)) if mlp else nn.Linear(d, dim)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+# --- MoCo ---------------------------------------------------------------------
+
+@dataclass
+class FT:
+    """Which feature transformations to apply this step (alpha None = off)."""
+    pos_alpha: float = None
+    neg_alpha: float = None
+    pos_per_dim: bool = False
+    neg_per_dim: bool = False
+
+
+@dataclass
+class Scores:
+    """Positive (B,) and negative (B, K) scores, detached, for the Recorder."""
+    pos: torch.Tensor
+    neg: torch.Tensor
+
+
+class MoCo(nn.Module):
+    """MoCo v1/v2 with optional feature transformation.
+
+    forward(im_q, im_k, ft) returns the logits (column 0 positive, already
+    divided by T) and the scores before ("raw") and after ("ft") the
+    transformation. Under torch.distributed the key encoder uses shuffle-BN and
+    the queue is global (every rank enqueues the keys of all ranks).
+    """
+
+    def __init__(self, backbone, dim=128, K=65536, m=0.99, T=0.2, mlp=True):
+        super().__init__()
+        self.K, self.m, self.T = K, m, T
+        self.encoder_q = Encoder(backbone, dim, mlp)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for p in self.encoder_k.parameters():
+            p.requires_grad = False  # updated by momentum only
+        # One negative per row (K, dim), the layout scoreviz.ft expects.
+        self.register_buffer("queue", F.normalize(torch.randn(K, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _momentum_update_key_encoder(self):
+        q_params = list(self.encoder_q.parameters())
+        k_params = list(self.encoder_k.parameters())
+        torch._foreach_mul_(k_params, self.m)
+        torch._foreach_add_(k_params, q_params, alpha=1.0 - self.m)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, keys):
+        keys = concat_all_gather(keys)
+        # Index arithmetic on the device: no host sync, and wraps around K.
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % self.K
+        self.queue.index_copy_(0, idx, keys.to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % self.K)
+
+    @torch.no_grad()
+    def _keys(self, im_k):
+        """Key features; with several ranks, BN sees a batch shuffled across ranks."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return F.normalize(self.encoder_k(im_k).float(), dim=1)
+        im_all = concat_all_gather(im_k)
+        perm = torch.randperm(im_all.shape[0], device=im_all.device)
+        dist.broadcast(perm, src=0)  # one shuffle for all ranks
+        rank, n = dist.get_rank(), im_k.shape[0]
+        mine = perm[rank * n:(rank + 1) * n]
+        k = F.normalize(self.encoder_k(im_all[mine]).float(), dim=1)
+        k_all = concat_all_gather(k)
+        unshuffle = torch.argsort(perm)
+        return k_all[unshuffle][rank * n:(rank + 1) * n]
+
+    def forward(self, im_q, im_k, ft=FT()):
+        q = F.normalize(self.encoder_q(im_q).float(), dim=1)
+        with torch.no_grad():
+            self._momentum_update_key_encoder()
+            k = self._keys(im_k)
+        queue = self.queue.clone().detach()
+        raw = Scores((q * k).sum(1).detach(), (q @ queue.T).detach())
+
+        q_mix, k_mix, negatives = q, k, queue
+        if ft.pos_alpha:
+            q_mix, k_mix = positive_extrapolation(q, k, ft.pos_alpha, ft.pos_per_dim)
+        if ft.neg_alpha:
+            negatives = negative_interpolation(queue, ft.neg_alpha, ft.neg_per_dim)
+        pos = (q_mix * k_mix).sum(1)
+        neg = q_mix @ negatives.T  # negatives are scored against the mixed query
+        logits = torch.cat([pos[:, None], neg], dim=1) / self.T
+        after = raw if not (ft.pos_alpha or ft.neg_alpha) else Scores(pos.detach(), neg.detach())
+
+        self._dequeue_and_enqueue(k)  # the stored queue gets the un-mixed keys
+        return logits, raw, after
+
+
+@torch.no_grad()
+def concat_all_gather(x):
+    """All ranks' tensors concatenated along dim 0 (identity without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
