@@ -37,7 +37,7 @@ URL_CONTROLS = {
 
 def register(dash_app, data: RunData) -> None:
     """Attach every callback of the page to ``dash_app``."""
-    _url_sync(dash_app)
+    _url_sync(dash_app, data)
     _run_list(dash_app, data)
     _selection(dash_app, data)
     _figures(dash_app, data)
@@ -77,23 +77,37 @@ def values_from_query(search: str) -> dict:
     return out
 
 
-def _url_sync(dash_app):
+def _url_sync(dash_app, data):
     # One callback both ways, so Dash sees no cycle between two callbacks:
     # the URL sets the controls when the page opens (or on back/forward), and
     # any control change rewrites the URL.
     ids = [cid for cid, _ in URL_CONTROLS.values()]
 
     @dash_app.callback(
-        Output("url", "search"), *[Output(cid, "value") for cid in ids],
+        Output("url", "search"), Output("url-notice", "children"),
+        *[Output(cid, "value") for cid in ids],
         Input("url", "search"), *[Input(cid, "value") for cid in ids],
     )
     def sync_url(search, *values):
         if ctx.triggered_id in (None, "url"):
             wanted = values_from_query(search)
+            # The picker drops ids it does not list, so say here why a
+            # linked run is missing (refused, or gone from RUNS_DIR).
+            known = set(data.run_ids())
+            problems = [_error_line(r, _why_unknown(data, r))
+                        for r in wanted.get("runs", []) if r not in known]
             out = [wanted.get(key, no_update) for key in URL_CONTROLS]
-            return [no_update] + out
+            return [no_update, problems] + out
         query = query_from_values(dict(zip(URL_CONTROLS, values)))
-        return [query if query != (search or "") else no_update] + [no_update] * len(ids)
+        return [query if query != (search or "") else no_update, no_update] + [no_update] * len(ids)
+
+
+def _why_unknown(data, run_id):
+    try:
+        data.resolve(run_id)
+    except RefusedRunId as err:
+        return str(err)
+    return "no such run below the runs folder"
 
 
 # ---- run list, run table ------------------------------------------------------

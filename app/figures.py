@@ -192,7 +192,7 @@ def curves_figure(
             series = smooth(frame[column].astype(float), smoothing)
             x, y = downsample_minmax(series.index.to_numpy(), series.to_numpy(), max_points)
             fig.add_trace(
-                go.Scattergl(x=x, y=y.astype(np.float32), name=name, mode="lines",
+                go.Scatter(x=x, y=y.astype(np.float32), name=name, mode="lines",
                              legendgroup=name, showlegend=not shown,
                              line=dict(color=color, width=1.5)),
                 row=row, col=1,

@@ -35,6 +35,7 @@ def build(runs_dir: str, run_ids: list[str], refresh_s: float) -> html.Div:
         dcc.Store(id="table-signature"),
         header(runs_dir, refresh_s),
         controls(run_ids),
+        html.Div(id="url-notice", className="notice"),
         html.Div(id="notice", className="notice"),
         html.Details(open=True, className="run-table-box", children=[
             html.Summary("Runs"),
@@ -107,7 +108,7 @@ def view(name: str) -> html.Div:
                          className="narrow"),
             ]),
             graph("heatmap"),
-            labelled("Step", dcc.Slider(id="step-slider", min=0, max=1, value=0, step=1,
+            labelled("Step", dcc.Slider(id="step-slider", min=0, max=1, value=None, step=1,
                                         allow_direct_input=True, updatemode="mouseup",
                                         tooltip={"placement": "bottom"}),
                      className="step-control"),

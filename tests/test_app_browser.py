@@ -1,0 +1,285 @@
+"""The real app in headless Chromium (Debian's chromium + chromedriver).
+
+Nothing here downloads a browser or a driver, and the browser only talks to
+the app's server on 127.0.0.1 (or to a local file).
+"""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from test_app import make_foreign, make_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REFRESH = 1.5  # seconds between the page's re-reads in these tests
+
+
+# ---- tooling (also used by docs/make_screenshot.py) -----------------------------
+
+
+@contextmanager
+def serving(runs_dir, refresh=REFRESH):
+    """The app on a free port of 127.0.0.1 in a background thread; yields its URL."""
+    from werkzeug.serving import make_server
+
+    from app import create_app
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = make_server("127.0.0.1", 0, create_app(runs_dir, refresh=refresh).server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def chromium(width=1400, height=1000):
+    """Headless Debian Chromium through the system chromedriver, fresh profile."""
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or driver
+    profile = tempfile.mkdtemp(prefix="scoreviz-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--no-first-run", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def console_errors(driver):
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def wait_for(driver, condition, timeout=20, message=""):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d), message)
+
+
+def traces(driver, graph_id):
+    """The plotly traces drawn in one dcc.Graph, as the browser holds them.
+
+    ``y`` is the trace's y data as JSON (plotly keeps numpy arrays base64
+    encoded), enough to tell whether a trace changed.
+    """
+    return driver.execute_script(
+        "const g = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
+        "return g && g.data ? g.data.map(t => ({name: t.name, type: t.type,"
+        " y: JSON.stringify(t.y || null)})) : null;",
+        graph_id)
+
+
+def page_ready(driver):
+    return driver.execute_script(
+        "return !!document.querySelector('#run-table table') && "
+        "!document.querySelector('[data-dash-is-loading=\"true\"]');")
+
+
+# ---- fixtures -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-runs")
+    make_run(root, "m0.99", momentum=0.99, steps=40, tags=("train", "ft"))
+    make_run(root, "m0.9", momentum=0.9, steps=40, seed=1)
+    make_foreign(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def app_url(runs_dir):
+    with serving(runs_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as d:
+        yield d
+
+
+@pytest.fixture
+def driver(browser):
+    """The shared browser, with the console log of earlier tests discarded."""
+    browser.get("about:blank")
+    browser.get_log("browser")
+    yield browser
+    browser.get("about:blank")  # stop the page polling a server that is about to go
+
+
+# ---- tests -------------------------------------------------------------------------
+
+
+def test_page_loads_without_console_errors_and_only_local_requests(driver, app_url):
+    driver.get(app_url + "?runs=m0.99&runs=m0.9")
+    wait_for(driver, page_ready)
+    wait_for(driver, lambda d: (traces(d, "curves-graph") or []) != [])
+    assert console_errors(driver) == []
+    requested = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert requested and all(u.startswith(app_url) for u in requested), requested
+
+
+def test_runs_are_listed_and_foreign_file_is_an_error_row(driver, app_url):
+    driver.get(app_url)
+    wait_for(driver, page_ready)
+    rows = {r.get_attribute("data-run"): r for r in driver.find_elements(By.CSS_SELECTOR, "#run-table tr[data-run]")}
+    assert set(rows) == {"m0.99", "m0.9", "foreign"}
+    assert "error-row" in rows["foreign"].get_attribute("class")
+    assert "not a scoreviz run" in rows["foreign"].text
+    assert "40" in rows["m0.9"].text
+    assert "error" not in rows["m0.9"].get_attribute("class")
+
+
+def test_selecting_two_runs_draws_two_traces(driver, app_url):
+    driver.get(app_url + "?stats=neg_sample_var")
+    wait_for(driver, page_ready)
+    for name in ("m0.99", "m0.9"):
+        driver.find_element(By.ID, "run-picker").click()
+        search = wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".dash-dropdown-search"))
+        search.send_keys(name)
+        option = wait_for(driver, lambda d: next(
+            (o for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option") if o.text.strip() == name),
+            None))
+        option.click()
+        search.send_keys(Keys.ESCAPE)
+    wait_for(driver, lambda d: len(traces(d, "curves-graph") or []) == 2,
+             message="two traces in the curves view")
+    names = sorted(t["name"] for t in traces(driver, "curves-graph"))
+    assert names == ["m0.9", "m0.99"]
+    # The selection and the view are now in the URL: reopening it gives the same.
+    url = driver.current_url
+    assert "runs=m0.99" in url and "runs=m0.9" in url and "stats=neg_sample_var" in url
+    driver.get(url)
+    wait_for(driver, lambda d: len(traces(d, "curves-graph") or []) == 2)
+    assert console_errors(driver) == []
+
+
+def test_moving_the_step_slider_changes_the_histogram(driver, app_url):
+    driver.get(app_url + "?runs=m0.99&runs=m0.9&view=distribution")
+    wait_for(driver, lambda d: len(traces(d, "hist-graph") or []) == 4)
+    wait_for(driver, lambda d: len(traces(d, "heatmap-graph") or []) == 2)
+    before = traces(driver, "hist-graph")
+    thumb = driver.find_element(By.CSS_SELECTOR, "#step-slider [role=slider]")
+    thumb.click()
+    thumb.send_keys(Keys.HOME)  # to the first recorded step
+    wait_for(driver, lambda d: traces(d, "hist-graph") != before, message="histogram changed")
+    after = traces(driver, "hist-graph")
+    assert [t["name"] for t in after] == ["m0.99 pos", "m0.99 neg", "m0.9 pos", "m0.9 neg"]
+    assert after[0]["y"] != before[0]["y"]
+    assert console_errors(driver) == []
+
+
+def test_gradient_landscape_renders(driver, app_url):
+    driver.get(app_url + "?runs=m0.99&runs=m0.9&view=gradients")
+    wait_for(driver, lambda d: traces(d, "grad-heatmap-graph") and traces(d, "grad-surface-graph"))
+    assert [t["type"] for t in traces(driver, "grad-heatmap-graph")] == ["heatmap"]
+    assert [t["type"] for t in traces(driver, "grad-surface-graph")] == ["surface"]
+    wait_for(driver, lambda d: len(traces(d, "grad-total-graph") or []) == 2)
+    assert console_errors(driver) == []
+
+
+def test_run_ids_escaping_runs_dir_are_refused_on_the_page(driver, app_url):
+    driver.get(app_url + "?runs=../..&runs=m0.9")
+    wait_for(driver, lambda d: "refused" in d.find_element(By.ID, "url-notice").text)
+    wait_for(driver, lambda d: [t["name"] for t in traces(d, "curves-graph") or []][:1] == ["m0.9"])
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import scoreviz
+from test_app import record_steps, tiny_model
+model = tiny_model()
+with scoreviz.Recorder({run!r}, config={{"moco_m": 0.5}}, flush_secs=0.2) as rec:
+    for start in range(0, 400, 2):
+        record_steps(rec, model, start, start + 2)
+        rec.flush()
+        time.sleep(0.25)
+"""
+
+
+def step_count(driver, run_id):
+    """Steps shown in the run table for ``run_id`` (read in one go: the table re-renders)."""
+    text = driver.execute_script(
+        "const r = document.querySelector(`#run-table tr[data-run=\"${arguments[0]}\"]`);"
+        "return r && r.cells.length > 1 ? r.cells[1].textContent : null;", run_id)
+    return int(text) if text and text.isdigit() else None
+
+
+def test_a_run_being_written_gains_steps_within_two_refresh_intervals(driver, tmp_path):
+    root = tmp_path / "live-runs"
+    root.mkdir()
+    make_run(root, "done", steps=5)
+    with serving(root) as url:
+        driver.get(url + "?runs=live&runs=done")
+        wait_for(driver, page_ready)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER.format(
+            tests=str(Path(__file__).parent), run=str(root / "live"))], cwd=ROOT)
+        try:
+            # A run that appears after the page opened is discovered.
+            wait_for(driver, lambda d: step_count(d, "live"), timeout=30, message="live run listed")
+            for _ in range(3):
+                seen = step_count(driver, "live")
+                start = time.monotonic()
+                wait_for(driver, lambda d: (step_count(d, "live") or 0) > seen, timeout=2 * REFRESH + 1,
+                         message="steps grew on the page")
+                assert time.monotonic() - start <= 2 * REFRESH + 0.5
+            assert writer.poll() is None, "writer still running: the page read a live file"
+            wait_for(driver, lambda d: len(traces(d, "curves-graph") or []) >= 3)
+        finally:
+            writer.kill()
+            writer.wait()
+        assert console_errors(driver) == []
+        driver.get("about:blank")
+
+
+def test_exported_report_opens_without_a_server(driver, runs_dir, tmp_path):
+    out = tmp_path / "report.html"
+    cmd = [sys.executable, "-m", "app.cli_commands", "export",
+           str(runs_dir / "m0.99"), str(runs_dir / "m0.9"), "--out", str(out)]
+    cli = ROOT / "scoreviz" / "cli.py"
+    if cli.exists() and "export" in cli.read_text():
+        cmd[1:3] = ["-m", "scoreviz.cli"]
+    subprocess.run(cmd, cwd=ROOT, check=True, timeout=120)
+    driver.get(out.as_uri())
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 6)
+    n_traces = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.js-plotly-plot')).map(g => g.data.length)")
+    assert all(n >= 1 for n in n_traces)
+    names = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(g => g.data.map(t => t.name))")
+    assert "m0.99" in names and "m0.9" in names
+    requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(u.startswith("file:") for u in requested), requested
+    assert console_errors(driver) == []
