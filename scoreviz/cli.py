@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder (or its scores.h5)")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=_info)
+
+    from scoreviz.trainer import lincls, train  # light: torch is already loaded by scoreviz
+
+    train_cmd = commands.add_parser("train", help="train MoCo(+FT) and record its scores",
+                                    description="Train MoCo v1/v2 with optional feature transformation; "
+                                                "the record, checkpoints and results go to --run-dir.")
+    train.add_arguments(train_cmd).set_defaults(func=train.main)
+    lincls_cmd = commands.add_parser("lincls", help="linear evaluation of a trained run",
+                                     description="Train a linear layer on the frozen encoder of RUN_DIR; "
+                                                 "the accuracy is written into the run.")
+    lincls.add_arguments(lincls_cmd).set_defaults(func=lincls.main)
     return parser
 
 
