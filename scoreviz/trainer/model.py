@@ -205,18 +205,21 @@ class MoCo(nn.Module):
         with torch.no_grad():
             self._momentum_update_key_encoder()
             k = self._keys(im_k)
+        # A copy: the enqueue below writes into the queue that the backward pass still needs.
         queue = self.queue.clone().detach()
-        raw = Scores((q * k).sum(1).detach(), (q @ queue.T).detach())
+        pos, neg = (q * k).sum(1), q @ queue.T
+        raw = Scores(pos.detach(), neg.detach())
 
-        q_mix, k_mix, negatives = q, k, queue
-        if ft.pos_alpha:
-            q_mix, k_mix = positive_extrapolation(q, k, ft.pos_alpha, ft.pos_per_dim)
-        if ft.neg_alpha:
-            negatives = negative_interpolation(queue, ft.neg_alpha, ft.neg_per_dim)
-        pos = (q_mix * k_mix).sum(1)
-        neg = q_mix @ negatives.T  # negatives are scored against the mixed query
+        if ft.pos_alpha or ft.neg_alpha:
+            q_mix, k_mix, negatives = q, k, queue
+            if ft.pos_alpha:
+                q_mix, k_mix = positive_extrapolation(q, k, ft.pos_alpha, ft.pos_per_dim)
+            if ft.neg_alpha:
+                negatives = negative_interpolation(queue, ft.neg_alpha, ft.neg_per_dim)
+            pos = (q_mix * k_mix).sum(1)
+            neg = q_mix @ negatives.T  # negatives are scored against the mixed query
+        after = Scores(pos.detach(), neg.detach()) if (ft.pos_alpha or ft.neg_alpha) else raw
         logits = torch.cat([pos[:, None], neg], dim=1) / self.T
-        after = raw if not (ft.pos_alpha or ft.neg_alpha) else Scores(pos.detach(), neg.detach())
 
         self._dequeue_and_enqueue(k)  # the stored queue gets the un-mixed keys
         return logits, raw, after
