@@ -27,6 +27,7 @@ of the name lists and new columns of the 2-D tables, never new datasets.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import time
@@ -120,9 +121,10 @@ class StoreWriter:
         except OSError:
             _rebuild(self.path)
             f = h5py.File(self.path, "r+", libver="latest")
-        if int(f.attrs["bins"]) != bins:
+        recorded_bins = int(f.attrs["bins"])
+        if recorded_bins != bins:
             f.close()
-            raise ScorevizError(f"{self.path}: recorded with {int(f.attrs['bins'])} histogram bins, "
+            raise ScorevizError(f"{self.path}: recorded with {recorded_bins} histogram bins, "
                                 f"cannot append with bins={bins}")
         return f
 
@@ -242,7 +244,8 @@ def _open_swmr(path: Path, attempts: int = 5) -> h5py.File:
     file holds it exclusively for a moment, so a lock error is retried briefly."""
     for attempt in range(attempts):
         try:
-            return h5py.File(path, "r", libver="latest", swmr=True)
+            fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=_reader_fapl())
+            return h5py.File(fid)
         except OSError as err:
             message = str(err)
             if "lock" in message and attempt + 1 < attempts:
@@ -252,6 +255,37 @@ def _open_swmr(path: Path, attempts: int = 5) -> h5py.File:
                 raise ScorevizError(f"{path}: held open by a writer that does not allow readers ({message})") from None
             raise ScorevizError(f"{path}: truncated or damaged HDF5 file ({message})") from None
     raise AssertionError("unreachable")
+
+
+# A SWMR reader retries a metadata read that fails its checksum, in case it raced the
+# writer. HDF5's default of 100 attempts with exponential back-off turns a damaged file
+# into a wait of many minutes; 16 attempts still cover a race but give up in under a second.
+_READ_ATTEMPTS = 16
+_fapl = None
+
+
+def _reader_fapl():
+    global _fapl
+    if _fapl is None:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+        _set_metadata_read_attempts(fapl, _READ_ATTEMPTS)
+        _fapl = fapl
+    return _fapl
+
+
+def _set_metadata_read_attempts(fapl, attempts):
+    """h5py does not wrap H5Pset_metadata_read_attempts: call it in the HDF5 library h5py
+    loaded. Where that library cannot be found, HDF5's default stays."""
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = sorted({line.split()[-1] for line in maps if "libhdf5-" in line or "libhdf5.so" in line})
+        lib = ctypes.CDLL(libs[0])
+        setter = lib.H5Pset_metadata_read_attempts
+    except (OSError, IndexError, AttributeError):
+        return
+    setter.argtypes = [ctypes.c_int64, ctypes.c_uint]
+    setter(fapl.id, attempts)
 
 
 def check_schema(f: h5py.File, path: Path):
@@ -294,7 +328,7 @@ class StoreReader:
             except ScorevizError:
                 raise
             except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
-                raise ScorevizError(f"{self.path}: damaged scoreviz run, cannot read it ({err})") from None
+                raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run, cannot read it ({err})") from None
 
     def tags(self):
         return self._read(lambda f: _decode(f["scores/tag_names"][:]))
