@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Train a linear layer on the frozen encoder of RUN_DIR; "
                                                  "the accuracy is written into the run.")
     lincls.add_arguments(lincls_cmd).set_defaults(func=lincls.main)
+
+    from app import cli_commands  # argparse only: Dash is imported when serve/export runs
+
+    for name, (add_arguments, run_command, help_text) in cli_commands.COMMANDS.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command)
+        command.set_defaults(func=run_command)
     return parser
 
 
