@@ -3,23 +3,31 @@
 Runs are read only through ``scoreviz.find_runs`` / ``scoreviz.open_run``.
 Everything the page needs (Dash's scripts, plotly.js, app/assets/style.css)
 is served by the app itself, so it works on machines with no internet.
+
+Importing this package is light: Dash is loaded by ``create_app``, so the
+scoreviz CLI can register ``serve``/``export`` (app.cli_commands) without it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import dash
-
-from app import callbacks, layout
-from app.data import RunData
-
 ASSETS = Path(__file__).parent / "assets"
 
 
-def create_app(runs_dir, refresh: float = 5.0) -> dash.Dash:
-    """The Dash app for every run below ``runs_dir``, re-read every ``refresh`` seconds."""
-    data = RunData(runs_dir)
+def create_app(runs_dir, refresh: float = 5.0, warm: bool = True):
+    """The ``dash.Dash`` app for every run below ``runs_dir``, re-read every ``refresh`` s.
+
+    With ``warm`` (the default) runs are read into the cache in the background
+    as soon as they are found, so the first figures come from memory.
+    """
+    import dash
+
+    from app import callbacks, layout
+    from app.data import RunData
+
+    data = RunData(runs_dir, warm=warm)
+    data.warm(data.run_ids())
     dash_app = dash.Dash(
         __name__,
         title="scoreviz",

@@ -121,6 +121,7 @@ def _run_list(dash_app, data):
     )
     def refresh_runs(_n, signature):
         ids = data.run_ids()
+        data.warm(ids)  # new and grown runs get read in the background
         table = figures.run_table([data.info(i) for i in ids])
         new_signature = json.dumps(table, sort_keys=True, default=str)
         stamp = time.strftime("checked %H:%M:%S")
@@ -280,8 +281,8 @@ def _figures(dash_app, data):
         results = {}
         for r in _runs(selection):
             try:
-                grads = data.gradients(r)
-                results[r] = health.run_health(data.scores(r, tag), data.scalars(r), grads["total"])
+                results[r] = data.memo(r, ("health", tag), lambda r=r: health.run_health(
+                    data.scores(r, tag), data.scalars(r), data.gradients(r)["total"]))
             except ValueError as err:
                 results[r] = str(err)
         return layout.health_table(results)

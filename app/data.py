@@ -15,6 +15,7 @@ reduction is cached, which is all the figures need.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -46,7 +47,7 @@ def _scoreviz():
 class RunData:
     """All runs below ``root``, their reads cached per (file, size, mtime)."""
 
-    def __init__(self, root, max_bytes: int = CACHE_BYTES):
+    def __init__(self, root, max_bytes: int = CACHE_BYTES, warm: bool = True):
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise _scoreviz().ScorevizError(f"{root}: no such folder")
@@ -54,6 +55,10 @@ class RunData:
         self._cache: OrderedDict = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._warm_queue = queue.Queue() if warm else None
+        self._warmed: dict = {}
+        if warm:
+            threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
 
     # ---- ids and paths ---------------------------------------------------
 
@@ -120,12 +125,53 @@ class RunData:
     def _open(self, run_id, stamp):
         return _scoreviz().open_run(self.resolve(run_id))
 
+    # ---- background warming -------------------------------------------------
+
+    def warm(self, run_ids) -> None:
+        """Read ``run_ids`` into the cache in a background thread.
+
+        A 100k-step run takes about a second to read through scoreviz.Run, so
+        runs are read when they are discovered or change, not when a user
+        first asks for a figure. One thread does it: reads share h5py's lock
+        anyway, and it leaves the other cores to the callbacks.
+        """
+        if self._warm_queue is None:
+            return
+        for run_id in run_ids:
+            try:
+                stamp = self.stamp(run_id)
+            except RefusedRunId:
+                continue
+            if self._warmed.get(run_id) != stamp:
+                self._warmed[run_id] = stamp
+                self._warm_queue.put(run_id)
+
+    def warm_idle(self) -> bool:
+        """True when the warming thread has nothing left to do."""
+        return self._warm_queue is None or self._warm_queue.unfinished_tasks == 0
+
+    def _warm_loop(self):
+        while True:
+            run_id = self._warm_queue.get()
+            try:
+                info = self.info(run_id)
+                if not info.get("error"):
+                    for tag in info.get("tags", []):
+                        self.scores(run_id, tag)
+                        for kind in ("pos", "neg"):
+                            self.histograms(run_id, tag, kind)
+                    self.gradients(run_id)
+            except Exception:  # noqa: BLE001 - a broken run shows its error when asked for
+                pass
+            finally:
+                self._warm_queue.task_done()
+
     # ---- what the callbacks read -------------------------------------------
 
     def info(self, run_id: str) -> dict:
         """Run table row: name, steps, last update, config, tags; or an error."""
         try:
-            row = dict(self._cached(run_id, ("info",), _info))
+            row = dict(self._cached(run_id, ("info",), self._info))
         except Exception as err:  # noqa: BLE001 - any broken run becomes an error row
             return {"id": run_id, "name": run_id, "error": str(err) or type(err).__name__}
         row["id"] = run_id
@@ -172,15 +218,26 @@ class RunData:
         return self._cached(run_id, ("gradients",), read)
 
 
-def _info(run) -> dict:
-    summary = run.summary()
-    mtime = run.file.stat().st_mtime
-    return {
-        "name": run.name, "steps": summary.get("steps", 0),
-        "last_step": summary.get("last_step"),
-        "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime)),
-        "config": dict(run.config or {}), "tags": list(run.tags),
-    }
+    def memo(self, run_id: str, key: tuple, compute):
+        """``compute()`` cached until the run's file changes (for derived results)."""
+        return self._cached(run_id, ("memo",) + key, lambda _run: compute())
+
+    def _info(self, run) -> dict:
+        # Not run.summary(): that also reads every gradient norm. The score
+        # frames read here are cached and are what the curves need next.
+        run_id = Path(os.path.relpath(run.path, self.root)).as_posix()
+        tags = list(run.tags)
+        steps = [self.scores(run_id, tag).index for tag in tags]
+        steps.append(self.scalars(run_id).index)
+        every = np.unique(np.concatenate([np.asarray(s) for s in steps])) if steps else np.array([])
+        mtime = run.file.stat().st_mtime
+        return {
+            "name": run.name, "steps": int(len(every)),
+            "last_step": int(every[-1]) if len(every) else None,
+            "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime)),
+            "config": dict(run.config or {}), "tags": tags,
+        }
+
 
 
 def _evenly(n: int, k: int) -> np.ndarray:
