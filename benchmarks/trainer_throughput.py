@@ -141,7 +141,7 @@ def main():
         lightly_version = None
 
     print(f"torch {torch.__version__}, device {device}, {args.threads} threads, lightly {lightly_version or 'not installed'}")
-    print(f"{'config':<36} {'implementation':<22} {'images/s':>10}")
+    print(f"{'config':<40} {'implementation':<22} {'images/s':>10}")
     for name in args.configs:
         arch, channels, size, batch, K = CONFIGS[name]
         torch.manual_seed(0)
@@ -159,10 +159,10 @@ def main():
                 rates[key].append(measure(step, batches, device))
         label = f"{name}: {arch} {size}x{size}, B {batch}, K {K}"
         for key, r in rates.items():
-            print(f"{label:<36} {key:<22} {statistics.median(r):>10.0f}")
+            print(f"{label:<40} {key:<22} {statistics.median(r):>10.0f}")
         if lightly_version:
             ratio = statistics.median(rates["scoreviz"]) / statistics.median(rates["lightly MoCo parts"])
-            print(f"{label:<36} {'scoreviz / lightly':<22} {ratio:>10.2f}x")
+            print(f"{label:<40} {'scoreviz / lightly':<22} {ratio:>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,9 @@ class Augment:
             x = color_jitter(x, 0.4, 0.4, 0.4, 0.1, p=0.8)
             x = random_grayscale(x, 0.2)
             x = gaussian_blur(x, (0.1, 2.0), p=0.5)
-        return normalize(x, self.mean, self.std)
+        if self.mean.device != x.device:  # move the constants once, not every batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - self.mean) / self.std
 
 
 def to_float(x):
@@ -135,5 +137,6 @@ def to_float(x):
 
 
 def normalize(x, mean, std):
+    """(x - mean) / std per channel; mean and std are sequences or tensors."""
     mean, std = torch.as_tensor(mean, device=x.device).view(1, -1, 1, 1), torch.as_tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
