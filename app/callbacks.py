@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.io as pio
 from dash import Input, Output, State, ctx, dcc, no_update
 
-from app import figures, health, images, layout
+from app import figures, images, layout
 from app.data import RefusedRunId, RunData
 
 # Controls whose values live in the URL: query key -> (component id, is a list).
@@ -281,8 +281,7 @@ def _figures(dash_app, data):
         results = {}
         for r in _runs(selection):
             try:
-                results[r] = data.memo(r, ("health", tag), lambda r=r: health.run_health(
-                    data.scores(r, tag), data.scalars(r), data.gradients(r)["total"]))
+                results[r] = data.health(r, tag)
             except ValueError as err:
                 results[r] = str(err)
         return layout.health_table(results)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app import figures
+from app import figures, health
 
 # Exact histograms kept per (run, tag, kind) for the step slider; the slider
 # moves over this many positions at most.
@@ -161,6 +161,8 @@ class RunData:
                         for kind in ("pos", "neg"):
                             self.histograms(run_id, tag, kind)
                     self.gradients(run_id)
+                    for tag in info.get("tags", []):
+                        self.health(run_id, tag)
             except Exception:  # noqa: BLE001 - a broken run shows its error when asked for
                 pass
             finally:
@@ -217,6 +219,11 @@ class RunData:
                     "total": run.total_gradient_norm().astype(np.float32)}
         return self._cached(run_id, ("gradients",), read)
 
+
+    def health(self, run_id: str, tag: str) -> list:
+        """health.run_health of one run and tag (list of health.Flag)."""
+        return self.memo(run_id, ("health", tag), lambda: health.run_health(
+            self.scores(run_id, tag), self.scalars(run_id), self.gradients(run_id)["total"]))
 
     def memo(self, run_id: str, key: tuple, compute):
         """``compute()`` cached until the run's file changes (for derived results)."""

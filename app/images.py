@@ -52,18 +52,16 @@ def to_image(figure: dict, fmt: str) -> bytes:
     if reason:
         raise RuntimeError(reason)
     import kaleido
-    import plotly
-    from plotly.offline import get_plotlyjs  # noqa: F401 - proves the bundled plotly.js exists
 
     # choreographer (kaleido's browser driver) looks at BROWSER_PATH first, so
     # pointing it at the local Chromium keeps it from looking elsewhere.
     os.environ.setdefault("BROWSER_PATH", find_chromium())
-    plotlyjs = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     layout = figure.get("layout", {})
     return kaleido.calc_fig_sync(
         figure,
         opts={"format": fmt, "width": layout.get("width") or 1100,
               "height": layout.get("height") or 600, "scale": 2 if fmt == "png" else 1},
-        # Local plotly.js and no MathJax: the default would fetch them from a CDN.
-        kopts={"plotlyjs": plotlyjs.as_uri(), "mathjax": False},
+        # kaleido takes plotly.js from the installed plotly package, but its
+        # default MathJax comes from a CDN: switch MathJax off.
+        kopts={"mathjax": False},
     )

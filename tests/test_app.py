@@ -103,7 +103,7 @@ def test_symlink_out_of_runs_dir_is_refused(runs, tmp_path):
         link.unlink()
 
 
-def post_callback(client, dash_app, output_key, inputs, state=()):
+def post_callback(client, dash_app, output_key, inputs, state=(), changed=None):
     """Call one callback through Dash's HTTP endpoint, as the browser does."""
     spec = dash_app.callback_map[output_key]
     outputs = [{"id": o.split(".")[0], "property": o.split(".")[1]}
@@ -113,7 +113,7 @@ def post_callback(client, dash_app, output_key, inputs, state=()):
         "outputs": outputs if output_key.startswith("..") else outputs[0],
         "inputs": [dict(i, value=v) for i, v in zip(spec["inputs"], inputs)],
         "state": [dict(s, value=v) for s, v in zip(spec["state"], state)],
-        "changedPropIds": [f"{spec['inputs'][-1]['id']}.{spec['inputs'][-1]['property']}"],
+        "changedPropIds": [changed or f"{spec['inputs'][-1]['id']}.{spec['inputs'][-1]['property']}"],
     }
     return client.post("/_dash-update-component", json=body)
 
@@ -200,3 +200,27 @@ def test_export_refuses_a_broken_run_with_its_reason(runs, tmp_path):
 
     with pytest.raises(scoreviz.ScorevizError, match="not a scoreviz run"):
         write_report([runs / "foreign"], tmp_path / "r.html")
+
+
+def test_figure_export_html_and_png_or_a_clear_reason(runs):
+    from app import images
+
+    dash_app = create_app(runs, refresh=60)
+    client = dash_app.server.test_client()
+    key = next(k for k in dash_app.callback_map if "curves-download.data" in k)
+    figure = {"data": [{"type": "scatter", "x": [0, 1], "y": [1, 2], "name": "m0.99"}], "layout": {}}
+    out = post_callback(client, dash_app, key, [1, 0, 0], [figure],
+                        changed="curves-export-html.n_clicks").get_json()["response"]
+    download = out["curves-download"]["data"]
+    assert download["filename"] == "scoreviz-curves.html"
+    assert "m0.99" in download["content"] and "<script" in download["content"]
+    assert not re.search(r"""<script[^>]+src=["']?https?:""", download["content"])
+
+    body_png = post_callback(client, dash_app, key, [0, 1, 0], [figure],
+                             changed="curves-export-png.n_clicks").get_json()
+    reason = images.unavailable_reason()
+    if reason:
+        message = body_png["response"]["curves-export-message"]["children"]
+        assert "PNG/SVG export is unavailable" in message and message == reason
+    else:
+        assert body_png["response"]["curves-download"]["data"]["filename"] == "scoreviz-curves.png"
