@@ -122,7 +122,7 @@ def _run_list(dash_app, data):
     def refresh_runs(_n, signature):
         ids = data.run_ids()
         data.warm(ids)  # new and grown runs get read in the background
-        table = figures.run_table([data.info(i) for i in ids])
+        table = figures.run_table([data.table_row(i) for i in ids])
         new_signature = json.dumps(table, sort_keys=True, default=str)
         stamp = time.strftime("checked %H:%M:%S")
         if new_signature == signature:
@@ -148,7 +148,7 @@ def _selection(dash_app, data):
             except RefusedRunId as err:
                 errors[run_id] = str(err)
                 continue
-            info = data.info(run_id)
+            info = data.light_info(run_id)
             if info.get("error"):
                 errors[run_id] = info["error"]
             else:
@@ -156,7 +156,7 @@ def _selection(dash_app, data):
         selection = {"runs": valid, "stamps": stamps, "errors": errors}
         if selection == previous:
             return [no_update] * 7
-        infos = [data.info(r) for r in valid]
+        infos = [data.light_info(r) for r in valid]
         tags = _union(t for info in infos for t in info.get("tags", [])) or ["train"]
         scalar_names = _union(c for r in valid for c in _safe(lambda: data.scalars(r).columns, []))
         keys = _union(sorted({k for info in infos for k in info.get("config", {})}))
@@ -231,7 +231,7 @@ def _figures(dash_app, data):
         run_id = run_id if run_id in runs else (runs[0] if runs else None)
         if run_id is None:
             return figures.empty_figure("Tags of one run", "select runs")
-        by_tag = {t: histogram_pair(data, run_id, t) for t in data.info(run_id).get("tags", [])}
+        by_tag = {t: histogram_pair(data, run_id, t) for t in data.light_info(run_id).get("tags", [])}
         step = step if step is not None else _last_step(by_tag)
         return figures.raw_vs_ft_figure(by_tag, step, run_id)
 
@@ -248,7 +248,7 @@ def _figures(dash_app, data):
             frame = curve_frame(data, r, tag, [stat])
             if stat in frame:
                 series[r] = frame[stat]
-                order[r] = data.info(r).get("config", {}).get(key) if key else None
+                order[r] = data.light_info(r).get("config", {}).get(key) if key else None
         return figures.waterfall_figure(series, order, key=key or "", stat=stat)
 
     @dash_app.callback(

@@ -122,6 +122,18 @@ class RunData:
             raise value
         return value
 
+    def _peek(self, run_id: str, key: tuple):
+        """(cached value or None, whether it belongs to the file as it is now); never reads."""
+        with self._lock:
+            hit = self._cache.get((run_id,) + key)
+        if hit is None:
+            return None, False
+        try:
+            fresh = hit[0] == self.stamp(run_id)
+        except RefusedRunId:
+            return None, False
+        return hit[1], fresh
+
     def _open(self, run_id, stamp):
         return _scoreviz().open_run(self.resolve(run_id))
 
@@ -179,6 +191,36 @@ class RunData:
         row["id"] = run_id
         return row
 
+    def table_row(self, run_id: str) -> dict:
+        """Run table row without waiting for a full read.
+
+        Opening a run (config, tags, schema checks) takes milliseconds, but
+        counting its steps means reading its scores. So a run not read yet is
+        listed at once, with the step count it had at its last read (or
+        "reading"), and the background thread reads it; the next refresh
+        shows the new count. Without background reading, reads it now.
+        """
+        full, fresh = self._peek(run_id, ("info",))
+        if fresh or self._warm_queue is None:
+            return self.info(run_id)
+        try:
+            row = dict(self._cached(run_id, ("light",), self._light_info))
+        except Exception as err:  # noqa: BLE001 - any broken run becomes an error row
+            return {"id": run_id, "name": run_id, "error": str(err) or type(err).__name__}
+        self.warm([run_id])
+        row["id"] = run_id
+        row["steps"] = full["steps"] if isinstance(full, dict) else "reading"
+        return row
+
+    def light_info(self, run_id: str) -> dict:
+        """Name, config, tags and last update of a run, from opening it only; or an error."""
+        try:
+            row = dict(self._cached(run_id, ("light",), self._light_info))
+        except Exception as err:  # noqa: BLE001
+            return {"id": run_id, "name": run_id, "error": str(err) or type(err).__name__}
+        row["id"] = run_id
+        return row
+
     def scores(self, run_id: str, tag: str) -> pd.DataFrame:
         """run.scores(tag) as float32 (empty when the run has no such tag)."""
         def read(run):
@@ -228,6 +270,11 @@ class RunData:
     def memo(self, run_id: str, key: tuple, compute):
         """``compute()`` cached until the run's file changes (for derived results)."""
         return self._cached(run_id, ("memo",) + key, lambda _run: compute())
+
+    def _light_info(self, run) -> dict:
+        mtime = run.file.stat().st_mtime
+        return {"name": run.name, "config": dict(run.config or {}), "tags": list(run.tags),
+                "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))}
 
     def _info(self, run) -> dict:
         # Not run.summary(): that also reads every gradient norm. The score

@@ -1,0 +1,54 @@
+"""Take docs/screenshot.png of the app with the browser-test tooling.
+
+    python docs/make_screenshot.py RUNS_DIR [--view curves] [--out docs/screenshot.png]
+
+Serves RUNS_DIR on 127.0.0.1 exactly as the browser tests do, opens every
+readable run in headless Debian Chromium, waits until the figures are drawn
+and saves a PNG of the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir")
+    parser.add_argument("--view", default="curves")
+    parser.add_argument("--extra", default="", help="more query string, e.g. 'log=log&smooth=0.6'")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
+    parser.add_argument("--height", type=int, default=1300)
+    args = parser.parse_args(argv)
+
+    from test_app_browser import chromium, serving, traces, wait_for
+
+    from app.data import RunData
+
+    data = RunData(args.runs_dir, warm=False)
+    runs = [r for r in data.run_ids() if not data.info(r).get("error")]
+    query = urlencode([("runs", r) for r in runs] + [("view", args.view)])
+    if args.extra:
+        query += "&" + args.extra
+    graph = {"curves": "curves-graph", "distribution": "hist-graph", "gradients": "grad-heatmap-graph",
+             "waterfall": "waterfall-graph"}.get(args.view)
+    with serving(args.runs_dir, refresh=60) as url, chromium(width=1400, height=args.height) as driver:
+        driver.get(f"{url}?{query}")
+        if graph:
+            wait_for(driver, lambda d: len(traces(d, graph) or []) >= 1, timeout=120)
+        wait_for(driver, lambda d: not d.find_elements("css selector", '[data-dash-is-loading="true"]'),
+                 timeout=120)
+        driver.execute_script("return new Promise(r => setTimeout(r, 1500))")
+        driver.save_screenshot(args.out)
+    print(f"wrote {args.out} ({len(runs)} runs, view {args.view})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
