@@ -17,7 +17,10 @@ One file, `scores.h5`, per run:
     /scalars/values       float64 (n, s)      NaN where a scalar was not logged
     /scalars/names        bytes (s,)
 
-Every dataset is chunked, resizable and gzip-compressed. The writer works in
+Every dataset is chunked and resizable, and not compressed: a live writer
+appends a few rows every second, and HDF5 writes each grown compressed chunk to a
+new place in the file without reusing the old one (measured: 41 KB per step at
+one row per flush, against 2.5 KB uncompressed, whatever the flush rate). The writer works in
 SWMR mode, so readers (opened with swmr=True) see every flushed row while the
 file grows, and a file whose writer was killed still holds every flushed row.
 SWMR forbids creating datasets once it has started, so every dataset exists
@@ -43,7 +46,6 @@ SCHEMA_VERSION = 1
 FILE_NAME = "scores.h5"
 STATS_COLUMNS = tuple(f"{k}_{s}" for k in KINDS for s in STAT_NAMES) + ("neg_sample_var",)
 NAME_BYTES = 256
-_COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
 _ROWS_PER_CHUNK = 256
 
 
@@ -57,7 +59,7 @@ def _column(group, name, dtype, columns=None):
     chunks = (4096,) if columns is None else (_ROWS_PER_CHUNK, max(min(columns, 128), 16))
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks,
-                         fillvalue=fill, **_COMPRESSION)
+                         fillvalue=fill)
 
 
 def _create(path: Path, bins: int, config: dict, env: dict):
@@ -268,7 +270,6 @@ def _reader_fapl():
     global _fapl
     if _fapl is None:
         fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
         _set_metadata_read_attempts(fapl, _READ_ATTEMPTS)
         _fapl = fapl
     return _fapl

@@ -1,0 +1,47 @@
+"""`scoreviz info` and the command line's error handling."""
+
+import json
+import subprocess
+
+import torch
+
+from scoreviz import Recorder
+
+
+def scoreviz(python, env, *args):
+    return subprocess.run([python, "-m", "scoreviz.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_info_summarises_a_run(tmp_path, python, subprocess_env):
+    with Recorder(tmp_path / "moco-ft", config={"m": 0.99, "pos_alpha": 2.0}) as rec:
+        for step in range(12):
+            rec.log_scores(step, torch.full((4,), 0.8), torch.zeros(4, 10))
+            rec.log_scalars(step, loss=3.5)
+    out = scoreviz(python, subprocess_env, "info", str(tmp_path / "moco-ft"))
+    assert out.returncode == 0, out.stderr
+    assert "moco-ft" in out.stdout
+    assert "12 recorded, 0 to 11" in out.stdout
+    assert "tags     train" in out.stdout
+    assert "m=0.99" in out.stdout and "pos_alpha=2.0" in out.stdout
+    assert "pos_mean=0.8" in out.stdout and "loss=3.5" in out.stdout
+    as_json = json.loads(scoreviz(python, subprocess_env, "info", "--json", str(tmp_path / "moco-ft")).stdout)
+    assert as_json["steps"] == 12 and as_json["config"]["m"] == 0.99
+
+
+def test_info_on_bad_input_is_one_line_on_stderr(tmp_path, python, subprocess_env):
+    (tmp_path / "scores.h5").write_text("not hdf5")
+    for target in (tmp_path / "missing", tmp_path):
+        out = scoreviz(python, subprocess_env, "info", str(target))
+        assert out.returncode == 1
+        assert out.stdout == ""
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("scoreviz: error: ")
+        assert str(target) in out.stderr
+
+
+def test_every_command_has_help(python, subprocess_env):
+    out = scoreviz(python, subprocess_env, "--help")
+    assert out.returncode == 0 and "info" in out.stdout
+    out = scoreviz(python, subprocess_env, "info", "--help")
+    assert out.returncode == 0 and "RUN_DIR" in out.stdout
+    out = scoreviz(python, subprocess_env, "info")
+    assert out.returncode == 2 and "RUN_DIR" in out.stderr
