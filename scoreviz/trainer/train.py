@@ -49,7 +49,7 @@ def add_arguments(parser):
     a("--dataset", default="digits", choices=sorted(DATASET_DEFAULTS), help="training data (default: digits, bundled)")
     a("--data", metavar="PATH", help="local folder of the dataset (cifar10, cifar100, imagefolder)")
     a("--run-dir", metavar="PATH", help="where the record, checkpoints and results go (default: a new folder under runs/)")
-    a("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    a("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, with its saved settings (only --epochs may change)")
     a("--moco-version", type=int, default=2, choices=[1, 2], help="MoCo v1 (linear head, t 0.07) or v2 (MLP head, t 0.2, cosine lr)")
     a("--arch", choices=["small", "resnet18", "resnet50"], help="backbone (default per dataset)")
     a("--image-size", type=int, help="crop size for imagefolder (default 224)")
