@@ -96,13 +96,16 @@ class Recorder:
         own negative variance is kept too. Non-finite scores are counted and
         left out of every statistic.
         """
+        self._log_scores(step, pos, neg, tag, 1.0, "log_scores")
+
+    def _log_scores(self, step, pos, neg, tag, scale, caller):
         step = self._check_open_and_step(step)
-        pos = _score_tensor(pos, "pos", "log_scores")
-        neg = _score_tensor(neg, "neg", "log_scores")
+        pos = _score_tensor(pos, "pos", caller)
+        neg = _score_tensor(neg, "neg", caller)
         tag = _tag(tag)
         if step % self.every:
             return
-        row = score_row(pos, neg.to(pos.device), self.bins)
+        row = score_row(pos, neg.to(pos.device), self.bins, scale)
         if self._distributed:
             self._reduce(row)
         if self.rank == 0:
@@ -116,8 +119,7 @@ class Recorder:
             raise ScorevizError(f"log_logits: logits must have shape (batch, 1 + negatives), got {tuple(logits.shape)}")
         if not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ScorevizError(f"log_logits: temperature must be a positive number, got {temperature!r}")
-        scores = logits.detach().float() * float(temperature)
-        self.log_scores(step, scores[:, 0], scores[:, 1:], tag=tag)
+        self._log_scores(step, logits[:, 0], logits[:, 1:], tag, float(temperature), "log_logits")
 
     def log_gradients(self, step, model: torch.nn.Module):
         """Record the L2 norm of the gradients of each layer (the parameters a

@@ -15,6 +15,8 @@ own negative variance and the number of samples.
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 
@@ -23,11 +25,18 @@ QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
 STAT_NAMES = ("count", "mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
               "nonfinite", "out_of_range")
 
-# Above this many scores the histogram is built from a random subsample of this
-# size (exact moments, min and max still use every score). A uniform random
-# subsample gives unbiased bin proportions; its counts are scaled back up so a
-# histogram always sums to the number of in-range scores, up to rounding.
-HIST_SAMPLE_LIMIT = 1 << 20
+# Above this many scores the histogram is built from a subsample of about this
+# size (exact moments, min and max still use every score): the same block of
+# consecutive columns from every sample, starting at a uniformly random column
+# and wrapping around, so every score has the same chance to be in it and the
+# bin proportions are unbiased. Counts are scaled back up so that a histogram
+# sums to the number of in-range scores, up to rounding. The offsets come from a
+# private host RNG: recording never draws from torch's random number generators.
+HIST_SAMPLE_LIMIT = 1 << 18
+_offsets = random.Random(0)
+
+# Scores are centred in blocks of about this many elements, small enough to stay in cache.
+_CENTRE_BLOCK = 1 << 18
 
 _SUMS = 5  # count, sum, sumsq, nonfinite, out_of_range
 
@@ -62,12 +71,13 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
 def _row_moments(rows: torch.Tensor):
     """Per-row count, mean and variance (ddof=0) of the finite scores, and the
     mask of finite scores (None when every score is finite)."""
-    if rows.shape[1]:
-        var, mean = torch.var_mean(rows, dim=1, correction=0)
-        # On the CPU a check costs nothing: finite moments mean every score is finite.
-        if rows.device.type == "cpu" and bool(torch.isfinite(var).all() and torch.isfinite(mean).all()):
-            count = torch.full_like(mean, rows.shape[1])
-            return count, mean, var, None
+    width = rows.shape[1]
+    if width and rows.device.type == "cpu":
+        total = rows.sum(dim=1)
+        # On the CPU a check costs nothing: a finite row sum means a finite row.
+        if bool(torch.isfinite(total).all()):
+            mean = total / width
+            return torch.full_like(mean, width), mean, _centred_square_sums(rows, mean) / width, None
     finite = torch.isfinite(rows)
     count = finite.sum(dim=1).float()
     mean = torch.where(finite, rows, 0.0).sum(dim=1) / count.clamp(min=1)
@@ -75,55 +85,77 @@ def _row_moments(rows: torch.Tensor):
     return count, mean, var, finite
 
 
-def _kind_stats(x: torch.Tensor, bins: int, generator=None):
-    """Sums, histogram and extremes of one tensor of scores, all on its device.
+def _centred_square_sums(rows, mean):
+    """Sum of squared deviations from the mean, per row. Centring first keeps
+    float32 exact enough when the variance is tiny next to the mean (collapse)."""
+    out = torch.empty_like(mean)
+    step = max(1, _CENTRE_BLOCK // rows.shape[1])
+    for start in range(0, rows.shape[0], step):
+        block = rows[start:start + step] - mean[start:start + step, None]
+        out[start:start + step] = torch.linalg.vector_norm(block, dim=1)
+    return out.square()
+
+
+def _histogram_sample(values: torch.Tensor):
+    """The scores to bin, as (samples, columns), and how many scores each stands for."""
+    width = values.shape[1]
+    if values.numel() <= HIST_SAMPLE_LIMIT:
+        return values, 1.0
+    columns = max(1, HIST_SAMPLE_LIMIT // values.shape[0])
+    start = _offsets.randrange(width)
+    block = values[:, start:start + columns]
+    if start + columns > width:  # wrap around
+        block = torch.cat([block, values[:, :start + columns - width]], dim=1)
+    return block, width / columns
+
+
+def _kind_stats(x: torch.Tensor, bins: int, scale: float = 1.0):
+    """Sums, histogram and extremes of one tensor of scores times `scale`, all on its device.
 
     Returns (sums, extremes, (sample variance sum, sample count)).
     """
     rows = _as_rows(x)
     n = rows.numel()
     count, mean, var, finite = _row_moments(rows)
-    count, mean64, var64 = count.double(), mean.double(), var.double()
+    count, mean64, var64 = count.double(), mean.double() * scale, var.double() * scale * scale
     n_finite = count.sum()
     total = (count * mean64).sum()
     sumsq = (count * (var64 + mean64 * mean64)).sum()
     if finite is None:
-        clean = hist_input = rows
+        hist_input = rows
+        lo, hi = (rows.amin(dim=1).min(), rows.amax(dim=1).max()) if n else (None, None)
     else:
-        global_mean = (total / n_finite.clamp(min=1)).float()
-        clean = torch.where(finite, rows, global_mean)
-        hist_input = torch.where(finite, rows, 2.0)  # 2.0 lies outside the histogram's range
+        hist_input = torch.where(finite, rows, float("inf"))  # outside the histogram's range
+        lo = hist_input.amin() if n else None
+        hi = torch.where(finite, rows, float("-inf")).amax() if n else None
     if n:
-        lo, hi = torch.aminmax(clean)
+        lo, hi = lo.double() * scale, hi.double() * scale
     else:
-        lo = torch.tensor(float("inf"), device=rows.device)
+        lo = torch.tensor(float("inf"), dtype=torch.float64, device=rows.device)
         hi = -lo
-    sample, scale = hist_input.reshape(-1), 1.0
-    if n > HIST_SAMPLE_LIMIT:
-        idx = torch.randint(n, (HIST_SAMPLE_LIMIT,), device=rows.device, generator=generator)
-        sample, scale = sample[idx], n / HIST_SAMPLE_LIMIT
-    hist = torch.histc(sample, bins=bins, min=-1.0, max=1.0).double() * scale
-    if scale == 1.0:
+    sample, weight = _histogram_sample(hist_input)
+    hist = torch.histc(sample.float() * scale, bins=bins, min=-1.0, max=1.0).double() * weight
+    if weight == 1.0:
         in_range = hist.sum()
-    elif finite is None and bool(lo >= -1.0) and bool(hi <= 1.0):
+    elif rows.device.type == "cpu" and bool(lo >= -1.0) and bool(hi <= 1.0):
         in_range = n_finite
     else:
-        in_range = hist_input.abs().le(1.0).sum().double()  # exact, over every score
+        in_range = hist_input.abs().le(1.0 / scale).sum().double()  # exact, over every score
     sums = torch.cat([torch.stack([n_finite, total, sumsq, n - n_finite, n_finite - in_range]), hist])
-    extremes = torch.stack([lo.double(), -hi.double()])
+    extremes = torch.stack([lo, -hi])
     has_scores = count > 0
     sample_var = torch.stack([torch.where(has_scores, var64, 0.0).sum(), has_scores.sum().double()])
     return sums, extremes, sample_var
 
 
-def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, generator=None) -> torch.Tensor:
-    """One float64 row of sums for a batch of scores, on the scores' device, no host sync.
-
-    Exception: on the CPU cheap checks choose the all-finite fast path.
-    The first dimension of `neg` is the sample; a 1-D `neg` is one sample.
+def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float = 1.0) -> torch.Tensor:
+    """One float64 row of sums for a batch of scores (times `scale`), on the
+    scores' device, with no host sync. Exception: on the CPU, cheap checks pick
+    the all-finite fast path. The first dimension of `neg` is the sample; a 1-D
+    `neg` is one sample. `scale` turns logits back into scores without a copy.
     """
-    pos_sums, pos_ext, _ = _kind_stats(pos.reshape(-1), bins, generator)
-    neg_sums, neg_ext, sample_var = _kind_stats(neg, bins, generator)
+    pos_sums, pos_ext, _ = _kind_stats(pos.reshape(-1), bins, scale)
+    neg_sums, neg_ext, sample_var = _kind_stats(neg, bins, scale)
     return torch.cat([pos_sums, neg_sums, sample_var, pos_ext, neg_ext])
 
 

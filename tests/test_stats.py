@@ -116,7 +116,7 @@ def test_large_tensors_get_exact_moments_and_a_subsampled_histogram(monkeypatch)
     g = torch.Generator().manual_seed(2)
     neg = 0.25 * torch.randn(64, 1024, generator=g)
     neg[0, 0] = 1.5  # out-of-range scores are counted exactly
-    out = summarize(score_row(torch.rand(4), neg, BINS, generator=g)[None].numpy(), RowLayout(BINS))
+    out = computed(torch.rand(4), neg)
     ref = reference(neg)
     assert out["neg_count"][0] == ref["count"]
     assert out["neg_mean"][0] == pytest.approx(ref["mean"], abs=1e-7)
@@ -135,3 +135,34 @@ def test_histogram_quantiles_interpolate_within_a_bin():
     q = stats.histogram_quantiles(counts, (0.0, 0.5, 1.0))
     np.testing.assert_allclose(q, [0.0, 0.25, 0.5])
     assert np.isnan(stats.histogram_quantiles(np.zeros(4), (0.5,))).all()
+
+
+def test_a_tiny_variance_next_to_a_large_mean_stays_exact():
+    """Collapse: every score near 0.99 with a spread of 1e-4; float32 sums of squares would lose it."""
+    g = torch.Generator().manual_seed(3)
+    neg = (0.99 + 1e-4 * torch.randn(32, 4096, generator=g)).clamp(-1, 1)
+    out = computed(torch.full((32,), 0.999), neg)
+    ref = neg.double()
+    assert out["neg_var"][0] == pytest.approx(ref.var(correction=0).item(), rel=1e-3)
+    assert out["neg_sample_var"][0] == pytest.approx(ref.var(dim=1, correction=0).mean().item(), rel=1e-3)
+
+
+def test_logits_with_a_scale_equal_the_scores_they_came_from(monkeypatch):
+    monkeypatch.setattr(stats, "HIST_SAMPLE_LIMIT", 1 << 30)  # whole histograms, to compare exactly
+    g = torch.Generator().manual_seed(4)
+    scores = torch.cat([torch.rand(16, 1, generator=g), 0.3 * torch.randn(16, 300, generator=g)], dim=1)
+    logits = scores / 0.2
+    from_logits = summarize(score_row(logits[:, 0], logits[:, 1:], BINS, scale=0.2)[None].numpy(), RowLayout(BINS))
+    from_scores = computed(scores[:, 0], scores[:, 1:])
+    for key in from_scores:
+        np.testing.assert_allclose(from_logits[key], from_scores[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def test_recording_never_draws_from_torchs_random_generator(monkeypatch):
+    monkeypatch.setattr(stats, "HIST_SAMPLE_LIMIT", 64)  # the subsampling path
+    torch.manual_seed(5)
+    score_row(torch.rand(8), torch.rand(8, 512), BINS)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    torch.rand(8), torch.rand(8, 512)
+    assert torch.equal(torch.rand(3), expected)

@@ -1,0 +1,275 @@
+"""What recording costs: scoreviz's Recorder against recording nothing, a naive
+recorder (copy every score to the CPU and append it with h5py, the paper's tool's
+way) and TensorBoard's SummaryWriter.add_histogram on the same scores.
+
+    python benchmarks/recorder_overhead.py            # prints markdown tables
+
+Setting 1: a MoCo-like CPU training step (small conv encoder on 32x32 images,
+batch 64, queue 4096, momentum encoder), recording every step.
+Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
+Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
+Time per step includes each recorder's deferred work (writer threads are
+flushed and closed inside the timing), so nothing is hidden in a background thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import scoreviz
+
+
+def folder_bytes(path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------- recorders
+
+
+class NoRecording:
+    name = "no recording"
+
+    def __init__(self, folder):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+
+    def record(self, step, logits, temperature, model, loss):
+        pass
+
+    def close(self):
+        pass
+
+
+class ScorevizRecording(NoRecording):
+    name = "scoreviz Recorder"
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.rec = scoreviz.Recorder(folder)
+
+    def record(self, step, logits, temperature, model, loss):
+        self.rec.log_logits(step, logits, temperature)
+        if model is not None:
+            self.rec.log_gradients(step, model)
+        self.rec.log_scalars(step, loss=loss)
+
+    def close(self):
+        self.rec.close()
+
+
+class NaiveRecording(NoRecording):
+    """Every score copied to the host each step and appended to HDF5."""
+
+    name = "naive: copy to CPU + h5py"
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.file = h5py.File(Path(folder) / "scores.h5", "w")
+        self.n = 0
+
+    def record(self, step, logits, temperature, model, loss):
+        scores = (logits.detach().float() * temperature).cpu().numpy()
+        if self.n == 0:
+            b, k = scores.shape
+            self.pos = self.file.create_dataset("pos", (0, b), maxshape=(None, b), chunks=(1, b), dtype="f4")
+            self.neg = self.file.create_dataset("neg", (0, b, k - 1), maxshape=(None, b, k - 1),
+                                                chunks=(1, b, k - 1), dtype="f4")
+            self.loss = self.file.create_dataset("loss", (0,), maxshape=(None,), chunks=(1024,), dtype="f4")
+        for ds, value in ((self.pos, scores[:, 0]), (self.neg, scores[:, 1:]), (self.loss, float(loss))):
+            ds.resize(self.n + 1, axis=0)
+            ds[self.n] = value
+        self.n += 1
+
+    def close(self):
+        self.file.close()
+
+
+class TensorBoardRecording(NoRecording):
+    name = "TensorBoard add_histogram"
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(folder)
+
+    def record(self, step, logits, temperature, model, loss):
+        scores = logits.detach().float() * temperature
+        self.writer.add_histogram("pos", scores[:, 0], step)
+        self.writer.add_histogram("neg", scores[:, 1:], step)
+        self.writer.add_scalar("loss", float(loss), step)
+
+    def close(self):
+        self.writer.close()
+
+
+RECORDINGS = (NoRecording, ScorevizRecording, NaiveRecording, TensorBoardRecording)
+
+
+# ---------------------------------------------------------------- the MoCo-like step
+
+
+class SmallConv(nn.Module):
+    def __init__(self, dim=128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, dim))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class MocoStep:
+    """One MoCo v2 step: query and momentum key encoders, a queue, InfoNCE."""
+
+    def __init__(self, batch=64, queue=4096, dim=128, temperature=0.2, m=0.99):
+        self.q = SmallConv(dim)
+        self.k = copy.deepcopy(self.q).requires_grad_(False)
+        self.queue = F.normalize(torch.randn(queue, dim), dim=1)
+        self.ptr = 0
+        self.batch, self.temperature, self.m = batch, temperature, m
+        self.opt = torch.optim.SGD(self.q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+        self.images = torch.rand(batch * 4, 3, 32, 32)
+
+    def views(self):
+        x = self.images[torch.randint(len(self.images), (self.batch,))]
+        flip = torch.rand(self.batch, 1, 1, 1) < 0.5
+        one = torch.where(flip, x.flip(3), x) + 0.05 * torch.randn_like(x)
+        two = torch.where(~flip, x.flip(3), x) + 0.05 * torch.randn_like(x)
+        return one, two
+
+    def __call__(self):
+        x1, x2 = self.views()
+        q = F.normalize(self.q(x1), dim=1)
+        with torch.no_grad():
+            for pk, pq in zip(self.k.parameters(), self.q.parameters()):
+                pk.mul_(self.m).add_(pq.detach(), alpha=1 - self.m)
+            k = F.normalize(self.k(x2), dim=1)
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.T], dim=1) / self.temperature
+        loss = F.cross_entropy(logits, torch.zeros(self.batch, dtype=torch.long))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.queue[self.ptr:self.ptr + self.batch] = k
+        self.ptr = (self.ptr + self.batch) % len(self.queue)
+        return logits.detach(), loss.detach()
+
+
+# ---------------------------------------------------------------- settings
+
+
+def training_step_setting(workdir, rounds, steps):
+    """Median time per training step with each recording, interleaved in rounds."""
+    torch.manual_seed(0)
+    train = MocoStep()
+    for _ in range(10):  # warm up
+        train()
+    times = {cls: [] for cls in RECORDINGS}
+    counts = dict.fromkeys(RECORDINGS, 0)
+    recordings = {cls: cls(os.path.join(workdir, f"train-{i}")) for i, cls in enumerate(RECORDINGS)}
+    step = 0
+    for r in range(rounds):
+        for cls, recording in recordings.items():
+            last = r == rounds - 1
+            start = time.perf_counter()
+            for _ in range(steps):
+                logits, loss = train()
+                recording.record(step, logits, train.temperature, train.q, loss)
+                step += 1
+            if last:
+                recording.close()  # its deferred work counts too
+            times[cls].append((time.perf_counter() - start) / steps)
+            counts[cls] += steps
+    rows = []
+    base = statistics.median(times[NoRecording])
+    for cls, recording in recordings.items():
+        t = statistics.median(times[cls])
+        rows.append((cls.name, t * 1e3, 100 * (t - base) / base, folder_bytes(recording.folder) / counts[cls]))
+    return rows
+
+
+def bare_setting(workdir, calls, batch=256, negatives=65536, temperature=0.2):
+    """Time per record call (deferred work included) on (batch, 1 + negatives) logits."""
+    torch.manual_seed(0)
+    scores = torch.empty(batch, 1 + negatives).uniform_(-0.3, 0.3)
+    scores[:, 0] = torch.empty(batch).uniform_(0.5, 1.0)
+    logits = scores / temperature
+    rows = []
+    for i, cls in enumerate(RECORDINGS[1:]):
+        recording = cls(os.path.join(workdir, f"bare-{i}"))
+        recording.record(0, logits, temperature, None, 1.0)  # warm up (creates datasets)
+        start = time.perf_counter()
+        for step in range(1, calls + 1):
+            recording.record(step, logits, temperature, None, 1.0)
+        recording.close()
+        t = (time.perf_counter() - start) / calls
+        rows.append((cls.name, t * 1e3, folder_bytes(recording.folder) / (calls + 1)))
+    return rows
+
+
+def file_size_setting(workdir, steps, rows_per_flush):
+    """Bytes per recorded step: 2 tags, 100 bins, 100 layers, flushed every `rows_per_flush` steps."""
+    model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(100)])
+    model(torch.randn(2, 8)).sum().backward()
+    folder = os.path.join(workdir, f"size-{rows_per_flush}")
+    with scoreviz.Recorder(folder, bins=100) as rec:
+        for step in range(steps):
+            pos, neg = torch.rand(64), torch.rand(64, 512) * 2 - 1
+            rec.log_scores(step, pos, neg, tag="raw")
+            rec.log_scores(step, pos * 0.9, neg, tag="ft")
+            rec.log_gradients(step, model)
+            rec.log_scalars(step, loss=1.0, lr=0.1)
+            if (step + 1) % rows_per_flush == 0:
+                rec.flush()
+    return folder_bytes(folder) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Measure what recording costs per training step.")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds in setting 1")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per round and recording")
+    parser.add_argument("--bare-calls", type=int, default=3, help="record calls per recorder in setting 2")
+    parser.add_argument("--size-steps", type=int, default=5000, help="recorded steps in setting 3")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    with tempfile.TemporaryDirectory() as workdir:
+        print("\n1. MoCo-like training step on CPU (conv encoder, batch 64, queue 4096), every step recorded\n")
+        print("| recording | time per step (ms) | overhead | bytes written per step |")
+        print("|---|---:|---:|---:|")
+        for name, ms, overhead, size in training_step_setting(workdir, args.rounds, args.steps):
+            print(f"| {name} | {ms:.1f} | {overhead:+.1f}% | {size:,.0f} |")
+
+        print("\n2. Bare recording cost at MoCo-ImageNet size (256 x 65536 negative scores)\n")
+        print("| recording | time per step (ms) | bytes written per step |")
+        print("|---|---:|---:|")
+        bare = bare_setting(workdir, args.bare_calls)
+        for name, ms, size in bare:
+            print(f"| {name} | {ms:.1f} | {size:,.0f} |")
+        ours = bare[0][1]
+        print(f"\nTensorBoard add_histogram / scoreviz: {bare[2][1] / ours:.1f}x; naive / scoreviz: {bare[1][1] / ours:.1f}x")
+
+        print("\n3. File size: 2 tags, 100 bins, 100 layers, loss and lr\n")
+        print("| rows per flush | bytes per recorded step |")
+        print("|---:|---:|")
+        for rows_per_flush in (1, 10, 1000):
+            size = file_size_setting(workdir, args.size_steps, rows_per_flush)
+            print(f"| {rows_per_flush} | {size:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
