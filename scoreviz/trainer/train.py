@@ -281,12 +281,13 @@ def _train(args, device):
         if not args.run_dir:
             raise ScorevizError("--resume: needs --run-dir of the run to continue")
         checkpoint = load_checkpoint(args.run_dir)
-        epochs = args.epochs
-        run_dir = args.run_dir
+        cli = args
         args = argparse.Namespace(**checkpoint["args"])  # the run's own settings, so it continues identically
-        args.run_dir, args.resume = run_dir, True
-        if epochs is not None:
-            args.epochs = epochs
+        args.run_dir, args.resume, args.quiet = cli.run_dir, True, cli.quiet
+        # Where things are may change between machines; what is computed may not (except the length).
+        for key in ("epochs", "data", "device"):
+            if getattr(cli, key) is not None:
+                setattr(args, key, getattr(cli, key))
     else:
         args = resolve(args)
         args.run_dir = _broadcast_object(args.run_dir or os.path.join("runs", default_run_name(args)))
