@@ -65,6 +65,7 @@ class Recorder:
         self.rank = torch.distributed.get_rank() if self._distributed else 0
         self._closed = False
         self._module_params = None  # [(layer name, [params])], built on the first log_gradients
+        self._owner_cache = None
         self._warned = set()
         if self.rank != 0:
             return
@@ -143,7 +144,7 @@ class Recorder:
         per_param = torch.stack([n.to(device) for n in torch._foreach_norm([g.detach() for g in grads])]).double()
         squares = per_param.square()
         per_layer = torch.zeros(len(names), dtype=torch.float64, device=device)
-        per_layer.index_add_(0, torch.tensor(owner, device=device), squares)
+        per_layer.index_add_(0, self._owner_index(owner, device), squares)
         row = torch.cat([per_layer.sqrt(), squares.sum().sqrt()[None]])
         self._submit(("gradients", tuple(names), step, row, _event(row)))
 
@@ -226,6 +227,14 @@ class Recorder:
                 if any(True for _ in module.parameters(recurse=False))
             ]
         return self._module_params
+
+    def _owner_index(self, owner, device):
+        """The layer of each gradient as a device tensor, built once: copying a list
+        from the host to a GPU would wait for the GPU to catch up."""
+        key = (tuple(owner), device)
+        if self._owner_cache is None or self._owner_cache[0] != key:
+            self._owner_cache = (key, torch.tensor(owner, device=device))
+        return self._owner_cache[1]
 
     def _reduce(self, row):
         split = self._layout.sum_width

@@ -131,7 +131,7 @@ def _kind_stats(x: torch.Tensor, bins: int, scale: float = 1.0):
     if n:
         lo, hi = lo.double() * scale, hi.double() * scale
     else:
-        lo = torch.tensor(float("inf"), dtype=torch.float64, device=rows.device)
+        lo = torch.full((), float("inf"), dtype=torch.float64, device=rows.device)  # a fill, no copy from the host
         hi = -lo
     sample, weight = _histogram_sample(hist_input)
     hist = torch.histc(sample.float() * scale, bins=bins, min=-1.0, max=1.0).double() * weight
