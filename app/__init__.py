@@ -35,8 +35,17 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True):
         serve_locally=True,  # Dash's and plotly's JS from this server, never a CDN
         update_title=None,
     )
-    # A function, so each page load lists the runs that exist now.
-    dash_app.layout = lambda: layout.build(str(runs_dir), data.run_ids(), refresh)
+    def page():
+        # A function, so each page load lists the runs (and tags) that exist now.
+        run_ids = data.run_ids()
+        tags, keys = {}, set()
+        for run_id in run_ids:
+            info = data.light_info(run_id)
+            tags.update(dict.fromkeys(info.get("tags", [])))
+            keys.update(info.get("config", {}))
+        return layout.build(str(runs_dir), run_ids, list(tags), sorted(keys), refresh)
+
+    dash_app.layout = page
     callbacks.register(dash_app, data)
     dash_app.scoreviz_data = data  # for tests and the latency benchmark
     return dash_app

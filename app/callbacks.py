@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode
 
 import pandas as pd
 import plotly.io as pio
-from dash import Input, Output, State, ctx, dcc, no_update
+from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app import figures, images, layout
 from app.data import RefusedRunId, RunData
@@ -138,9 +138,9 @@ def _selection(dash_app, data):
         Output("tag", "options"), Output("stats", "options"), Output("waterfall-key", "options"),
         Output("ft-run", "options"), Output("grad-run", "options"),
         Input("refresh", "n_intervals"), Input("run-picker", "value"),
-        State("selection", "data"),
+        State("selection", "data"), State("tag", "options"),
     )
-    def update_selection(_n, picked, previous):
+    def update_selection(_n, picked, previous, previous_tags):
         valid, stamps, errors = [], {}, {}
         for run_id in picked or []:
             try:
@@ -158,6 +158,7 @@ def _selection(dash_app, data):
             return [no_update] * 7
         infos = [data.light_info(r) for r in valid]
         tags = _union(t for info in infos for t in info.get("tags", [])) or ["train"]
+        tags = _union(tags + list(previous_tags or []))  # keep the current choice valid
         scalar_names = _union(c for r in valid for c in _safe(lambda: data.scalars(r).columns, []))
         keys = _union(sorted({k for info in infos for k in info.get("config", {})}))
         notice = [_error_line(run_id, msg) for run_id, msg in errors.items()]
@@ -166,8 +167,6 @@ def _selection(dash_app, data):
 
 
 def _error_line(run_id, message):
-    from dash import html
-
     return html.Div(f"{run_id}: {message}", className="error-line")
 
 
@@ -183,6 +182,7 @@ def _figures(dash_app, data):
     def update_curves(selection, view, tag, stats, log_y, smoothing):
         if view != "curves":
             return no_update
+        tag = pick_tag(data, _runs(selection), tag)
         frames = {r: curve_frame(data, r, tag, stats or []) for r in _runs(selection)}
         return figures.curves_figure(frames, stats or [], log_y="log" in (log_y or []),
                                      smoothing=smoothing or 0.0, title=f"Statistics over steps ({tag})")
@@ -196,6 +196,7 @@ def _figures(dash_app, data):
     def update_distribution(selection, view, tag, kind, step):
         if view != "distribution":
             return [no_update] * 5
+        tag = pick_tag(data, _runs(selection), tag)
         views = {r: _safe(lambda r=r: data.histograms(r, tag, kind)) for r in _runs(selection)}
         heat = {r: v["heat"] for r, v in views.items() if v}
         fig = figures.score_heatmap_figure(heat, kind=kind)
@@ -215,6 +216,7 @@ def _figures(dash_app, data):
     def update_histograms(selection, view, tag, step):
         if view != "distribution":
             return no_update
+        tag = pick_tag(data, _runs(selection), tag)
         hists = {r: histogram_pair(data, r, tag) for r in _runs(selection)}
         step = step if step is not None else _last_step(hists)
         return figures.histograms_at_step_figure(hists, step, title=f"Score histograms at step {step} ({tag})")
@@ -243,6 +245,7 @@ def _figures(dash_app, data):
     def update_waterfall(selection, view, tag, key, stat):
         if view != "waterfall":
             return no_update
+        tag = pick_tag(data, _runs(selection), tag)
         series, order = {}, {}
         for r in _runs(selection):
             frame = curve_frame(data, r, tag, [stat])
@@ -278,6 +281,7 @@ def _figures(dash_app, data):
     def update_health(selection, view, tag):
         if view != "health":
             return no_update
+        tag = pick_tag(data, _runs(selection), tag)
         results = {}
         for r in _runs(selection):
             try:
@@ -285,6 +289,12 @@ def _figures(dash_app, data):
             except ValueError as err:
                 results[r] = str(err)
         return layout.health_table(results)
+
+
+def pick_tag(data: RunData, runs: list[str], tag):
+    """``tag`` if a selected run has it, else the tag the selected runs would default to."""
+    tags = _union(t for r in runs for t in data.light_info(r).get("tags", []))
+    return tag if tag in tags or not tags else layout.default_tag(tags)
 
 
 def curve_frame(data: RunData, run_id: str, tag: str, columns) -> pd.DataFrame:

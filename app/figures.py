@@ -454,9 +454,9 @@ def run_table(rows: Sequence[Mapping]) -> dict:
 
     Each row is ``{"id", "name", "steps", "last_update", "config": {...}}`` or,
     for a run that cannot be read, ``{"id", "name", "error": "..."}``. Config
-    keys become columns (sorted); a config column is marked as differing when
-    the readable runs do not all hold the same value there, so differences
-    stand out. Returns ``{"columns", "config_columns", "differs", "rows"}``
+    keys become columns, those that differ first (each group sorted); a
+    config column is marked as differing when the readable runs do not all
+    hold the same value there, so differences stand out. Returns ``{"columns", "config_columns", "differs", "rows"}``
     where each output row has ``"cells"`` (list aligned with columns) and
     ``"error"`` (str or None).
     """
@@ -466,6 +466,9 @@ def run_table(rows: Sequence[Mapping]) -> dict:
     for k in keys:
         values = {_fmt(r.get("config", {}).get(k, "")) for r in good}
         differs[k] = len(values) > 1
+    # Differing keys first: with dozens of config values, what tells runs
+    # apart must be visible without scrolling.
+    keys = [k for k in keys if differs[k]] + [k for k in keys if not differs[k]]
     columns = ["run", "steps", "last update"] + keys
     out_rows = []
     for r in rows:

@@ -26,15 +26,21 @@ GRAPH_CONFIG = {
 }
 
 
-def build(runs_dir: str, run_ids: list[str], refresh_s: float) -> html.Div:
-    """The whole page. ``run_ids`` fill the picker so a URL's selection is valid at once."""
+def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[str],
+          refresh_s: float) -> html.Div:
+    """The whole page.
+
+    ``run_ids``, ``tags`` and ``config_keys`` (of all runs) fill the pickers
+    from the start: a dropdown drops a value it has no option for, and the
+    values a URL asks for arrive before any callback has run.
+    """
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),
         dcc.Interval(id="refresh", interval=int(refresh_s * 1000), n_intervals=0),
         dcc.Store(id="selection"),   # valid selected runs and their file stamps
         dcc.Store(id="table-signature"),
         header(runs_dir, refresh_s),
-        controls(run_ids),
+        controls(run_ids, tags),
         html.Div(id="url-notice", className="notice"),
         html.Div(id="notice", className="notice"),
         html.Details(open=True, className="run-table-box", children=[
@@ -42,7 +48,8 @@ def build(runs_dir: str, run_ids: list[str], refresh_s: float) -> html.Div:
             html.Div(id="run-table", className="run-table-scroll"),
         ]),
         dcc.Tabs(id="view", value="curves", className="tabs", children=[
-            dcc.Tab(label=label, value=value, children=view(value)) for value, label in VIEWS
+            dcc.Tab(label=label, value=value, children=view(value, run_ids, config_keys))
+            for value, label in VIEWS
         ]),
     ])
 
@@ -56,11 +63,17 @@ def header(runs_dir: str, refresh_s: float) -> html.Header:
     ])
 
 
-def controls(run_ids: list[str]) -> html.Div:
+def default_tag(tags: list[str]) -> str | None:
+    """'train' where runs have it (the Recorder's default), else the first tag."""
+    return "train" if "train" in tags or not tags else tags[0]
+
+
+def controls(run_ids: list[str], tags: list[str]) -> html.Div:
     return html.Div(className="controls", children=[
         labelled("Runs", dcc.Dropdown(id="run-picker", options=run_ids, value=[], multi=True,
                                       searchable=True, placeholder="search and select runs")),
-        labelled("Tag", dcc.Dropdown(id="tag", options=["train"], value="train", clearable=False),
+        labelled("Tag", dcc.Dropdown(id="tag", options=tags or ["train"], value=default_tag(tags),
+                                     clearable=False),
                  className="narrow"),
     ])
 
@@ -85,7 +98,7 @@ def graph(name: str, **graph_kwargs) -> html.Div:
     ])
 
 
-def view(name: str) -> html.Div:
+def view(name: str, run_ids: list[str], config_keys: list[str]) -> html.Div:
     if name == "curves":
         return html.Div([
             html.Div(className="controls", children=[
@@ -114,13 +127,13 @@ def view(name: str) -> html.Div:
                      className="step-control"),
             graph("hist"),
             labelled("Tags of one run (raw vs transformed)",
-                     dcc.Dropdown(id="ft-run", options=[], value=None, placeholder="first selected run")),
+                     dcc.Dropdown(id="ft-run", options=run_ids, value=None, placeholder="first selected run")),
             graph("ft"),
         ])
     if name == "waterfall":
         return html.Div([
             html.Div(className="controls", children=[
-                labelled("Order runs by config key", dcc.Dropdown(id="waterfall-key", options=[], value=None,
+                labelled("Order runs by config key", dcc.Dropdown(id="waterfall-key", options=config_keys, value=None,
                                                                   placeholder="e.g. moco_m")),
                 labelled("Statistic", dcc.Dropdown(id="waterfall-stat", options=list(figures.DEFAULT_STATS),
                                                    value="neg_sample_var", clearable=False)),
@@ -129,7 +142,7 @@ def view(name: str) -> html.Div:
         ])
     if name == "gradients":
         return html.Div([
-            labelled("Run for the landscape", dcc.Dropdown(id="grad-run", options=[], value=None,
+            labelled("Run for the landscape", dcc.Dropdown(id="grad-run", options=run_ids, value=None,
                                                            placeholder="first selected run")),
             graph("grad-heatmap"),
             graph("grad-surface"),

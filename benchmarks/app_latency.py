@@ -158,7 +158,7 @@ def main(argv=None):
         stats = ["pos_mean", "neg_mean", "neg_sample_var"]
         t, b, s, _ = c.call("run-picker.options", [0], [None])
         out.append(("run list + run table (8 runs)", t, b, s))
-        t, b, s, payload = c.call("selection.data", [0, names], [None])
+        t, b, s, payload = c.call("selection.data", [0, names], [None, None])
         sel = payload["selection"]["data"]
         out.append(("selection (stamps, options)", t, b, s))
         for label, prefix, inputs, state in [

@@ -126,7 +126,7 @@ def test_requests_for_run_ids_outside_runs_dir_are_refused(runs):
     dash_app = create_app(runs, refresh=60)
     client = dash_app.server.test_client()
     response = post_callback(client, dash_app, selection_key(dash_app),
-                             [0, ["../..", "/etc/passwd", "sweep/../../..", "m0.99"]], [None])
+                             [0, ["../..", "/etc/passwd", "sweep/../../..", "m0.99"]], [None, None])
     assert response.status_code == 200
     out = response.get_json()["response"]
     selection = out["selection"]["data"]
@@ -224,3 +224,37 @@ def test_figure_export_html_and_png_or_a_clear_reason(runs):
         assert "PNG/SVG export is unavailable" in message and message == reason
     else:
         assert body_png["response"]["curves-download"]["data"]["filename"] == "scoreviz-curves.png"
+
+
+@pytest.mark.slow
+def test_scoreviz_serve_binds_localhost_with_debug_off(runs):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "scoreviz.cli", "serve", str(runs), "--port", str(port),
+                               "--refresh", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        page = None
+        for _ in range(100):
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    break
+                import time
+
+                time.sleep(0.2)
+        assert page and "scoreviz" in page, server.stdout.read() if server.poll() is not None else ""
+        config = json.loads(re.search(r'<script id="_dash-config" type="application/json">(.*?)</script>',
+                                      page, re.S).group(1))
+        assert config["ui"] is False  # Dash dev tools (debug mode) off
+        assert not config.get("hot_reload")
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0]
+    assert f"http://127.0.0.1:{port}/" in output

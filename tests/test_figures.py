@@ -198,10 +198,10 @@ def test_run_table_highlights_config_differences_and_errors():
         {"id": "bad", "name": "bad", "error": "bad/scores.h5: not an HDF5 file"},
     ]
     table = figures.run_table(rows)
-    assert table["columns"] == ["run", "steps", "last update", "lr", "m"]
+    assert table["columns"] == ["run", "steps", "last update", "m", "lr"]  # differing first
     assert table["differs"] == {"lr": False, "m": True}
     assert table["rows"][2]["error"].endswith("not an HDF5 file")
-    assert table["rows"][0]["cells"][4] == "0.99"
+    assert table["rows"][0]["cells"][3] == "0.99"
 
 
 # ---- health ---------------------------------------------------------------
