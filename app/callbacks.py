@@ -153,15 +153,24 @@ def _selection(dash_app, data):
                 errors[run_id] = info["error"]
             else:
                 valid.append(run_id)
-        selection = {"runs": valid, "stamps": stamps, "errors": errors}
+        # Runs never read yet are read in the background, selected ones first;
+        # the figures leave them out until then, so no callback waits seconds.
+        data.warm(valid, urgent=True)
+        pending = data.pending(valid)
+        selection = {"runs": [r for r in valid if r not in pending], "pending": pending,
+                     "stamps": stamps, "errors": errors}
         if selection == previous:
             return [no_update] * 7
         infos = [data.light_info(r) for r in valid]
         tags = _union(t for info in infos for t in info.get("tags", [])) or ["train"]
         tags = _union(tags + list(previous_tags or []))  # keep the current choice valid
-        scalar_names = _union(c for r in valid for c in _safe(lambda: data.scalars(r).columns, []))
+        scalar_names = _union(c for r in selection["runs"]
+                              for c in _safe(lambda r=r: data.scalars(r).columns, []))
         keys = _union(sorted({k for info in infos for k in info.get("config", {})}))
         notice = [_error_line(run_id, msg) for run_id, msg in errors.items()]
+        if pending:
+            notice.append(html.Div(f"reading {len(pending)} run(s) in the background, drawn when read: "
+                                   + ", ".join(pending), className="pending-line"))
         return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys,
                 valid, valid)
 

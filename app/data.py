@@ -14,6 +14,7 @@ reduction is cached, which is all the figures need.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -55,8 +56,10 @@ class RunData:
         self._cache: OrderedDict = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._warm_queue = queue.Queue() if warm else None
-        self._warmed: dict = {}
+        self._warm_queue = queue.PriorityQueue() if warm else None
+        self._order = itertools.count()  # FIFO within one priority
+        self._queued: dict = {}  # run id -> (stamp, priority) last queued
+        self._read_stamp: dict = {}  # run id -> stamp its background read finished at
         if warm:
             threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
 
@@ -137,48 +140,71 @@ class RunData:
     def _open(self, run_id, stamp):
         return _scoreviz().open_run(self.resolve(run_id))
 
-    # ---- background warming -------------------------------------------------
+    # ---- background reading -------------------------------------------------
 
-    def warm(self, run_ids) -> None:
+    def warm(self, run_ids, urgent: bool = False) -> None:
         """Read ``run_ids`` into the cache in a background thread.
 
-        A 100k-step run takes about a second to read through scoreviz.Run, so
-        runs are read when they are discovered or change, not when a user
-        first asks for a figure. One thread does it: reads share h5py's lock
-        anyway, and it leaves the other cores to the callbacks.
+        A 100k-step run takes seconds to read through scoreviz.Run, so runs
+        are read when they are discovered or change, not when a user first
+        asks for a figure. ``urgent`` (the selected runs) go before the rest.
+        One thread does it: reads share h5py's lock anyway, and it leaves the
+        other cores to the callbacks.
         """
         if self._warm_queue is None:
             return
+        level = 0 if urgent else 1
         for run_id in run_ids:
             try:
                 stamp = self.stamp(run_id)
             except RefusedRunId:
                 continue
-            if self._warmed.get(run_id) != stamp:
-                self._warmed[run_id] = stamp
-                self._warm_queue.put(run_id)
+            if self._read_stamp.get(run_id) == stamp:
+                continue
+            queued = self._queued.get(run_id)
+            if queued is not None and queued[0] == stamp and queued[1] <= level:
+                continue
+            self._queued[run_id] = (stamp, level)
+            self._warm_queue.put((level, next(self._order), run_id))
+
+    def pending(self, run_ids) -> list[str]:
+        """Those of ``run_ids`` never read yet: figures leave them out until they are.
+
+        A run read before but grown since is not pending: the callbacks read
+        it again themselves, so a live run stays current.
+        """
+        if self._warm_queue is None:
+            return []
+        return [r for r in run_ids if r not in self._read_stamp]
 
     def warm_idle(self) -> bool:
-        """True when the warming thread has nothing left to do."""
+        """True when the background reader has nothing left to do."""
         return self._warm_queue is None or self._warm_queue.unfinished_tasks == 0
 
     def _warm_loop(self):
         while True:
-            run_id = self._warm_queue.get()
+            _, _, run_id = self._warm_queue.get()
             try:
-                info = self.info(run_id)
-                if not info.get("error"):
-                    for tag in info.get("tags", []):
-                        self.scores(run_id, tag)
-                        for kind in ("pos", "neg"):
-                            self.histograms(run_id, tag, kind)
-                    self.gradients(run_id)
-                    for tag in info.get("tags", []):
-                        self.health(run_id, tag)
+                stamp = self.stamp(run_id)
+                if self._read_stamp.get(run_id) != stamp:
+                    self._read_everything(run_id)
+                    self._read_stamp[run_id] = stamp
             except Exception:  # noqa: BLE001 - a broken run shows its error when asked for
-                pass
+                self._read_stamp.setdefault(run_id, None)
             finally:
                 self._warm_queue.task_done()
+
+    def _read_everything(self, run_id):
+        info = self.info(run_id)
+        if info.get("error"):
+            return
+        for tag in info.get("tags", []):
+            self.scores(run_id, tag)
+            for kind in ("pos", "neg"):
+                self.histograms(run_id, tag, kind)
+        self.gradients(run_id)
+        for tag in info.get("tags", []):
+            self.health(run_id, tag)
 
     # ---- what the callbacks read -------------------------------------------
 
