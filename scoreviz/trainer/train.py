@@ -291,10 +291,9 @@ def _train(args, device):
     else:
         args = resolve(args)
         args.run_dir = _broadcast_object(args.run_dir or os.path.join("runs", default_run_name(args)))
+    data = load_dataset(args.dataset, args.data, args.image_size)  # bad --data fails before any folder is made
     if rank == 0:
         os.makedirs(args.run_dir, exist_ok=True)
-
-    data = load_dataset(args.dataset, args.data, args.image_size)
     torch.manual_seed(args.seed)  # same initial weights and queue on every rank
     model = build_model(args, data).to(device)
     if device.type == "cuda":
