@@ -106,6 +106,9 @@ def test_bad_options_raise_scoreviz_error(tmp_path):
         train.main(parse("--run-dir", str(tmp_path / "nothing"), "--resume"))
     with pytest.raises(ScorevizError, match="--data"):
         train.main(parse("--dataset", "cifar10", "--run-dir", str(tmp_path / "y")))
+    with pytest.raises(ScorevizError, match="data_batch_1"):
+        train.main(parse("--dataset", "cifar10", "--data", str(tmp_path), "--run-dir", str(tmp_path / "y")))
+    assert not (tmp_path / "y").exists()  # nothing is created for a run that cannot start
 
 
 def test_default_run_dir_names_method_and_ft(tmp_path, monkeypatch):
