@@ -107,7 +107,7 @@ class RunData:
                     raise value
                 return value
         try:
-            value = compute(self._open(run_id, stamp))
+            value = compute(self._open(run_id))
         except (ValueError, OSError, KeyError) as err:
             # A broken file stays broken until it changes: remember the error.
             value = err if isinstance(err, ValueError) else _scoreviz().ScorevizError(str(err))
@@ -137,7 +137,7 @@ class RunData:
             return None, False
         return hit[1], fresh
 
-    def _open(self, run_id, stamp):
+    def _open(self, run_id):
         return _scoreviz().open_run(self.resolve(run_id))
 
     # ---- background reading -------------------------------------------------
