@@ -209,11 +209,12 @@ def _figures(dash_app, data):
         views = {r: _safe(lambda r=r: data.histograms(r, tag, kind)) for r in _runs(selection)}
         heat = {r: v["heat"] for r, v in views.items() if v}
         fig = figures.score_heatmap_figure(heat, kind=kind)
-        steps = [s for v in views.values() if v for s in (v["snap"][0][:1].tolist() + v["snap"][0][-1:].tolist())]
-        if not steps:
+        recorded = [v["snap"][0] for v in views.values() if v and len(v["snap"][0])]
+        if not recorded:
             return fig, 0, 1, {}, no_update
-        lo, hi = int(min(steps)), int(max(steps))
-        marks = {int(v): str(int(v)) for v in pd.Series([lo, (lo + hi) // 2, hi]).unique()}
+        lo, hi = int(min(s[0] for s in recorded)), int(max(s[-1] for s in recorded))
+        marks = {m: str(m) for m in (lo, (lo + hi) // 2, hi)}
+        # Keep the user's step while it is valid; start at the last step.
         value = hi if step is None or not lo <= step <= hi else no_update
         return fig, lo, hi, marks, value
 

@@ -239,7 +239,7 @@ def score_heatmap_figure(
     if not histograms:
         return empty_figure(title, "no histograms recorded")
     n = len(histograms)
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.08 / max(n, 1),
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
                         subplot_titles=list(histograms))
     for row, (name, (steps, edges, counts)) in enumerate(histograms.items(), start=1):
         bins = counts.shape[1]
