@@ -301,9 +301,10 @@ class Recorder:
                 warnings.warn(
                     f"scoreviz: {kind} scores of tag {tag!r} at step {steps[i]} lie outside [-1, 1] "
                     f"(min {stats[f'{kind}_min'][i]:.3g}, max {stats[f'{kind}_max'][i]:.3g}). log_scores expects "
-                    "cosine similarities; if you passed logits (scores divided by a temperature), use "
-                    "log_logits(step, logits, temperature) instead. Out-of-range scores are counted and left "
-                    "out of the histogram.", RuntimeWarning, stacklevel=2)
+                    "cosine similarities: if you passed logits (scores divided by a temperature), use "
+                    "log_logits(step, logits, temperature) instead. Vectors that are not unit length (e.g. "
+                    "after a feature transformation without re-normalisation) can leave [-1, 1] too. "
+                    "Out-of-range scores count in every moment and in out_of_range, not in the histogram.", RuntimeWarning, stacklevel=2)
             bad = np.flatnonzero(stats[f"{kind}_nonfinite"] > 0)
             if bad.size and "nonfinite" not in self._warned:
                 self._warned.add("nonfinite")

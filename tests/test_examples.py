@@ -1,0 +1,54 @@
+"""Every example runs and leaves a run that scoreviz.open_run reads."""
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scoreviz import open_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(args, env):
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_plain_loop(tmp_path, python, subprocess_env):
+    run([python, str(EXAMPLES / "plain_loop.py"), str(tmp_path / "plain"), "--steps", "20"], subprocess_env)
+    run_ = open_run(tmp_path / "plain")
+    assert len(run_.scores("train")) == 20 and run_.layers == ["0", "2"]
+    assert list(run_.scalars().columns) == ["loss", "lr"]
+
+
+def test_moco_loop_records_raw_and_transformed_scores(tmp_path, python, subprocess_env):
+    run([python, str(EXAMPLES / "moco_loop.py"), str(tmp_path / "moco"), "--steps", "30", "--queue", "256"],
+        subprocess_env)
+    run_ = open_run(tmp_path / "moco")
+    assert run_.tags == ["raw", "ft"]
+    raw, ft = run_.scores("raw"), run_.scores("ft")
+    assert len(raw) == len(ft) == 30
+    # positive extrapolation makes positives harder: never a higher positive score
+    assert (ft["pos_mean"] <= raw["pos_mean"] + 1e-6).all()
+
+
+def test_ddp_script_under_torchrun(tmp_path, python, subprocess_env):
+    run([python, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), str(EXAMPLES / "ddp.py"), str(tmp_path / "ddp"), "--steps", "10"], subprocess_env)
+    assert [p.name for p in (tmp_path / "ddp").iterdir()] == ["scores.h5"]
+    run_ = open_run(tmp_path / "ddp")
+    frame = run_.scores("train")
+    assert len(frame) == 10
+    assert (frame["pos_count"] == 2 * 64).all()  # both ranks' batches
+    assert run_.env["world_size"] == 2
