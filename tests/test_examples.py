@@ -52,3 +52,13 @@ def test_ddp_script_under_torchrun(tmp_path, python, subprocess_env):
     assert len(frame) == 10
     assert (frame["pos_count"] == 2 * 64).all()  # both ranks' batches
     assert run_.env["world_size"] == 2
+
+
+def test_lightning_module_with_the_callback(tmp_path, python, subprocess_env):
+    pytest.importorskip("lightning")
+    run([python, str(EXAMPLES / "lightning_module.py"), str(tmp_path / "lightning"), "--epochs", "1"], subprocess_env)
+    run_ = open_run(tmp_path / "lightning")
+    assert list(run_.scores("train").index) == list(range(16))  # 2048 points / batch 128
+    assert list(run_.gradients().index) == list(range(16))
+    assert run_.config == {"temperature": 0.1, "lr": 0.1}  # the module's hyperparameters
+    assert list(run_.scalars().columns) == ["loss", "lr"]

@@ -1,0 +1,1 @@
+"""Adapters for training frameworks; each is optional and imported on its own."""
