@@ -303,21 +303,15 @@ class RunData:
                 "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))}
 
     def _info(self, run) -> dict:
-        # Not run.summary(): that also reads every gradient norm. The score
-        # frames read here are cached and are what the curves need next.
-        run_id = Path(os.path.relpath(run.path, self.root)).as_posix()
-        tags = list(run.tags)
-        steps = [self.scores(run_id, tag).index for tag in tags]
-        steps.append(self.scalars(run_id).index)
-        every = np.unique(np.concatenate([np.asarray(s) for s in steps])) if steps else np.array([])
+        # run.steps() reads only the step columns: the run table never waits for a whole run
+        every = run.steps()
         mtime = run.file.stat().st_mtime
         return {
             "name": run.name, "steps": int(len(every)),
             "last_step": int(every[-1]) if len(every) else None,
             "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime)),
-            "config": dict(run.config or {}), "tags": tags,
+            "config": dict(run.config or {}), "tags": list(run.tags),
         }
-
 
 
 def _evenly(n: int, k: int) -> np.ndarray:

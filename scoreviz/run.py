@@ -83,24 +83,25 @@ class Run:
         # several log_scalars calls may share a step: keep the last value of each name
         return frame.groupby(level="step").last()
 
+    def steps(self) -> np.ndarray:
+        """Every step recorded in any stream, sorted; cheap (reads only the step columns)."""
+        return self._reader.steps()
+
     def summary(self) -> dict:
         """Steps, tags, layers and the last value of the main statistics and every scalar."""
         out = {"name": self.name, "path": str(self.path), "tags": self.tags, "layers": len(self.layers)}
-        steps = []
         for tag in out["tags"]:
             frame = self.scores(tag)
-            steps.append(frame.index)
             if len(frame):
                 last = frame.iloc[-1]
                 out[f"last {tag}"] = {c: float(last[c]) for c in ("pos_mean", "neg_mean", "neg_sample_var")}
         scalars = self.scalars()
-        steps += [scalars.index, self.total_gradient_norm().index]
         if len(scalars):
             out["last scalars"] = {c: float(scalars[c].dropna().iloc[-1]) for c in scalars if scalars[c].notna().any()}
-        every = pd.Index(np.concatenate([np.asarray(s) for s in steps])) if steps else pd.Index([])
-        out["steps"] = int(every.nunique())
-        out["first_step"] = int(every.min()) if len(every) else None
-        out["last_step"] = int(every.max()) if len(every) else None
+        steps = self.steps()
+        out["steps"] = len(steps)
+        out["first_step"] = int(steps[0]) if len(steps) else None
+        out["last_step"] = int(steps[-1]) if len(steps) else None
         return out
 
 

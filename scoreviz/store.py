@@ -369,8 +369,13 @@ class StoreReader:
             return g["step"][:n], values, names, totals
         return self._read(read)
 
-    def row_counts(self):
-        return self._read(lambda f: {s: int(f[f"{s}/step"].shape[0]) for s in ("scores", "gradients", "scalars")})
+    def steps(self):
+        """Every recorded step of every stream, unique and sorted (reads only the step columns)."""
+        def read(f):
+            columns = [f[f"{stream}/step"][:] for stream in ("scores", "gradients", "scalars")]
+            return np.unique(np.concatenate(columns))
+        return self._read(read)
+
 
 
 def _rows(group, *names):

@@ -63,6 +63,9 @@ def test_a_recorded_run_reads_back_as_frames(tmp_path):
     total = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm().item()
     assert run.total_gradient_norm().loc[4] == pytest.approx(total, rel=1e-5)
     assert run.scalars().loc[4].to_dict() == pytest.approx({"loss": 1.6, "lr": 0.03})
+    assert list(run.steps()) == [0, 1, 2, 3, 4]
+    summary = run.summary()
+    assert (summary["steps"], summary["first_step"], summary["last_step"]) == (5, 0, 4)
     assert run.env["torch"] == torch.__version__ and "hostname" in run.env and "argv" in run.env
 
 
