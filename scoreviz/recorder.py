@@ -64,7 +64,7 @@ class Recorder:
         self._distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = torch.distributed.get_rank() if self._distributed else 0
         self._closed = False
-        self._module_params = None  # [(layer name, [params])], built on the first log_gradients
+        self._module_params = None  # (model, its layers), built by log_gradients
         self._owner_cache = None
         self._warned = set()
         if self.rank != 0:
@@ -220,13 +220,12 @@ class Recorder:
         return step
 
     def _layers(self, model):
-        if self._module_params is None:
-            self._module_params = [
-                (_layer_name(name), list(module.parameters(recurse=False)))
-                for name, module in model.named_modules()
-                if any(True for _ in module.parameters(recurse=False))
-            ]
-        return self._module_params
+        """[(layer name, its own parameters)] in model order, built once per model."""
+        if self._module_params is None or self._module_params[0] is not model:
+            layers = [(_layer_name(name), list(module.parameters(recurse=False)))
+                      for name, module in model.named_modules()]
+            self._module_params = (model, [(name, params) for name, params in layers if params])
+        return self._module_params[1]
 
     def _owner_index(self, owner, device):
         """The layer of each gradient as a device tensor, built once: copying a list
