@@ -32,7 +32,7 @@ STAT_NAMES = ("count", "mean", "var", "min", "max", "q05", "q25", "q50", "q75", 
 # bin proportions are unbiased. Counts are scaled back up so that a histogram
 # sums to the number of in-range scores, up to rounding. The offsets come from a
 # private host RNG: recording never draws from torch's random number generators.
-HIST_SAMPLE_LIMIT = 1 << 18
+HIST_SAMPLE_LIMIT = 1 << 16
 _offsets = random.Random(0)
 
 # Scores are centred in blocks of about this many elements, small enough to stay in cache.
