@@ -315,7 +315,9 @@ def _train(args, device):
         start_epoch, step, results = 0, 0, {"knn_acc": []}
 
     knn = lambda: knn_accuracy(model.encoder_q.backbone, data, device, args.knn_k, args.knn_t, args.workers)  # noqa: E731
-    with scoreviz.Recorder(args.run_dir, config=vars(args), every=args.record_every) as rec:
+    # the settings only: not the CLI's plumbing, nor the folder the run lives in
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "command", "run_dir", "quiet")}
+    with scoreviz.Recorder(args.run_dir, config=config, every=args.record_every) as rec:
         if checkpoint is None:
             # The same encoder at random initialisation: the baseline kNN accuracy.
             results["knn_acc_init"] = knn()
