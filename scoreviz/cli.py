@@ -35,8 +35,15 @@ def _info(args):
             print(f"{key:<8} " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the problem and where to read more."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scoreviz", description="Record and view the score distributions of contrastive learning.")
     from scoreviz import __version__
 
@@ -59,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Train a linear layer on the frozen encoder of RUN_DIR; "
                                                  "the accuracy is written into the run.")
     lincls.add_arguments(lincls_cmd).set_defaults(func=lincls.main)
+
+    from scoreviz import demo
+
+    demo_cmd = commands.add_parser("demo", help="train a baseline and an FT run on digits, then serve them",
+                                   description="Train MoCo v2 on the bundled digits twice (a baseline, and "
+                                               "both feature transformations), then serve the two runs. "
+                                               "Re-running reuses finished runs.")
+    demo.add_arguments(demo_cmd).set_defaults(func=demo.main)
 
     from app import cli_commands  # argparse only: Dash is imported when serve/export runs
 

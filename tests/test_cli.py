@@ -3,6 +3,8 @@
 import json
 import subprocess
 
+import pytest
+
 import torch
 
 from scoreviz import Recorder
@@ -38,10 +40,36 @@ def test_info_on_bad_input_is_one_line_on_stderr(tmp_path, python, subprocess_en
         assert str(target) in out.stderr
 
 
+COMMANDS = ("info", "serve", "export", "train", "lincls", "demo")
+
+
 def test_every_command_has_help(python, subprocess_env):
     out = scoreviz(python, subprocess_env, "--help")
-    assert out.returncode == 0 and "info" in out.stdout
-    out = scoreviz(python, subprocess_env, "info", "--help")
-    assert out.returncode == 0 and "RUN_DIR" in out.stdout
-    out = scoreviz(python, subprocess_env, "info")
-    assert out.returncode == 2 and "RUN_DIR" in out.stderr
+    assert out.returncode == 0
+    for command in COMMANDS:
+        assert command in out.stdout
+        sub = scoreviz(python, subprocess_env, command, "--help")
+        assert sub.returncode == 0 and f"usage: scoreviz {command}" in sub.stdout, command
+
+
+@pytest.mark.parametrize("args", [
+    ("info",), ("serve",), ("export",), ("lincls",),          # a required path left out
+    ("train", "--bogus"), ("demo", "--minutes", "soon"), ("nosuch",),
+])
+def test_wrong_arguments_are_one_line_on_stderr(python, subprocess_env, args):
+    out = scoreviz(python, subprocess_env, *args)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and ": error: " in out.stderr and "--help" in out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("serve", "{missing}"), ("export", "{missing}", "--out", "{tmp}/r.html"), ("lincls", "{missing}"),
+    ("train", "--dataset", "cifar10", "--data", "{missing}", "--run-dir", "{tmp}/run"),
+    ("train", "--epochs", "-3", "--run-dir", "{tmp}/run"), ("demo", "--minutes", "-1", "--no-serve"),
+])
+def test_missing_paths_and_bad_values_are_one_line_on_stderr(tmp_path, python, subprocess_env, args):
+    args = [a.format(missing=tmp_path / "missing", tmp=tmp_path) for a in args]
+    out = scoreviz(python, subprocess_env, *args)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("scoreviz: error: ")
+    assert not (tmp_path / "run").exists()  # nothing half-made

@@ -96,10 +96,12 @@ def resolve(args):
         raise ScorevizError(f"--batch-size: {args.batch_size} does not split over {world} processes")
     if args.moco_k % args.batch_size:
         raise ScorevizError(f"--moco-k: {args.moco_k} must be a multiple of --batch-size {args.batch_size}")
-    for name in ("pos_alpha", "neg_alpha"):
+    for name in ("pos_alpha", "neg_alpha", "epochs", "batch_size", "lr", "moco_k", "moco_t", "steps_per_epoch"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ScorevizError(f"--{name.replace('_', '-')}: must be positive, got {value}")
+    if not 0 <= args.moco_m <= 1:
+        raise ScorevizError(f"--moco-m: must lie in [0, 1], got {args.moco_m}")
     return args
 
 
@@ -264,17 +266,20 @@ def train_one_epoch(model, ddp_model, data, augment, optimizer, rec, args, epoch
     return step
 
 
-def main(args):
-    """Train MoCo(+FT) as ``args`` says; returns the trained (unwrapped) MoCo model."""
+def main(args, on_epoch=None):
+    """Train MoCo(+FT) as ``args`` says; returns the trained (unwrapped) MoCo model.
+
+    ``on_epoch(epoch, epochs, knn_acc)``, when given, is called on rank 0 after every epoch.
+    """
     device, started_dist = setup_distributed(args)
     try:
-        return _train(args, device)
+        return _train(args, device, on_epoch)
     finally:
         if started_dist:
             dist.destroy_process_group()
 
 
-def _train(args, device):
+def _train(args, device, on_epoch=None):
     rank, world = _rank(), _world_size()
     checkpoint = None
     if args.resume:
@@ -333,4 +338,6 @@ def _train(args, device):
             if rank == 0 and not args.quiet:
                 tqdm.write(f"epoch {epoch + 1}/{args.epochs}  knn_acc {acc:.2f}%  (init {results['knn_acc_init']:.2f}%)")
             save_checkpoint(args.run_dir, model, optimizer, args, epoch + 1, step, results)
+            if rank == 0 and on_epoch:
+                on_epoch(epoch + 1, args.epochs, acc)
     return model
