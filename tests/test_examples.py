@@ -28,7 +28,11 @@ def free_port():
 def test_plain_loop(tmp_path, python, subprocess_env):
     run([python, str(EXAMPLES / "plain_loop.py"), str(tmp_path / "plain"), "--steps", "20"], subprocess_env)
     run_ = open_run(tmp_path / "plain")
-    assert len(run_.scores("train")) == 20 and run_.layers == ["0", "2"]
+    assert run_.tags == ["raw", "ft"] and run_.layers == ["0", "2"]
+    raw, ft = run_.scores("raw"), run_.scores("ft")
+    assert len(raw) == len(ft) == 20
+    assert (ft["pos_mean"] <= raw["pos_mean"] + 1e-6).all()  # extrapolated positives are harder
+    assert (ft["neg_mean"] == raw["neg_mean"]).all()
     assert list(run_.scalars().columns) == ["loss", "lr"]
 
 
