@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from urllib.parse import urlencode
 
 from tqdm import tqdm
 
@@ -82,5 +83,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from app import serve
 
+    selection = urlencode([("runs", name) for name in RUNS])  # the app keeps its selection in the URL
+    print(f"scoreviz demo: open http://{args.host}:{args.port}/?{selection} to compare the two runs", flush=True)
     serve(str(out), host=args.host, port=args.port)
     return 0

@@ -28,7 +28,7 @@ def test_demo_trains_two_runs_and_serves_them(tmp_path, python, subprocess_env):
         lines = []
         for line in demo.stdout:
             lines.append(line)
-            if f"http://127.0.0.1:{port}/" in line:
+            if f"http://127.0.0.1:{port}/?runs=baseline&runs=ft" in line:
                 break
         assert demo.poll() is None, "".join(lines)
         page = None
@@ -39,6 +39,8 @@ def test_demo_trains_two_runs_and_serves_them(tmp_path, python, subprocess_env):
             except OSError:
                 time.sleep(0.2)
         assert page is not None and "scoreviz" in page
+        selected = urllib.request.urlopen(f"http://127.0.0.1:{port}/?runs=baseline&runs=ft", timeout=5)
+        assert selected.status == 200
         layout = urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=5).read().decode()
         assert "runs" in layout
     finally:
