@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import RowLayout, score_row, summarize
+from scoreviz.stats import KINDS, RowLayout, score_row, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
@@ -292,7 +292,7 @@ class Recorder:
         self._store.flush()
 
     def _warn_about(self, tag, steps, stats):
-        for kind in ("pos", "neg"):
+        for kind in KINDS:
             bad = np.flatnonzero(stats[f"{kind}_out_of_range"] > 0)
             if bad.size and "range" not in self._warned:
                 self._warned.add("range")

@@ -47,6 +47,8 @@ FILE_NAME = "scores.h5"
 STATS_COLUMNS = tuple(f"{k}_{s}" for k in KINDS for s in STAT_NAMES) + ("neg_sample_var",)
 NAME_BYTES = 256
 _ROWS_PER_CHUNK = 256
+# the 2-D tables whose columns grow: stream -> (table, column names)
+_TABLES = {"gradients": ("norms", "layer_names"), "scalars": ("values", "names")}
 
 
 def _names_dataset(group, name):
@@ -111,10 +113,7 @@ class StoreWriter:
             self._file = _create(self.path, bins, config, env)
         self._file.swmr_mode = True
         self._tag_index = {name: i for i, name in enumerate(_decode(self._file["scores/tag_names"][:]))}
-        self._columns = {
-            "gradients": _decode(self._file["gradients/layer_names"][:]),
-            "scalars": _decode(self._file["scalars/names"][:]),
-        }
+        self._columns = {stream: _decode(self._file[stream][names][:]) for stream, (_, names) in _TABLES.items()}
 
     def _open_existing(self, bins: int):
         validate(self.path)  # clear errors for a foreign or damaged file
@@ -146,24 +145,26 @@ class StoreWriter:
     def append_gradients(self, steps, names, norms, totals):
         """Rows of per-layer norms (n, len(names)) in the order of `names`."""
         g = self._file["gradients"]
-        _append(g["norms"], self._table_rows("gradients", g, "layer_names", names, norms))
+        _append(g["norms"], self._table_rows("gradients", names, norms))
         _append(g["total"], np.asarray(totals, dtype=np.float32))
         _append(g["step"], np.asarray(steps, dtype=np.int64))
 
     def append_scalars(self, steps, names, values):
         """Rows of scalar values (n, len(names)) in the order of `names`."""
         g = self._file["scalars"]
-        _append(g["values"], self._table_rows("scalars", g, "names", names, values))
+        _append(g["values"], self._table_rows("scalars", names, values))
         _append(g["step"], np.asarray(steps, dtype=np.int64))
 
-    def _table_rows(self, stream, group, names_key, names, values):
+    def _table_rows(self, stream, names, values):
         """Map rows given in `names` order onto the stored columns, adding new columns."""
+        group = self._file[stream]
+        table_key, names_key = _TABLES[stream]
         known = self._columns[stream]
         new = [name for name in names if name not in known]
         if new:
             _append(group[names_key], _encode(new, stream))
             known.extend(new)
-        table = group["values" if stream == "scalars" else "norms"]
+        table = group[table_key]
         if table.shape[1] < len(known):
             table.resize(len(known), axis=1)
         position = {name: i for i, name in enumerate(known)}
@@ -306,7 +307,7 @@ class StoreReader:
 
     def __init__(self, path):
         self.path = Path(path)
-        with self._open() as f:
+        with open_file(self.path) as f:
             self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
         self.config = self._json_attr("config")
         self.env = self._json_attr("env")
@@ -318,12 +319,9 @@ class StoreReader:
         except ValueError:
             raise ScorevizError(f"{self.path}: attribute {key!r} is not valid JSON") from None
 
-    def _open(self):
-        return open_file(self.path)
-
     def _read(self, fn):
         """Run fn(f) on the open file, turning any h5py failure into a ScorevizError."""
-        with self._open() as f:
+        with open_file(self.path) as f:
             try:
                 return fn(f)
             except ScorevizError:
@@ -357,7 +355,7 @@ class StoreReader:
         """(steps, values (n, columns), column names) of 'gradients' (plus totals) or 'scalars'."""
         def read(f):
             g = f[stream]
-            key, names_key = ("norms", "layer_names") if stream == "gradients" else ("values", "names")
+            key, names_key = _TABLES[stream]
             extra = ("total",) if stream == "gradients" else ()
             n = _rows(g, "step", key, *extra)
             names = _decode(g[names_key][:])
