@@ -11,16 +11,14 @@ are sums, minima and maxima) and only rank 0 writes.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import datetime
-import json
-import operator
 import os
 import platform
 import socket
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections import defaultdict
@@ -29,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scoreviz import arguments
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS, RowLayout, score_row, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
+_LAUNCHER_RANKS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun, SLURM, Open MPI, MPICH
 _WAKE_AT_PENDING = 1024  # wake the writer early rather than hold more rows in memory
 _open_recorders: "weakref.WeakSet[Recorder]" = weakref.WeakSet()
 
@@ -48,34 +47,49 @@ class Recorder:
             JSON; values JSON cannot hold are stored as strings.
         every: record scores, logits and gradients only at steps divisible by
             `every`; scalars are always recorded.
-        bins: histogram bins over [-1, 1].
-        flush_secs: the longest a logged step waits before it is on disk.
+        bins: histogram bins over [-1, 1] (at most 4096).
+        flush_secs: the longest a logged step waits before it is on disk
+            (0.01 to 86400 seconds).
 
     Use it as a context manager, or call `close()`; a run that ends without
     either (an exception, a normal interpreter exit) is still flushed.
+
+    One writer per run: while a Recorder has the run open, a second one (in any
+    process) gets a ScorevizError naming the first, and touches nothing. Under
+    torch.distributed only rank 0 opens the file; the rank is torch.distributed's
+    when it is initialised, else the launcher's (RANK from torchrun, SLURM_PROCID,
+    OMPI_COMM_WORLD_RANK, PMI_RANK), so a Recorder built before
+    init_process_group on every rank still has one writer.
+
+    If writing fails (a full disk, a quota, an I/O error), recording stops and the
+    next log call, `flush()` or `close()` raises a ScorevizError naming the file
+    and the errno; every row flushed before stays in the file, and a new Recorder
+    on the same folder appends after them.
     """
 
     def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 1.0):
-        self.every = _positive_int(every, "every")
-        self.bins = _positive_int(bins, "bins")
+        self.every = arguments.positive_int(every, "every")
+        self.bins = arguments.bins(bins)
+        self._flush_secs = arguments.flush_secs(flush_secs)
+        config = arguments.config(config)
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / FILE_NAME
         self._layout = RowLayout(self.bins)
-        self._distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.rank = torch.distributed.get_rank() if self._distributed else 0
+        self.rank = _rank()
+        self._distributed = False  # set at the first log call that finds torch.distributed initialised
+        self._pid = os.getpid()
         self._closed = False
+        self._store = None
         self._module_params = None  # (model, its layers), built by log_gradients
         self._owner_cache = None
         self._warned = set()
         if self.rank != 0:
             return
-        config = _config_dict(config)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ScorevizError(f"{self.run_dir}: cannot create the run folder ({err})") from None
         self._store = StoreWriter(self.path, self.bins, config, _environment())
-        self._flush_secs = float(flush_secs)
         self._pending = []
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
@@ -89,25 +103,25 @@ class Recorder:
 
     # ------------------------------------------------------------ logging
 
-    def log_scores(self, step, pos, neg, tag: str = "train"):
+    def log_scores(self, step, pos, neg=None, tag: str = "train"):
         """Record positive and negative cosine scores (in [-1, 1]) of one step.
 
-        pos and neg may have any shape and live on any device. The first
-        dimension of `neg` is the sample: the mean over samples of each sample's
-        own negative variance is kept too. Non-finite scores are counted and
-        left out of every statistic.
+        pos and neg may have any shape and live on any device; neg may be None
+        (methods without negatives). The first dimension of `neg` is the sample:
+        the mean over samples of each sample's own negative variance is kept too.
+        Non-finite scores are counted and left out of every statistic.
         """
         self._log_scores(step, pos, neg, tag, 1.0, "log_scores")
 
     def _log_scores(self, step, pos, neg, tag, scale, caller):
         step = self._check_open_and_step(step)
-        pos = _score_tensor(pos, "pos", caller)
-        neg = _score_tensor(neg, "neg", caller)
-        tag = _tag(tag)
+        pos = arguments.scores(pos, "pos", caller)
+        neg = pos.new_empty((0, 0)) if neg is None else arguments.scores(neg, "neg", caller)
+        tag = arguments.name(tag, f"{caller}: tag")
         if step % self.every:
             return
         row = score_row(pos, neg.to(pos.device), self.bins, scale)
-        if self._distributed:
+        if self._in_process_group():
             self._reduce(row)
         if self.rank == 0:
             self._submit(("scores", tag, step, row, _event(row)))
@@ -115,12 +129,11 @@ class Recorder:
     def log_logits(self, step, logits, temperature: float, tag: str = "train"):
         """Record MoCo-style logits: (batch, 1 + negatives), column 0 the positive,
         already divided by `temperature`; they are multiplied back into scores."""
-        logits = _score_tensor(logits, "logits", "log_logits")
+        logits = arguments.scores(logits, "logits", "log_logits")
         if logits.dim() != 2 or logits.shape[1] < 2:
             raise ScorevizError(f"log_logits: logits must have shape (batch, 1 + negatives), got {tuple(logits.shape)}")
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ScorevizError(f"log_logits: temperature must be a positive number, got {temperature!r}")
-        self._log_scores(step, logits[:, 0], logits[:, 1:], tag, float(temperature), "log_logits")
+        temperature = arguments.temperature(temperature)
+        self._log_scores(step, logits[:, 0], logits[:, 1:], tag, temperature, "log_logits")
 
     def log_gradients(self, step, model: torch.nn.Module):
         """Record the L2 norm of the gradients of each layer (the parameters a
@@ -131,6 +144,7 @@ class Recorder:
             raise ScorevizError(f"log_gradients: model must be a torch.nn.Module, got {type(model).__name__}")
         if step % self.every or self.rank != 0:
             return  # under DDP the gradients are already the same on every rank
+        self._check_process()
         names, grads, owner = [], [], []
         for name, params in self._layers(model):
             with_grad = [p.grad for p in params if p.grad is not None]
@@ -153,19 +167,11 @@ class Recorder:
         step = self._check_open_and_step(step)
         if not values:
             raise ScorevizError("log_scalars: give at least one value, e.g. log_scalars(step, loss=loss)")
-        cleaned = {}
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                if value.numel() != 1 or value.is_complex():
-                    raise ScorevizError(f"log_scalars: {name} must be a single real number, got a tensor of shape {tuple(value.shape)}")
-                value = value.detach().reshape(())
-            elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                value = float(value)
-            else:
-                raise ScorevizError(f"log_scalars: {name} must be a number or a one-element tensor, got {type(value).__name__}")
-            cleaned[name] = value
+        cleaned = {arguments.name(key, "log_scalars: name"): arguments.scalar(value, key)
+                   for key, value in values.items()}
         if self.rank != 0:
             return
+        self._check_process()
         tensors = [v for v in cleaned.values() if isinstance(v, torch.Tensor)]
         self._submit(("scalars", tuple(cleaned), step, list(cleaned.values()), _event(*tensors)))
 
@@ -173,7 +179,7 @@ class Recorder:
 
     def flush(self):
         """Block until everything logged so far is on disk."""
-        if self.rank != 0 or self._closed:
+        if self.rank != 0 or self._closed or os.getpid() != self._pid:
             return
         with self._done:
             target = self._submitted
@@ -186,16 +192,19 @@ class Recorder:
         """Flush everything and close the file. Idempotent."""
         if self._closed:
             return
-        if self.rank == 0:
-            with self._lock:
-                self._stopping = True
-            self._wake.set()
-            self._thread.join()
-            self._store.close()
-            _open_recorders.discard(self)
         self._closed = True
-        if self.rank == 0:
-            self._raise_writer_error()
+        if self._store is None or os.getpid() != self._pid:  # not the writing rank, or a forked child
+            return
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        _open_recorders.discard(self)
+        try:
+            self._store.close()
+        except ScorevizError as err:
+            self._error = self._error or err
+        self._raise_writer_error()
 
     def __enter__(self):
         return self
@@ -211,18 +220,28 @@ class Recorder:
             raise ScorevizError(f"{self.path}: the Recorder is closed")
         if self.rank == 0:
             self._raise_writer_error()
-        try:
-            step = operator.index(step.item() if isinstance(step, torch.Tensor) else step)
-        except (TypeError, RuntimeError, ValueError):
-            raise ScorevizError(f"step must be a non-negative integer, got {step!r}") from None
-        if step < 0:
-            raise ScorevizError(f"step must be a non-negative integer, got {step}")
-        return step
+        return arguments.step(step)
+
+    def _check_process(self):
+        if os.getpid() != self._pid:
+            raise ScorevizError(f"{self.path}: this Recorder belongs to process {self._pid}; a forked child "
+                                "cannot write through it (log from the main process)")
+
+    def _in_process_group(self) -> bool:
+        """Whether rows are reduced over ranks; checks, once torch.distributed is up, that
+        it agrees with the rank this Recorder was built for."""
+        if not self._distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank = torch.distributed.get_rank()
+            if rank != self.rank:
+                raise ScorevizError(f"{self.path}: this Recorder was built as rank {self.rank} (from the launcher's "
+                                    f"environment) but torch.distributed says rank {rank}")
+            self._distributed = True
+        return self._distributed
 
     def _layers(self, model):
         """[(layer name, its own parameters)] in model order, built once per model."""
         if self._module_params is None or self._module_params[0] is not model:
-            layers = [(_layer_name(name), list(module.parameters(recurse=False)))
+            layers = [(arguments.layer_name(name), list(module.parameters(recurse=False)))
                       for name, module in model.named_modules()]
             self._module_params = (model, [(name, params) for name, params in layers if params])
         return self._module_params[1]
@@ -241,6 +260,8 @@ class Recorder:
         torch.distributed.all_reduce(row[split:], op=torch.distributed.ReduceOp.MIN)
 
     def _submit(self, item):
+        self._check_process()
+        item = item[:3] + (time.time(),) + item[3:]
         with self._lock:
             self._pending.append(item)
             self._submitted += 1
@@ -248,8 +269,8 @@ class Recorder:
                 self._wake.set()
 
     def _raise_writer_error(self):
-        if self._error is not None:
-            raise ScorevizError(f"{self.path}: writing the run failed ({self._error})") from self._error
+        if self._error is not None:  # a fresh exception each time, so tracebacks do not pile up
+            raise ScorevizError(str(self._error)) from None
 
     def _writer_loop(self):
         while True:
@@ -261,8 +282,10 @@ class Recorder:
             if items and self._error is None:
                 try:
                     self._write(items)
-                except Exception as err:  # reported on the next log call or at close
+                except ScorevizError as err:  # the store names the file and the errno
                     self._error = err
+                except Exception as err:  # noqa: BLE001: reported on the next log call, flush or close
+                    self._error = ScorevizError(f"{self.path}: recording failed ({type(err).__name__}: {err})")
             with self._done:
                 self._written += len(items)
                 self._done.notify_all()
@@ -274,21 +297,22 @@ class Recorder:
             if item[-1] is not None:
                 item[-1].synchronize()
         groups = defaultdict(list)  # rows of one stream and one tag or column set, in order
-        for kind, key, step, values, _ in items:
-            groups[kind, key].append((step, values))
+        for kind, key, step, when, values, _ in items:
+            groups[kind, key].append((step, when, values))
         for (kind, key), entries in groups.items():
-            steps = [s for s, _ in entries]
+            steps = [s for s, _, _ in entries]
+            times = [t for _, t, _ in entries]
             if kind == "scalars":
-                values = np.array([[float(v) for v in vals] for _, vals in entries])
-                self._store.append_scalars(steps, key, values)
+                values = np.array([[float(v) for v in vals] for _, _, vals in entries])
+                self._store.append_scalars(steps, key, values, times)
                 continue
-            rows = torch.stack([v for _, v in entries]).cpu().numpy()
+            rows = torch.stack([v for _, _, v in entries]).cpu().numpy()
             if kind == "gradients":
-                self._store.append_gradients(steps, key, rows[:, :-1], rows[:, -1])
+                self._store.append_gradients(steps, key, rows[:, :-1], rows[:, -1], times)
             else:
                 stats = summarize(rows, self._layout)
                 self._warn_about(key, steps, stats)
-                self._store.append_scores(key, steps, stats)
+                self._store.append_scores(key, steps, stats, times)
         self._store.flush()
 
     def _warn_about(self, tag, steps, stats):
@@ -313,26 +337,7 @@ class Recorder:
                     RuntimeWarning, stacklevel=2)
 
 
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ScorevizError(f"Recorder: {name} must be a positive integer, got {value!r}")
-    return value
 
-
-def _score_tensor(x, name, where):
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise ScorevizError(f"{where}: {name} must be a torch.Tensor (or numpy array) of scores, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ScorevizError(f"{where}: {name} must hold floating-point scores, got dtype {x.dtype}")
-    return x
-
-
-def _tag(tag):
-    if not isinstance(tag, str) or not tag:
-        raise ScorevizError(f"log_scores: tag must be a non-empty string, got {tag!r}")
-    return tag
 
 
 def _event(*tensors):
@@ -343,23 +348,6 @@ def _event(*tensors):
             event.record()
             return event
     return None
-
-
-def _layer_name(name):
-    for prefix in _WRAPPER_PREFIXES:
-        while name.startswith(prefix):
-            name = name[len(prefix):]
-    return name or "(root)"
-
-
-def _config_dict(config):
-    if config is None:
-        return {}
-    if isinstance(config, argparse.Namespace):
-        config = vars(config)
-    if not isinstance(config, dict):
-        raise ScorevizError(f"Recorder: config must be a dict or an argparse.Namespace, got {type(config).__name__}")
-    return json.loads(json.dumps(config, default=str))
 
 
 def _environment():
@@ -378,6 +366,17 @@ def _environment():
         "pid": os.getpid(),
         "start_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _rank() -> int:
+    """This process's rank: torch.distributed's, else the launcher's, else 0."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    for variable in _LAUNCHER_RANKS:
+        value = os.environ.get(variable, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 @atexit.register

@@ -50,7 +50,7 @@ def free_port():
 def test_two_ranks_write_one_file_with_the_global_statistics(tmp_path):
     run_dir = tmp_path / "ddp"
     mp.start_processes(worker, args=(free_port(), str(run_dir)), nprocs=WORLD, start_method="spawn", join=True)
-    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["scores.h5"]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["scores.h5", "scores.h5.lock"]
     run = open_run(run_dir)
     frame = run.scores("train")
     assert list(frame.index) == list(range(STEPS))

@@ -1,0 +1,298 @@
+"""Reading a run's file: checks first, then only the rows complete in every dataset.
+
+Every failure while reading (a damaged or foreign file, a dataset whose declared
+size cannot be true) is a ScorevizError naming the file. Sizes are checked
+against each other and against the file's size before anything is read, so a
+small file that declares billions of rows is refused at once, in bounded memory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from scoreviz.errors import ScorevizError
+from scoreviz.store.hdf5 import describe, open_read
+from scoreviz.store.schema import NAME_BYTES, SCHEMA_VERSION, STATS_COLUMNS, STREAMS, decode_names
+
+# Reading a growing 2-D table may touch columns added late, whose earlier rows take no
+# space in the file; beyond this many bytes more than the file holds a read is refused.
+_TABLE_SLACK = 256 << 20
+_MAX_READER_BINS = 1 << 20
+
+
+class open_file:
+    """Open a run's file for reading (SWMR) and check it is a scoreviz run: a context
+    manager yielding h5py.File; every failure is a ScorevizError naming the file."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __enter__(self) -> h5py.File:
+        path = self.path
+        try:
+            if not path.exists():
+                raise ScorevizError(f"{path}: no such file")
+            if not path.is_file():
+                raise ScorevizError(f"{path}: not a file")
+            if path.stat().st_size == 0:
+                raise ScorevizError(f"{path}: empty file (0 bytes), not a scoreviz run")
+            if not h5py.is_hdf5(path):
+                raise ScorevizError(f"{path}: not an HDF5 file")
+        except OSError as err:
+            raise ScorevizError(f"{path}: cannot read the file ({describe(err)})") from None
+        self._file = open_read(path)
+        try:
+            check_schema(self._file, path)
+        except BaseException:
+            self._file.close()
+            raise
+        return self._file
+
+    def __exit__(self, *exc):
+        try:
+            self._file.close()
+        except Exception:  # noqa: BLE001: closing a damaged file must not hide the real error
+            pass
+        return False
+
+
+def validate(path: Path):
+    """Raise ScorevizError unless `path` is a readable scoreviz run, sizes checked."""
+    StoreReader(path).rows()
+
+
+def check_schema(f: h5py.File, path: Path) -> int:
+    """The schema version of a scoreviz run's file; ScorevizError for a foreign or newer file."""
+    try:
+        if "scoreviz_schema" not in f.attrs:
+            raise ScorevizError(f"{path}: an HDF5 file, but not a scoreviz run (no 'scoreviz_schema' attribute)")
+        version = _integer(f.attrs["scoreviz_schema"], "scoreviz_schema", path)
+        if version > SCHEMA_VERSION:
+            raise ScorevizError(f"{path}: written by a newer scoreviz (schema {version}); this one reads schema "
+                                f"{SCHEMA_VERSION} and older: upgrade scoreviz")
+        if version < 1:
+            raise ScorevizError(f"{path}: truncated or damaged scoreviz run (schema version {version})")
+        missing = [g for g in STREAMS if g not in f or not isinstance(f[g], h5py.Group)]
+        if missing:
+            raise ScorevizError(f"{path}: truncated or damaged scoreviz run: missing groups {missing}")
+        return version
+    except ScorevizError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: cannot read its header ({describe(err)})") from None
+
+
+def _integer(value, name, path) -> int:
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(())[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: attribute {name!r} is not an integer ({value!r:.40})")
+    return int(value)
+
+
+class StoreReader:
+    """Reads a run's file as plain numpy arrays. Open, read, close: every read sees the newest rows."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+        def header(f):
+            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            return attrs, check_schema(f, self.path)
+
+        self.attrs, self.schema = self._read(header)
+        self.config = self._json_attr("config")
+        self.env = self._json_attr("env")
+        self.bins = _integer(self.attrs.get("bins"), "bins", self.path)
+        if not 0 < self.bins <= _MAX_READER_BINS:
+            raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {self.bins} histogram bins")
+
+    def _json_attr(self, key):
+        value = self.attrs.get(key, "{}")
+        try:
+            parsed = json.loads(value)
+        except (TypeError, ValueError):
+            raise ScorevizError(f"{self.path}: attribute {key!r} is not valid JSON") from None
+        if not isinstance(parsed, dict):
+            raise ScorevizError(f"{self.path}: attribute {key!r} is not a JSON object")
+        return parsed
+
+    def _read(self, fn):
+        """fn(f) on the open file; every failure becomes a ScorevizError naming the file."""
+        with open_file(self.path) as f:
+            try:
+                return fn(f)
+            except ScorevizError:
+                raise
+            except MemoryError:
+                raise ScorevizError(f"{self.path}: too large to read into memory") from None
+            except Exception as err:  # noqa: BLE001: h5py raises OSError, KeyError, ValueError, RuntimeError...
+                raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: cannot read it "
+                                    f"({describe(err)})") from None
+
+    # ------------------------------------------------------------ what is there
+
+    def rows(self) -> dict:
+        """{stream: (rows, names)} complete in every dataset, checked."""
+        return self._read(lambda f: {name: self._extent(f, name) for name in STREAMS})
+
+    def _extent(self, f, stream_name):
+        """(rows, names) of one stream that every dataset holds, after checking their sizes."""
+        stream = STREAMS[stream_name]
+        group = f[stream_name]
+        size = self.path.stat().st_size
+        committed = None
+        if self.schema >= 2:  # read first: a live writer raises it only after the rows are on disk
+            committed = _dataset(group, "committed", 1, self.path)
+            if committed.shape != (2,):
+                raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name}/committed "
+                                    f"has shape {committed.shape}")
+            rows, names = (int(v) for v in committed[:])
+        names_ds = _dataset(group, stream.names, 1, self.path)
+        if names_ds.shape[0] * NAME_BYTES > size:
+            raise self._absurd(f"{stream_name}/{stream.names}", names_ds.shape)
+        datasets = {}
+        for name, _, width in stream.datasets:
+            if name == "time" and self.schema < 2:
+                continue
+            datasets[name] = _dataset(group, name, 1 if width is None else 2, self.path)
+        present = min(ds.shape[0] for ds in datasets.values())
+        if committed is None:
+            rows, names = present, names_ds.shape[0]
+        elif not (0 <= rows <= present and 0 <= names <= names_ds.shape[0]):
+            raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name} says {rows} rows "
+                                f"and {names} names are complete, but its datasets hold {present} rows and "
+                                f"{names_ds.shape[0]} names")
+        widths = stream.widths(self.bins, names)
+        fixed_bytes = 0
+        for name, ds in datasets.items():
+            width = widths[name]
+            if width is not None and stream.table != name and ds.shape[1] != width:
+                raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name}/{name} has "
+                                    f"{ds.shape[1]} columns, expected {width}")
+            if stream.table == name and ds.shape[1] < names and self.schema >= 2:
+                raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name}/{name} has "
+                                    f"{ds.shape[1]} columns for {names} names")
+            if stream.table != name:
+                fixed_bytes += ds.dtype.itemsize * (width or 1)
+        if rows * fixed_bytes > size:
+            raise self._absurd(stream_name, (rows,))
+        if stream.table:
+            table = datasets[stream.table]
+            if rows * min(names, table.shape[1]) * table.dtype.itemsize > 16 * size + _TABLE_SLACK:
+                raise self._absurd(f"{stream_name}/{stream.table}", (rows, names))
+        return rows, names
+
+    def _absurd(self, what, shape):
+        return ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {what} declares shape {tuple(shape)}, more "
+                             f"than a file of {self.path.stat().st_size:,} bytes can hold")
+
+    # ------------------------------------------------------------ reading
+
+    def tags(self):
+        return self._names("scores")
+
+    def layers(self):
+        return self._names("gradients")
+
+    def _names(self, stream):
+        def read(f):
+            _, names = self._extent(f, stream)
+            return decode_names(f[stream][STREAMS[stream].names][:names])
+        return self._read(read)
+
+    def scores(self, tag, with_hist=()):
+        """(steps, stats (n, c), column names, {kind: hist (n, bins)}) for one tag."""
+        def read(f):
+            g = f["scores"]
+            n, names = self._extent(f, "scores")
+            names = decode_names(g["tag_names"][:names])
+            if tag not in names:
+                raise ScorevizError(f"{self.path}: no scores under tag {tag!r}; tags: {names}")
+            columns = _stats_columns(g["stats"], self.path)
+            mask = g["tag"][:n] == names.index(tag)
+            picked = np.flatnonzero(mask)
+            steps = g["step"][:n][mask]
+            stats = _rows_at(g["stats"], picked)
+            hists = {k: _rows_at(g[f"{k}_hist"], picked) for k in with_hist}
+            return steps, stats, columns, hists
+        return self._read(read)
+
+    def table(self, stream):
+        """(steps, values (n, columns), column names, totals or None) of 'gradients' or 'scalars'."""
+        def read(f):
+            g = f[stream]
+            n, count = self._extent(f, stream)
+            key = STREAMS[stream].table
+            names = decode_names(g[STREAMS[stream].names][:count])
+            width = min(len(names), g[key].shape[1])
+            values = g[key][:n, :width] if n and width else np.full((n, width), np.nan, dtype=g[key].dtype)
+            totals = g["total"][:n] if stream == "gradients" else None
+            return g["step"][:n], values, names[:width], totals
+        return self._read(read)
+
+    def steps(self):
+        """Every recorded step of every stream, unique and sorted (reads only the step columns)."""
+        def read(f):
+            extents = {name: self._extent(f, name)[0] for name in STREAMS}
+            return np.unique(np.concatenate([f[name]["step"][:n] for name, n in extents.items()]))
+        return self._read(read)
+
+    def read_rows(self, stream, start, stop):
+        """Rows start:stop of every dataset of a stream, as {dataset: array}, and its names."""
+        def read(f):
+            g = f[stream]
+            n, count = self._extent(f, stream)
+            stop_ = min(stop, n)
+            out = {}
+            for name, _, _ in STREAMS[stream].datasets:
+                if name in g and (name != "time" or self.schema >= 2):
+                    out[name] = g[name][start:stop_]
+            if stream == "scores":
+                out["stats_columns"] = _stats_columns(g["stats"], self.path)
+            return out, decode_names(g[STREAMS[stream].names][:count])
+        return self._read(read)
+
+
+def _dataset(group, name, ndim, path):
+    if name not in group or not isinstance(group[name], h5py.Dataset):
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: missing dataset {group.name}/{name}")
+    ds = group[name]
+    if ds.ndim != ndim or ds.dtype.kind not in "iufS":
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: {group.name}/{name} has shape {ds.shape} "
+                            f"and type {ds.dtype}")
+    return ds
+
+
+def _stats_columns(ds, path):
+    try:
+        columns = json.loads(_attr(ds.attrs["columns"]))
+    except (KeyError, TypeError, ValueError):
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: /scores/stats has no valid 'columns' attribute") from None
+    if not isinstance(columns, list) or len(columns) != ds.shape[1] or not all(isinstance(c, str) for c in columns):
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: /scores/stats 'columns' does not match its "
+                            f"{ds.shape[1]} columns")
+    return columns
+
+
+def _rows_at(ds, picked):
+    """ds[picked] for sorted row indices; one contiguous read when most rows are picked."""
+    if len(picked) == 0:
+        return np.empty((0,) + ds.shape[1:], dtype=ds.dtype)
+    block = ds[picked[0]:picked[-1] + 1]
+    return block[picked - picked[0]]
+
+
+def _attr(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+__all__ = ["StoreReader", "open_file", "validate", "check_schema", "STATS_COLUMNS"]

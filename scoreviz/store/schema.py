@@ -1,0 +1,195 @@
+"""The layout of a run's file, `scores.h5`, and how a new one is created.
+
+    /                      attrs: scoreviz_schema, scoreviz_version, bins, config (JSON), env (JSON)
+    /<stream>/committed    int64 (2,)        rows and names complete in every dataset of the stream
+    /<stream>/step         int64 (n,)        the training step of each row
+    /<stream>/time         float64 (n,)      wall time of each row (Unix seconds, at the log call)
+    /scores/tag            int32 (n,)        index into /scores/tag_names
+    /scores/tag_names      bytes (t,)        UTF-8 tag names, in order of first use
+    /scores/stats          float64 (n, c)    attrs: columns (the c column names, JSON)
+    /scores/pos_hist       uint32 (n, bins)  histogram of positive scores over [-1, 1]
+    /scores/neg_hist       uint32 (n, bins)  histogram of negative scores over [-1, 1]
+    /gradients/total       float32 (n,)      L2 norm of all gradients
+    /gradients/norms       float32 (n, l)    L2 norm per layer, NaN where a layer had none
+    /gradients/layer_names bytes (l,)
+    /scalars/values        float64 (n, s)    NaN where a scalar was not logged
+    /scalars/names         bytes (s,)
+
+A stream is a group of datasets with one row per record. A writer appends to
+every dataset of a stream, flushes, and only then raises `committed`, so a
+reader that reads `committed` first sees only rows complete in every dataset,
+whatever happened to the writer (killed, disk full) in between. Schema 1 files
+(scoreviz 0.1) have no `committed` and no `time`: readers take the rows present
+in every dataset, and a writer upgrades the file before appending.
+
+Every dataset is chunked and resizable, and not compressed: a live writer
+appends a few rows every second, and HDF5 writes each grown compressed chunk to
+a new place in the file without reusing the old one (measured: 41 KB per step at
+one row per flush, against 2.5 KB uncompressed). The writer works in SWMR mode,
+which forbids creating datasets once writing has started, so every dataset
+exists from the start: tags, layers and scalar names that appear later are new
+rows of the name lists and new columns of the 2-D tables, never new datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from scoreviz.errors import ScorevizError
+from scoreviz.stats import KINDS, STAT_NAMES
+from scoreviz.store.hdf5 import describe
+
+SCHEMA_VERSION = 2
+FILE_NAME = "scores.h5"
+STATS_COLUMNS = tuple(f"{k}_{s}" for k in KINDS for s in STAT_NAMES) + ("neg_sample_var",)
+NAME_BYTES = 256
+MAX_BINS = 4096
+ROWS_PER_CHUNK = 256
+BINS = "bins"  # a width: the file's histogram bins
+NAMES = "names"  # a width: grows with the stream's name list
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream of rows: its datasets (name, dtype, width: None for 1-D), its name list,
+    and the dataset whose columns follow that list (None when none does)."""
+
+    name: str
+    datasets: tuple
+    names: str
+    table: str = None
+
+    def widths(self, bins: int, names: int) -> dict:
+        """{dataset: number of columns (None for 1-D)} for a file with `bins` bins and `names` names."""
+        sizes = {BINS: bins, NAMES: names}
+        return {ds: sizes.get(width, width) for ds, _, width in self.datasets}
+
+
+_ROW = (("step", np.int64, None), ("time", np.float64, None))
+STREAMS = {
+    "scores": Stream("scores", _ROW + (("tag", np.int32, None), ("stats", np.float64, len(STATS_COLUMNS)))
+                     + tuple((f"{kind}_hist", np.uint32, BINS) for kind in KINDS), names="tag_names"),
+    "gradients": Stream("gradients", _ROW + (("total", np.float32, None), ("norms", np.float32, NAMES)),
+                        names="layer_names", table="norms"),
+    "scalars": Stream("scalars", _ROW + (("values", np.float64, NAMES),), names="names", table="values"),
+}
+
+
+def create_file(path: Path, bins: int, config: dict, env: dict) -> None:
+    """Create an empty run file at `path`, atomically: it is built under a temporary name
+    and moved into place only once complete and on disk, so a writer killed (or a disk
+    that fills) while creating it leaves no half-made file behind."""
+    install(build_empty(path, bins, {"config": json.dumps(config), "env": json.dumps(env),
+                                     "scoreviz_version": env.get("scoreviz", "")}), path)
+
+
+def build_empty(path: Path, bins: int, attrs: dict) -> Path:
+    """An empty run file with the current schema, under a temporary name next to `path`; returns that name."""
+    tmp = temporary_path(path, "creating")
+    with _cleaned_up_on_error(tmp, path, "create the run file"):
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs.update(attrs)
+            f.attrs.update(scoreviz_schema=SCHEMA_VERSION, bins=bins)
+            for stream in STREAMS.values():
+                _create_stream(f.create_group(stream.name), stream, bins)
+    return tmp
+
+
+def install(tmp: Path, path: Path) -> None:
+    """Move a complete file built under a temporary name into place, once it is on disk."""
+    with _cleaned_up_on_error(tmp, path, "write the run file"):
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+class _cleaned_up_on_error:
+    """Remove the temporary file if the work fails; OS and HDF5 errors become one-line ScorevizErrors."""
+
+    def __init__(self, tmp, path, what):
+        self.tmp, self.path, self.what = tmp, path, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None:
+            return False
+        _remove(self.tmp)
+        if isinstance(err, Exception) and not isinstance(err, ScorevizError):
+            raise ScorevizError(f"{self.path}: cannot {self.what} ({describe(err)})") from None
+        return False
+
+
+def _create_stream(group, stream: Stream, bins: int):
+    group.create_dataset("committed", data=np.zeros(2, dtype=np.int64), maxshape=(2,), chunks=(2,))
+    widths = stream.widths(bins, 0)
+    for name, dtype, _ in stream.datasets:
+        _column(group, name, dtype, widths[name])
+    group.create_dataset(stream.names, shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(64,))
+    if stream.name == "scores":
+        group["stats"].attrs["columns"] = json.dumps(STATS_COLUMNS)
+
+
+def _column(group, name, dtype, width):
+    shape = (0,) if width is None else (0, width)
+    maxshape = (None,) if width is None else (None, width if width else None)
+    chunks = (4096,) if width is None else (ROWS_PER_CHUNK, max(min(width, 128), 16))
+    fill = np.nan if np.dtype(dtype).kind == "f" else 0
+    group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks, fillvalue=fill)
+
+
+def temporary_path(path: Path, purpose: str) -> Path:
+    """A name next to `path` for a file being built; `leftovers` finds those of killed writers."""
+    return path.with_name(f"{path.name}.{purpose}-{os.getpid()}")
+
+
+def leftovers(path: Path):
+    """Temporary files a killed writer left next to `path` (only to be removed under the run's lock)."""
+    return [p for purpose in ("creating", "rebuild") for p in path.parent.glob(f"{path.name}.{purpose}-*")]
+
+
+def remove_leftovers(path: Path):
+    for stale in leftovers(path):
+        _remove(stale)
+
+
+def _remove(path: Path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def encode_names(names) -> np.ndarray:
+    """Names as fixed-width UTF-8 bytes; the caller has checked them (see check_name)."""
+    return np.array([str(name).encode("utf-8") for name in names], dtype=f"S{NAME_BYTES}")
+
+
+def check_name(name, what: str) -> str:
+    """A tag or scalar name the file can hold, or a ScorevizError saying why not."""
+    if not isinstance(name, str) or not name:
+        raise ScorevizError(f"{what} must be a non-empty string, got {name!r}")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ScorevizError(f"{what} {name!r} is not valid Unicode text (it holds a lone surrogate)") from None
+    if len(raw) > NAME_BYTES:
+        raise ScorevizError(f"{what} {name[:40]!r}... is {len(raw)} bytes long; at most {NAME_BYTES} bytes "
+                            "(UTF-8) fit")
+    if "\x00" in name:
+        raise ScorevizError(f"{what} {name!r} holds a NUL character")
+    return name
+
+
+def decode_names(raw) -> list:
+    return [bytes(b).decode("utf-8") for b in raw]

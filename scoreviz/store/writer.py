@@ -1,0 +1,328 @@
+"""Appending to a run's file: one writer per run, all-or-nothing per flush.
+
+The writer holds the run's lock (store/lock.py) from the moment it opens the file
+until it closes it. Appended rows are staged past the `committed` count of their
+stream and become part of the run only at `flush()`, after they are on disk; a
+write that fails (a full disk, an I/O error) or a writer that is killed leaves
+only rows that readers ignore, and the next writer cuts them off before it
+appends. Opening never waits on a damaged file: the file is checked by the
+reader (bounded retries, sizes checked) before it is opened for writing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from scoreviz.errors import ScorevizError
+from scoreviz.stats import KINDS
+from scoreviz.store.hdf5 import LeftOpen, describe, errno_of, open_write
+from scoreviz.store.lock import RunLock
+from scoreviz.store.reader import StoreReader
+from scoreviz.store.schema import (
+    SCHEMA_VERSION, STATS_COLUMNS, STREAMS, build_empty, create_file, decode_names, encode_names, install,
+    remove_leftovers, temporary_path,
+)
+
+# Recording stops with an error (ENOSPC) while this much room is left on the run's
+# disk, rather than run into a full disk in the middle of a write.
+DISK_RESERVE = 256 << 10
+_COPY_BLOCK = 1 << 16  # rows per read when a file is rebuilt
+
+
+class StoreWriter:
+    """Appends rows to a run's file; creates it, or appends to an existing one (resuming).
+
+    One writer per run: a second StoreWriter on the same file, in any process, gets a
+    ScorevizError naming the holder. Rows become visible to readers at `flush()`.
+    After a failed write the writer is done: every later call raises the same error.
+    """
+
+    def __init__(self, path, bins: int, config: dict, env: dict):
+        self.path = Path(path)
+        self._error = None
+        self._lock = RunLock(self.path).acquire()
+        self._file = None
+        try:
+            self._file = _open_for_append(self.path, bins, config, env)
+            self._rows = _Appender(self._file)
+            self._file.flush()
+        except BaseException as err:
+            self._abandon()
+            if isinstance(err, Exception) and not isinstance(err, ScorevizError):
+                raise ScorevizError(f"{self.path}: cannot open the run for writing ({describe(err)})") from None
+            raise
+
+    # ------------------------------------------------------------ appending
+
+    def append_scores(self, tag: str, steps, stats: dict, times=None):
+        """Rows of one tag: `stats` maps every STATS_COLUMNS name and '<kind>_hist' to arrays."""
+        def stage():
+            [index] = self._rows.names_index("scores", [tag])
+            n = len(steps)
+            columns = {"step": steps, "time": _times(times, n), "tag": np.full(n, index, dtype=np.int32),
+                       "stats": np.stack([np.asarray(stats[c], dtype=np.float64) for c in STATS_COLUMNS], axis=1)}
+            columns.update({f"{kind}_hist": stats[f"{kind}_hist"] for kind in KINDS})
+            self._rows.append("scores", columns)
+        self._guarded(stage)
+
+    def append_gradients(self, steps, names, norms, totals, times=None):
+        """Rows of per-layer norms (n, len(names)) in the order of `names`, and their totals."""
+        self._guarded(lambda: self._rows.append("gradients", {
+            "step": steps, "time": _times(times, len(steps)), "total": totals,
+            "norms": self._rows.table_rows("gradients", names, norms)}))
+
+    def append_scalars(self, steps, names, values, times=None):
+        """Rows of scalar values (n, len(names)) in the order of `names`."""
+        self._guarded(lambda: self._rows.append("scalars", {
+            "step": steps, "time": _times(times, len(steps)),
+            "values": self._rows.table_rows("scalars", names, values)}))
+
+    def flush(self):
+        """Make every row appended so far part of the run: on disk first, then counted."""
+        self._guarded(self._rows.commit)
+
+    def close(self):
+        """Flush and close the file, and let go of the run. Idempotent."""
+        if self._file is None:
+            self._lock.release()
+            if self._error is not None:
+                raise self._error
+            return
+        try:
+            self.flush()
+            self._file.close()
+            self._file = None
+        except ScorevizError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            self._error = self._failure(err)
+            raise self._error from None
+        finally:
+            self._abandon()
+
+    @property
+    def committed_rows(self) -> dict:
+        """{stream: rows that are part of the run}."""
+        return {stream: rows for stream, (rows, _) in self._rows.committed.items()}
+
+    # ------------------------------------------------------------ failures
+
+    def _guarded(self, work):
+        self._raise_error()
+        try:
+            self._check_room()
+            work()
+        except ScorevizError as err:
+            self._error = err
+            self._abandon()
+            raise
+        except Exception as err:  # noqa: BLE001: any write failure ends this writer, cleanly
+            self._error = self._failure(err)
+            self._abandon()
+            raise self._error from None
+
+    def _raise_error(self):
+        if self._error is not None:
+            raise self._error
+        if self._file is None:
+            raise ScorevizError(f"{self.path}: the run's file is closed")
+
+    def _failure(self, err) -> ScorevizError:
+        number = errno_of(err)
+        advice = " Free some space, then resume: a new Recorder on this folder appends after them." \
+            if number in (28, 122) else ""
+        kept = ", ".join(f"{rows} {stream}" for stream, rows in self.committed_rows.items())
+        return ScorevizError(f"{self.path}: writing the run failed: {describe(err)}. The rows flushed before "
+                             f"are safe ({kept} rows).{advice}")
+
+    def _check_room(self):
+        if DISK_RESERVE is None:
+            return
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return
+        if free < DISK_RESERVE:
+            raise self._failure(OSError(28, f"only {free:,} bytes left on the disk, errno = 28"))
+
+    def _abandon(self):
+        """Close whatever is open and let go of the run, quietly: the error that got us here is the one to tell."""
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                self._rows.truncate()  # every dataset of a stream back to its committed rows
+                f.flush()
+            except Exception:  # noqa: BLE001: the disk may be full; readers trust `committed` anyway
+                pass
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._lock.release()
+
+
+def _times(times, n):
+    return np.full(n, time.time()) if times is None else np.asarray(times, dtype=np.float64)
+
+
+class _Appender:
+    """Staging and committing rows in an open file of the current schema."""
+
+    def __init__(self, f: h5py.File):
+        self.f = f
+        self.committed = {s: tuple(int(v) for v in f[s]["committed"][:]) for s in STREAMS}
+        self.rows = {s: rows for s, (rows, _) in self.committed.items()}
+        self.names = {s: decode_names(f[s][STREAMS[s].names][:names]) for s, (_, names) in self.committed.items()}
+        self._index = {s: {name: i for i, name in enumerate(names)} for s, names in self.names.items()}
+        self.truncate()
+
+    def truncate(self):
+        """Cut every dataset back to the committed rows and names (what a failed or killed writer left)."""
+        for s, stream in STREAMS.items():
+            rows, names = self.committed[s]
+            g = self.f[s]
+            for name, _, _ in stream.datasets:
+                if g[name].shape[0] != rows:
+                    g[name].resize(rows, axis=0)
+            if stream.table and g[stream.table].shape[1] != names:
+                g[stream.table].resize(names, axis=1)
+            if g[stream.names].shape[0] != names:
+                g[stream.names].resize((names,))
+            self.rows[s] = rows
+            del self.names[s][names:]
+            self._index[s] = {name: i for i, name in enumerate(self.names[s])}
+
+    def names_index(self, stream, names) -> list:
+        """The column (or tag index) of each name, adding the new ones."""
+        index = self._index[stream]
+        new = [name for name in dict.fromkeys(names) if name not in index]
+        if new:
+            known = self.names[stream]
+            ds = self.f[stream][STREAMS[stream].names]
+            ds.resize((len(known) + len(new),))
+            ds[len(known):] = encode_names(new)
+            for name in new:
+                index[name] = len(known)
+                known.append(name)
+            table = STREAMS[stream].table
+            if table:
+                self.f[stream][table].resize(len(known), axis=1)
+        return [index[name] for name in names]
+
+    def table_rows(self, stream, names, values):
+        """Rows given in `names` order as rows of the stream's table (NaN for the other columns)."""
+        columns = self.names_index(stream, names)
+        values = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
+        rows = np.full((values.shape[0], len(self.names[stream])), np.nan)
+        rows[:, columns] = values
+        return rows
+
+    def append(self, stream, columns: dict):
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"{stream}: columns of different lengths {sorted(lengths)}")
+        n = lengths.pop()
+        start = self.rows[stream]
+        g = self.f[stream]
+        for name, dtype, _ in STREAMS[stream].datasets:
+            ds = g[name]
+            ds.resize(start + n, axis=0)
+            ds[start:] = np.asarray(columns[name], dtype=dtype)
+        self.rows[stream] = start + n
+
+    def commit(self):
+        counts = {s: (self.rows[s], len(self.names[s])) for s in STREAMS}
+        changed = [s for s in STREAMS if counts[s] != self.committed[s]]
+        if not changed:
+            return
+        self.f.flush()  # every row on disk before any reader is told it is there
+        for s in changed:
+            self.f[s]["committed"][:] = counts[s]
+        self.f.flush()
+        self.committed.update({s: counts[s] for s in changed})
+
+
+# ---------------------------------------------------------------- opening
+
+
+def _open_for_append(path: Path, bins: int, config: dict, env: dict) -> h5py.File:
+    """The run's file open for appending (SWMR), created if absent. Called under the run's lock."""
+    remove_leftovers(path)  # of writers killed while creating or rebuilding
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):  # a 0-byte file holds nothing
+        create_file(path, bins, config, env)
+    else:
+        reader = StoreReader(path)
+        reader.rows()  # every size checked: a damaged file is refused here, in seconds
+        if reader.bins != bins:
+            raise ScorevizError(f"{path}: recorded with {reader.bins} histogram bins, "
+                                f"cannot append with bins={bins}")
+        if reader.schema < SCHEMA_VERSION or _stats_columns(reader) != list(STATS_COLUMNS):
+            rebuild(path, reader)
+    try:
+        return open_write(path)
+    except LeftOpen:  # its writer was killed (we hold the lock, so it is gone): copy out what it flushed
+        rebuild(path, StoreReader(path))
+        return open_write(path)
+
+
+def _stats_columns(reader: StoreReader):
+    data, _ = reader.read_rows("scores", 0, 0)
+    return data["stats_columns"]
+
+
+def rebuild(path: Path, reader: StoreReader) -> None:
+    """Replace the file with a fresh one of the current schema holding every row readers see.
+
+    Used when a killed writer left the file marked as open (only a reader can open it
+    then) and to upgrade files of older schemas. The copy is built under a temporary
+    name and moved into place when complete, so a kill during the rebuild loses nothing.
+    """
+    attrs = {"config": json.dumps(reader.config), "env": json.dumps(reader.env),
+             "scoreviz_version": str(reader.attrs.get("scoreviz_version", ""))}
+    tmp = build_empty(path, reader.bins, attrs)
+    try:
+        with h5py.File(tmp, "r+") as f:
+            rows = _Appender(f)
+            for stream, (count, _) in reader.rows().items():
+                for start in range(0, count, _COPY_BLOCK):
+                    data, names = reader.read_rows(stream, start, start + _COPY_BLOCK)
+                    _copy(rows, stream, data, names)
+            rows.commit()
+    except ScorevizError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as err:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise ScorevizError(f"{path}: cannot rebuild the run's file ({describe(err)})") from None
+    install(tmp, path)
+
+
+def _copy(rows: _Appender, stream, data, names):
+    """Rows read from an older or left-open file, appended in the current schema."""
+    n = len(data["step"])
+    if not n:
+        return
+    columns = {"step": data["step"], "time": data.get("time", np.full(n, np.nan))}
+    if stream == "scores":
+        new_index = np.asarray(rows.names_index("scores", names), dtype=np.int32)
+        columns["tag"] = new_index[data["tag"]]
+        old = {c: i for i, c in enumerate(data["stats_columns"])}
+        columns["stats"] = np.stack([data["stats"][:, old[c]] if c in old else np.full(n, np.nan)
+                                     for c in STATS_COLUMNS], axis=1)
+        columns.update({f"{kind}_hist": data[f"{kind}_hist"] for kind in KINDS})
+    else:
+        table = STREAMS[stream].table
+        width = min(len(names), data[table].shape[1])
+        columns[table] = rows.table_rows(stream, names[:width], data[table][:, :width])
+        if stream == "gradients":
+            columns["total"] = data["total"]
+    rows.append(stream, columns)
+
+
+__all__ = ["StoreWriter", "rebuild", "DISK_RESERVE", "temporary_path"]
