@@ -72,7 +72,10 @@ def describe(err: BaseException) -> str:
     number = _errno(err)
     if number:
         name = errno_codes.errorcode.get(number, "")
-        return f"{os.strerror(number)} (errno {number}{', ' + name if name else ''})"
+        detail = getattr(err, "strerror", None)
+        detail = f": {detail}" if isinstance(err, OSError) and detail and detail != os.strerror(number) \
+            and number == err.errno and "HDF5" not in detail and "synchronously" not in detail else ""
+        return f"{os.strerror(number)} (errno {number}{', ' + name if name else ''}){detail}"
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return first[:200]
 

@@ -12,7 +12,6 @@ reader (bounded retries, sizes checked) before it is opened for writing.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -24,14 +23,12 @@ from scoreviz.stats import KINDS
 from scoreviz.store.hdf5 import LeftOpen, describe, errno_of, open_write
 from scoreviz.store.lock import RunLock
 from scoreviz.store.reader import StoreReader
+from scoreviz.store.space import Reservation
 from scoreviz.store.schema import (
     SCHEMA_VERSION, STATS_COLUMNS, STREAMS, build_empty, create_file, decode_names, encode_names, install,
-    remove_leftovers, temporary_path,
+    remove_leftovers,
 )
 
-# Recording stops with an error (ENOSPC) while this much room is left on the run's
-# disk, rather than run into a full disk in the middle of a write.
-DISK_RESERVE = 256 << 10
 _COPY_BLOCK = 1 << 16  # rows per read when a file is rebuilt
 
 
@@ -47,10 +44,11 @@ class StoreWriter:
         self.path = Path(path)
         self._error = None
         self._lock = RunLock(self.path).acquire()
-        self._file = None
+        self._file = self._rows = None
         try:
             self._file = _open_for_append(self.path, bins, config, env)
-            self._rows = _Appender(self._file)
+            self._rows = _Appender(self._file, self.path)
+            self._rows.room.ensure(0)  # a disk that is already full is said now, not at the first flush
             self._file.flush()
         except BaseException as err:
             self._abandon()
@@ -96,8 +94,8 @@ class StoreWriter:
             return
         try:
             self.flush()
-            self._file.close()
-            self._file = None
+            self._rows.close()  # its datasets, then the file
+            self._file = self._rows = None
         except ScorevizError:
             raise
         except Exception as err:  # noqa: BLE001
@@ -109,6 +107,8 @@ class StoreWriter:
     @property
     def committed_rows(self) -> dict:
         """{stream: rows that are part of the run}."""
+        if self._rows is None:
+            return {}
         return {stream: rows for stream, (rows, _) in self._rows.committed.items()}
 
     # ------------------------------------------------------------ failures
@@ -116,13 +116,13 @@ class StoreWriter:
     def _guarded(self, work):
         self._raise_error()
         try:
-            self._check_room()
             work()
         except ScorevizError as err:
             self._error = err
             self._abandon()
             raise
-        except Exception as err:  # noqa: BLE001: any write failure ends this writer, cleanly
+        except Exception as err:  # noqa: BLE001: any write failure ends this writer (a DiskFull comes
+            # before the write, so the file still closes cleanly)
             self._error = self._failure(err)
             self._abandon()
             raise self._error from None
@@ -134,34 +134,25 @@ class StoreWriter:
             raise ScorevizError(f"{self.path}: the run's file is closed")
 
     def _failure(self, err) -> ScorevizError:
-        number = errno_of(err)
+        """The error a training loop sees: the file, the reason with its errno, what is safe, what to do."""
         advice = " Free some space, then resume: a new Recorder on this folder appends after them." \
-            if number in (28, 122) else ""
+            if errno_of(err) in (28, 122) else ""
         kept = ", ".join(f"{rows} {stream}" for stream, rows in self.committed_rows.items())
-        return ScorevizError(f"{self.path}: writing the run failed: {describe(err)}. The rows flushed before "
-                             f"are safe ({kept} rows).{advice}")
-
-    def _check_room(self):
-        if DISK_RESERVE is None:
-            return
-        try:
-            free = shutil.disk_usage(self.path.parent).free
-        except OSError:
-            return
-        if free < DISK_RESERVE:
-            raise self._failure(OSError(28, f"only {free:,} bytes left on the disk, errno = 28"))
+        return ScorevizError(f"{self.path}: writing the run failed: {describe(err)}. The rows flushed "
+                             f"before are safe ({kept} rows).{advice}")
 
     def _abandon(self):
         """Close whatever is open and let go of the run, quietly: the error that got us here is the one to tell."""
         f, self._file = self._file, None
         if f is not None:
             try:
-                self._rows.truncate()  # every dataset of a stream back to its committed rows
+                if self._rows is not None:
+                    self._rows.truncate()  # every dataset of a stream back to its committed rows
                 f.flush()
             except Exception:  # noqa: BLE001: the disk may be full; readers trust `committed` anyway
                 pass
             try:
-                f.close()
+                self._rows.close() if self._rows is not None else f.close()
             except Exception:  # noqa: BLE001
                 pass
         self._lock.release()
@@ -172,10 +163,20 @@ def _times(times, n):
 
 
 class _Appender:
-    """Staging and committing rows in an open file of the current schema."""
+    """Staging and committing rows in an open file of the current schema.
 
-    def __init__(self, f: h5py.File):
+    Every dataset stays open from start to end: HDF5 keeps written rows in a dataset's
+    chunk cache until the dataset is flushed or closed, and a dataset object dropped by
+    Python is closed in its destructor, where a failed write (a full disk) is only
+    printed, never raised. Kept open, every write reaches the disk in `commit`, whose
+    errors are raised before any row is counted.
+    """
+
+    def __init__(self, f: h5py.File, path: Path):
         self.f = f
+        self.room = Reservation(f.id.get_vfd_handle(), path)
+        self.ds = {s: {name: f[s][name] for name in [d for d, _, _ in stream.datasets] + [stream.names, "committed"]}
+                   for s, stream in STREAMS.items()}
         self.committed = {s: tuple(int(v) for v in f[s]["committed"][:]) for s in STREAMS}
         self.rows = {s: rows for s, (rows, _) in self.committed.items()}
         self.names = {s: decode_names(f[s][STREAMS[s].names][:names]) for s, (_, names) in self.committed.items()}
@@ -186,7 +187,7 @@ class _Appender:
         """Cut every dataset back to the committed rows and names (what a failed or killed writer left)."""
         for s, stream in STREAMS.items():
             rows, names = self.committed[s]
-            g = self.f[s]
+            g = self.ds[s]
             for name, _, _ in stream.datasets:
                 if g[name].shape[0] != rows:
                     g[name].resize(rows, axis=0)
@@ -204,7 +205,7 @@ class _Appender:
         new = [name for name in dict.fromkeys(names) if name not in index]
         if new:
             known = self.names[stream]
-            ds = self.f[stream][STREAMS[stream].names]
+            ds = self.ds[stream][STREAMS[stream].names]
             ds.resize((len(known) + len(new),))
             ds[len(known):] = encode_names(new)
             for name in new:
@@ -212,7 +213,7 @@ class _Appender:
                 known.append(name)
             table = STREAMS[stream].table
             if table:
-                self.f[stream][table].resize(len(known), axis=1)
+                self.ds[stream][table].resize(len(known), axis=1)
         return [index[name] for name in names]
 
     def table_rows(self, stream, names, values):
@@ -228,22 +229,39 @@ class _Appender:
         if len(lengths) != 1:
             raise ValueError(f"{stream}: columns of different lengths {sorted(lengths)}")
         n = lengths.pop()
+        self.room.ensure(sum(np.asarray(v).nbytes for v in columns.values()))
         start = self.rows[stream]
-        g = self.f[stream]
+        g = self.ds[stream]
         for name, dtype, _ in STREAMS[stream].datasets:
             ds = g[name]
             ds.resize(start + n, axis=0)
             ds[start:] = np.asarray(columns[name], dtype=dtype)
         self.rows[stream] = start + n
 
+    def close(self):
+        """Close every dataset, then the file; a failed write raises here, not in a destructor."""
+        datasets, self.ds = self.ds, {}
+        try:
+            for group in datasets.values():
+                for ds in group.values():
+                    ds.id.close()
+        finally:
+            self.f.close()
+            self.room.release()
+
     def commit(self):
         counts = {s: (self.rows[s], len(self.names[s])) for s in STREAMS}
         changed = [s for s in STREAMS if counts[s] != self.committed[s]]
         if not changed:
             return
-        self.f.flush()  # every row on disk before any reader is told it is there
+        self.room.ensure(1 << 16)
+        for s in changed:  # every row on disk before any reader is told it is there
+            for ds in self.ds[s].values():
+                ds.flush()
+        self.f.flush()
         for s in changed:
-            self.f[s]["committed"][:] = counts[s]
+            self.ds[s]["committed"][:] = counts[s]
+            self.ds[s]["committed"].flush()
         self.f.flush()
         self.committed.update({s: counts[s] for s in changed})
 
@@ -287,13 +305,15 @@ def rebuild(path: Path, reader: StoreReader) -> None:
              "scoreviz_version": str(reader.attrs.get("scoreviz_version", ""))}
     tmp = build_empty(path, reader.bins, attrs)
     try:
-        with h5py.File(tmp, "r+") as f:
-            rows = _Appender(f)
+        rows = _Appender(h5py.File(tmp, "r+"), tmp)
+        try:
             for stream, (count, _) in reader.rows().items():
                 for start in range(0, count, _COPY_BLOCK):
                     data, names = reader.read_rows(stream, start, start + _COPY_BLOCK)
                     _copy(rows, stream, data, names)
             rows.commit()
+        finally:
+            rows.close()
     except ScorevizError:
         tmp.unlink(missing_ok=True)
         raise
@@ -325,4 +345,4 @@ def _copy(rows: _Appender, stream, data, names):
     rows.append(stream, columns)
 
 
-__all__ = ["StoreWriter", "rebuild", "DISK_RESERVE", "temporary_path"]
+__all__ = ["StoreWriter", "rebuild"]
