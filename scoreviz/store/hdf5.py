@@ -41,6 +41,9 @@ def open_read(path: Path, attempts: int = 5) -> h5py.File:
                 continue
             if isinstance(err, PermissionError) or _errno(err) == errno_codes.EACCES:
                 raise ScorevizError(f"{path}: cannot read the file (permission denied)") from None
+            if _LEFT_OPEN in message or "not already open for SWMR writing" in message:
+                raise MarkedOpen(f"{path}: marked as open by a writer outside SWMR mode, which readers cannot "
+                                 "open (a writer killed while creating it?); a new Recorder on the run repairs it")
             if "lock" in message:
                 raise ScorevizError(f"{path}: held open by a writer that does not allow readers "
                                     f"({describe(err)})") from None
@@ -61,6 +64,30 @@ def open_write(path: Path) -> h5py.File:
             raise LeftOpen(str(path)) from None
         raise ScorevizError(f"{path}: cannot open the run for writing ({describe(err)})") from None
     return h5py.File(fid)
+
+
+def clear_open_mark(path: Path) -> None:
+    """Clear the "open for write" mark that a writer killed outside SWMR mode leaves in a
+    file (what HDF5's h5clear -s does), so that it can be read again. Only for a file
+    whose writer is known to be gone: the caller holds the run's lock."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    lib = _hdf5_library()
+    flag = ctypes.c_bool(True)
+    if lib is not None:
+        lib.H5Pset.argtypes = [ctypes.c_int64, ctypes.c_char_p, ctypes.c_void_p]
+    if lib is None or lib.H5Pset(fapl.id, b"clear_status_flags", ctypes.byref(flag)) < 0:
+        raise ScorevizError(f"{path}: marked as open by a writer that is gone, and this HDF5 library cannot "
+                            "clear the mark (run h5clear -s on it)")
+    try:
+        h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR, fapl=fapl).close()
+    except Exception as err:  # noqa: BLE001
+        raise ScorevizError(f"{path}: marked as open by a writer that is gone, and the mark cannot be cleared "
+                            f"({describe(err)})") from None
+
+
+class MarkedOpen(ScorevizError):
+    """A reader cannot open the file: a writer outside SWMR mode has it (or had it, and was killed)."""
 
 
 class LeftOpen(Exception):
@@ -112,12 +139,24 @@ def _file_access(read_attempts):
 def _set_metadata_read_attempts(fapl, attempts):
     """h5py does not wrap H5Pset_metadata_read_attempts: call it in the HDF5 library h5py
     loaded. Where that library cannot be found, HDF5's default stays."""
-    try:
-        with open("/proc/self/maps") as maps:
-            libs = sorted({line.split()[-1] for line in maps if "libhdf5-" in line or "libhdf5.so" in line})
-        lib = ctypes.CDLL(libs[0])
-        setter = lib.H5Pset_metadata_read_attempts
-    except (OSError, IndexError, AttributeError):
+    lib = _hdf5_library()
+    if lib is None or not hasattr(lib, "H5Pset_metadata_read_attempts"):
         return
+    setter = lib.H5Pset_metadata_read_attempts
     setter.argtypes = [ctypes.c_int64, ctypes.c_uint]
     setter(fapl.id, attempts)
+
+
+_library = []
+
+
+def _hdf5_library():
+    """The HDF5 shared library h5py loaded (for the few calls h5py does not wrap), or None."""
+    if not _library:
+        try:
+            with open("/proc/self/maps") as maps:
+                libs = sorted({line.split()[-1] for line in maps if "libhdf5-" in line or "libhdf5.so" in line})
+            _library.append(ctypes.CDLL(libs[0]))
+        except (OSError, IndexError):
+            _library.append(None)
+    return _library[0]

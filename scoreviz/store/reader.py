@@ -138,20 +138,36 @@ class StoreReader:
 
     def rows(self) -> dict:
         """{stream: (rows, names)} complete in every dataset, checked."""
-        return self._read(lambda f: {name: self._extent(f, name) for name in STREAMS})
+        def read(f):
+            committed = self._committed(f)
+            return {name: self._extent(f, name, committed) for name in STREAMS}
+        return self._read(read)
 
-    def _extent(self, f, stream_name):
+    def _committed(self, f):
+        """{stream: (rows, names)} the writer has committed (None for schema 1 files, which have no count).
+        Read before anything else: a live writer raises it only after the rows are on disk."""
+        if self.schema < 2:
+            return None
+        ds = _dataset(f, "committed", 2, self.path)
+        try:
+            order = json.loads(_attr(ds.attrs["streams"]))
+        except (KeyError, TypeError, ValueError):
+            order = None
+        if not isinstance(order, list) or ds.shape != (len(order), 2) or not set(STREAMS) <= set(order):
+            raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: /committed has shape {ds.shape} "
+                                f"for streams {order!r:.80}")
+        values = ds[:]
+        return {name: (int(values[order.index(name), 0]), int(values[order.index(name), 1])) for name in STREAMS}
+
+    def _extent(self, f, stream_name, committed="read"):
         """(rows, names) of one stream that every dataset holds, after checking their sizes."""
+        if committed == "read":
+            committed = self._committed(f)
         stream = STREAMS[stream_name]
         group = f[stream_name]
         size = self.path.stat().st_size
-        committed = None
-        if self.schema >= 2:  # read first: a live writer raises it only after the rows are on disk
-            committed = _dataset(group, "committed", 1, self.path)
-            if committed.shape != (2,):
-                raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name}/committed "
-                                    f"has shape {committed.shape}")
-            rows, names = (int(v) for v in committed[:])
+        if committed is not None:
+            rows, names = committed[stream_name]
         names_ds = _dataset(group, stream.names, 1, self.path)
         if names_ds.shape[0] * NAME_BYTES > size:
             raise self._absurd(f"{stream_name}/{stream.names}", names_ds.shape)
@@ -238,7 +254,8 @@ class StoreReader:
     def steps(self):
         """Every recorded step of every stream, unique and sorted (reads only the step columns)."""
         def read(f):
-            extents = {name: self._extent(f, name)[0] for name in STREAMS}
+            committed = self._committed(f)
+            extents = {name: self._extent(f, name, committed)[0] for name in STREAMS}
             return np.unique(np.concatenate([f[name]["step"][:n] for name, n in extents.items()]))
         return self._read(read)
 

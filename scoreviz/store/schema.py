@@ -1,7 +1,8 @@
 """The layout of a run's file, `scores.h5`, and how a new one is created.
 
     /                      attrs: scoreviz_schema, scoreviz_version, bins, config (JSON), env (JSON)
-    /<stream>/committed    int64 (2,)        rows and names complete in every dataset of the stream
+    /committed             int64 (3, 2)      per stream (attr `streams`: their order), the rows and
+                                             names complete in every dataset of the stream
     /<stream>/step         int64 (n,)        the training step of each row
     /<stream>/time         float64 (n,)      wall time of each row (Unix seconds, at the log call)
     /scores/tag            int32 (n,)        index into /scores/tag_names
@@ -16,9 +17,10 @@
     /scalars/names         bytes (s,)
 
 A stream is a group of datasets with one row per record. A writer appends to
-every dataset of a stream, flushes, and only then raises `committed`, so a
-reader that reads `committed` first sees only rows complete in every dataset,
-whatever happened to the writer (killed, disk full) in between. Schema 1 files
+every dataset of a stream, flushes, and only then raises `committed` (one small
+write for all streams), so a reader that reads `committed` first sees only rows
+complete in every dataset, whatever happened to the writer (killed, disk full)
+in between. Schema 1 files
 (scoreviz 0.1) have no `committed` and no `time`: readers take the rows present
 in every dataset, and a writer upgrades the file before appending.
 
@@ -96,6 +98,9 @@ def build_empty(path: Path, bins: int, attrs: dict) -> Path:
         with h5py.File(tmp, "w", libver="latest") as f:
             f.attrs.update(attrs)
             f.attrs.update(scoreviz_schema=SCHEMA_VERSION, bins=bins)
+            f.create_dataset("committed", data=np.zeros((len(STREAMS), 2), dtype=np.int64),
+                             maxshape=(None, 2), chunks=(16, 2))
+            f["committed"].attrs["streams"] = json.dumps(list(STREAMS))
             for stream in STREAMS.values():
                 _create_stream(f.create_group(stream.name), stream, bins)
     return tmp
@@ -131,7 +136,6 @@ class _cleaned_up_on_error:
 
 
 def _create_stream(group, stream: Stream, bins: int):
-    group.create_dataset("committed", data=np.zeros(2, dtype=np.int64), maxshape=(2,), chunks=(2,))
     widths = stream.widths(bins, 0)
     for name, dtype, _ in stream.datasets:
         _column(group, name, dtype, widths[name])

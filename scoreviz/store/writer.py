@@ -20,7 +20,7 @@ import numpy as np
 
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS
-from scoreviz.store.hdf5 import LeftOpen, describe, errno_of, open_write
+from scoreviz.store.hdf5 import LeftOpen, MarkedOpen, clear_open_mark, describe, errno_of, open_write
 from scoreviz.store.lock import RunLock
 from scoreviz.store.reader import StoreReader
 from scoreviz.store.space import Reservation
@@ -175,9 +175,10 @@ class _Appender:
     def __init__(self, f: h5py.File, path: Path):
         self.f = f
         self.room = Reservation(f.id.get_vfd_handle(), path)
-        self.ds = {s: {name: f[s][name] for name in [d for d, _, _ in stream.datasets] + [stream.names, "committed"]}
+        self.ds = {s: {name: f[s][name] for name in [d for d, _, _ in stream.datasets] + [stream.names]}
                    for s, stream in STREAMS.items()}
-        self.committed = {s: tuple(int(v) for v in f[s]["committed"][:]) for s in STREAMS}
+        self.counts = f["committed"]  # one row per stream, in STREAMS order (a file of the current schema)
+        self.committed = {s: (int(rows), int(names)) for s, (rows, names) in zip(STREAMS, self.counts[:])}
         self.rows = {s: rows for s, (rows, _) in self.committed.items()}
         self.names = {s: decode_names(f[s][STREAMS[s].names][:names]) for s, (_, names) in self.committed.items()}
         self._index = {s: {name: i for i, name in enumerate(names)} for s, names in self.names.items()}
@@ -242,9 +243,8 @@ class _Appender:
         """Close every dataset, then the file; a failed write raises here, not in a destructor."""
         datasets, self.ds = self.ds, {}
         try:
-            for group in datasets.values():
-                for ds in group.values():
-                    ds.id.close()
+            for ds in [d for group in datasets.values() for d in group.values()] + [self.counts]:
+                ds.id.close()
         finally:
             self.f.close()
             self.room.release()
@@ -259,9 +259,8 @@ class _Appender:
             for ds in self.ds[s].values():
                 ds.flush()
         self.f.flush()
-        for s in changed:
-            self.ds[s]["committed"][:] = counts[s]
-            self.ds[s]["committed"].flush()
+        self.counts[:] = np.array([counts[s] for s in STREAMS], dtype=np.int64)  # one write for every stream
+        self.counts.flush()
         self.f.flush()
         self.committed.update({s: counts[s] for s in changed})
 
@@ -275,7 +274,11 @@ def _open_for_append(path: Path, bins: int, config: dict, env: dict) -> h5py.Fil
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):  # a 0-byte file holds nothing
         create_file(path, bins, config, env)
     else:
-        reader = StoreReader(path)
+        try:
+            reader = StoreReader(path)
+        except MarkedOpen:  # a writer killed outside SWMR mode (scoreviz 0.1 while creating the file)
+            clear_open_mark(path)
+            reader = StoreReader(path)
         reader.rows()  # every size checked: a damaged file is refused here, in seconds
         if reader.bins != bins:
             raise ScorevizError(f"{path}: recorded with {reader.bins} histogram bins, "
