@@ -65,6 +65,8 @@ class RowLayout:
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
     """Scores as (samples, scores per sample) float32: the first dimension is the sample."""
     x = x.detach().float()
+    if x.numel() == 0:  # no scores: (0, 0), whatever shape they came in
+        return x.reshape(0, 0)
     return x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
 
 

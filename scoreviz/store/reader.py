@@ -18,9 +18,10 @@ from scoreviz.errors import ScorevizError
 from scoreviz.store.hdf5 import describe, open_read
 from scoreviz.store.schema import NAME_BYTES, SCHEMA_VERSION, STATS_COLUMNS, STREAMS, decode_names
 
-# Reading a growing 2-D table may touch columns added late, whose earlier rows take no
-# space in the file; beyond this many bytes more than the file holds a read is refused.
-_TABLE_SLACK = 256 << 20
+# A dataset may declare more than the file holds: rows a live writer has staged but not
+# flushed, and columns of a table added late, whose earlier rows take no space. Beyond
+# 16 times the file's size plus this many bytes, a declared size cannot be true.
+_DECLARED_SLACK = 256 << 20
 _MAX_READER_BINS = 1 << 20
 
 
@@ -169,13 +170,14 @@ class StoreReader:
         if committed is not None:
             rows, names = committed[stream_name]
         names_ds = _dataset(group, stream.names, 1, self.path)
-        if names_ds.shape[0] * NAME_BYTES > size:
-            raise self._absurd(f"{stream_name}/{stream.names}", names_ds.shape)
         datasets = {}
         for name, _, width in stream.datasets:
             if name == "time" and self.schema < 2:
                 continue
             datasets[name] = _dataset(group, name, 1 if width is None else 2, self.path)
+        for name, ds in [(stream.names, names_ds), *datasets.items()]:
+            if int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize > 16 * size + _DECLARED_SLACK:
+                raise self._absurd(f"{stream_name}/{name}", ds.shape)
         present = min(ds.shape[0] for ds in datasets.values())
         if committed is None:
             rows, names = present, names_ds.shape[0]
@@ -195,12 +197,8 @@ class StoreReader:
                                     f"{ds.shape[1]} columns for {names} names")
             if stream.table != name:
                 fixed_bytes += ds.dtype.itemsize * (width or 1)
-        if rows * fixed_bytes > size:
-            raise self._absurd(stream_name, (rows,))
-        if stream.table:
-            table = datasets[stream.table]
-            if rows * min(names, table.shape[1]) * table.dtype.itemsize > 16 * size + _TABLE_SLACK:
-                raise self._absurd(f"{stream_name}/{stream.table}", (rows, names))
+        if rows * fixed_bytes > size or names * NAME_BYTES > size:
+            raise self._absurd(stream_name, (rows, names))
         return rows, names
 
     def _absurd(self, what, shape):
