@@ -354,7 +354,10 @@ def _environment():
     from scoreviz import __version__
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+    else:  # not initialised yet: the launcher's word (torchrun sets WORLD_SIZE)
+        world = int(os.environ["WORLD_SIZE"]) if os.environ.get("WORLD_SIZE", "").isdigit() else 1
     return {
         "scoreviz": __version__,
         "torch": torch.__version__,

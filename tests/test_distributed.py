@@ -26,12 +26,21 @@ def global_batch(step):
     return pos, neg
 
 
-def worker(rank, port, run_dir):
+def worker(rank, port, run_dir, before_init=False):
+    """Every rank logs its part of the global batch; with `before_init`, every rank builds
+    its Recorder before init_process_group, as torchrun launches it (RANK in the environment)."""
+    if before_init:
+        import os
+
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD))  # what torchrun sets
+        rec = Recorder(run_dir, config={"world": WORLD})
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         model = torch.nn.Linear(3, 1)
         model(torch.ones(1, 3)).sum().backward()
-        with Recorder(run_dir, config={"world": WORLD}) as rec:
+        if not before_init:
+            rec = Recorder(run_dir, config={"world": WORLD})
+        with rec:
             for step in range(STEPS):
                 pos, neg = global_batch(step)
                 rec.log_scores(step, pos[rank::WORLD], neg[rank::WORLD])
@@ -47,9 +56,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_ranks_write_one_file_with_the_global_statistics(tmp_path):
+@pytest.mark.parametrize("before_init", [False, True], ids=["after init", "before init_process_group"])
+def test_two_ranks_write_one_file_with_the_global_statistics(tmp_path, before_init):
     run_dir = tmp_path / "ddp"
-    mp.start_processes(worker, args=(free_port(), str(run_dir)), nprocs=WORLD, start_method="spawn", join=True)
+    mp.start_processes(worker, args=(free_port(), str(run_dir), before_init), nprocs=WORLD, start_method="spawn",
+                       join=True)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["scores.h5", "scores.h5.lock"]
     run = open_run(run_dir)
     frame = run.scores("train")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from faults import report
 from scoreviz import Recorder, ScorevizError, open_run
 
 LONG = "x" * 257
@@ -66,6 +67,7 @@ def test_every_bad_value_is_refused_at_the_call_and_the_run_stays_aligned(tmp_pa
     np.testing.assert_allclose(run.scalars()["at"], steps)
     np.testing.assert_allclose(run.gradients()["(root)"], steps * np.sqrt(8), rtol=1e-5)
     assert run.tags == ["train"] and list(run.scalars().columns) == ["at"]
+    report("bad values at the call", cases=len(BAD_CALLS), refused=len(BAD_CALLS), rows_misaligned=0)
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -40,9 +40,12 @@ def test_two_writers_starting_at_once_on_a_new_run(tmp_path, subprocess_env):
     records, the other is refused, and no row is lost; five times."""
     for attempt in range(repetitions(5)):
         run_dir = tmp_path / f"run{attempt}"
-        go = time.time() + 6  # both wait for the same instant after their imports
-        setup = [f"import time; time.sleep(max(0, {go} - time.time()))"]
-        writers = [start_writer(run_dir, subprocess_env, steps=100, pause=0.0, flush_every=10, setup=setup)
+        ready = tmp_path / f"ready{attempt}"
+        ready.mkdir()
+        setup = [  # after its imports, each waits for the other, then both go at once
+            f"import os, time; open(os.path.join({str(ready)!r}, str(os.getpid())), 'w').close()",
+            f"while len(os.listdir({str(ready)!r})) < 2: time.sleep(0.001)"]
+        writers = [start_writer(run_dir, subprocess_env, steps=100, pause=0.01, flush_every=10, setup=setup)
                    for _ in range(2)]
         codes = [w.wait(timeout=180) for w in writers]
         errors = [w.stderr.read() for w in writers]
