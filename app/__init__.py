@@ -15,25 +15,34 @@ from pathlib import Path
 ASSETS = Path(__file__).parent / "assets"
 
 
-def create_app(runs_dir, refresh: float = 5.0, warm: bool = True):
+def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "127.0.0.1",
+               allow_hosts=()):
     """The ``dash.Dash`` app for every run below ``runs_dir``, re-read every ``refresh`` s.
 
     With ``warm`` (the default) runs are read into the cache in the background
     as soon as they are found, so the first figures come from memory.
+    ``host`` is the address the server will bind: requests must name it, a
+    loopback name or one of ``allow_hosts`` in their Host header (app.guard).
     """
+    import inspect
+
     import dash
 
-    from app import callbacks, layout
+    from app import callbacks, guard, layout
     from app.data import RunData
 
     data = RunData(runs_dir, warm=warm)
     data.warm(data.run_ids())
+    options = {}
+    if "enable_mcp" in inspect.signature(dash.Dash).parameters:
+        options["enable_mcp"] = False  # no second endpoint, whatever DASH_MCP_ENABLED says
     dash_app = dash.Dash(
         __name__,
         title="scoreviz",
         assets_folder=str(ASSETS),
         serve_locally=True,  # Dash's and plotly's JS from this server, never a CDN
         update_title=None,
+        **options,
     )
     def page():
         # A function, so each page load lists the runs (and tags) that exist now.
@@ -47,13 +56,22 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True):
 
     dash_app.layout = page
     callbacks.register(dash_app, data)
+    guard.protect(dash_app, host, allow_hosts)  # after the callbacks: it checks requests against them
     dash_app.scoreviz_data = data  # for tests and the latency benchmark
     return dash_app
 
 
 def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 5.0,
-          debug: bool = False) -> None:
-    """Serve the app until interrupted. Binds 127.0.0.1 unless ``host`` says otherwise."""
-    dash_app = create_app(runs_dir, refresh=refresh)
-    print(f"scoreviz: serving {runs_dir} on http://{host}:{port}/ (Ctrl+C to stop)")
+          debug: bool = False, allow_hosts=()) -> None:
+    """Serve the app until interrupted. Binds 127.0.0.1 unless ``host`` says otherwise.
+
+    Raises ScorevizError for ``debug`` on a non-loopback host and for an
+    address that cannot be bound; warns on stderr when ``host`` is not loopback.
+    """
+    from app import binding
+
+    binding.check(host, port, debug)
+    dash_app = create_app(runs_dir, refresh=refresh, host=host, allow_hosts=allow_hosts)
+    url_host = f"[{host}]" if ":" in host else host
+    print(f"scoreviz: serving {runs_dir} on http://{url_host}:{port}/ (Ctrl+C to stop)", flush=True)
     dash_app.run(host=host, port=port, debug=debug)

@@ -9,27 +9,60 @@ runs them without the scoreviz CLI.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+
+# The page re-reads runs at most this often and at least once a day (a browser
+# timer of more than 2**31 ms fires at once, so the bound is also a safety).
+MIN_REFRESH, MAX_REFRESH = 0.5, 86400.0
+
+
+def port_number(text: str) -> int:
+    """argparse type of --port: 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
+    return port
+
+
+def refresh_seconds(text: str) -> float:
+    """argparse type of --refresh: finite seconds from MIN_REFRESH to MAX_REFRESH."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not MIN_REFRESH <= seconds <= MAX_REFRESH:
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds from {MIN_REFRESH:g} "
+                                         f"to {MAX_REFRESH:g}")
+    return seconds
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scoreviz serve RUNS_DIR`."""
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="folder holding run folders (searched recursively)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
-    parser.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
-                        help="re-read growing runs every SECONDS (default 5)")
-    parser.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared host)")
+                        help="address to bind (default 127.0.0.1: this machine only; anything else "
+                             "is reachable from other machines and prints a warning)")
+    parser.add_argument("--port", type=port_number, default=8050, help="port (default 8050)")
+    parser.add_argument("--refresh", type=refresh_seconds, default=5.0, metavar="SECONDS",
+                        help=f"re-read growing runs every SECONDS ({MIN_REFRESH:g} to {MAX_REFRESH:g}, "
+                             "default 5)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host header is NAME (e.g. the name a reverse "
+                             "proxy uses); repeatable. localhost, 127.0.0.1, [::1] and --host always are")
+    parser.add_argument("--debug", action="store_true",
+                        help="Dash debug mode; refused unless --host is a loopback address")
 
 
 def serve_main(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
     from app import serve
 
-    if args.refresh <= 0:
-        raise SystemExit("scoreviz serve: --refresh must be positive")
-    serve(args.runs_dir, host=args.host, port=args.port, refresh=args.refresh, debug=args.debug)
+    serve(args.runs_dir, host=args.host, port=args.port, refresh=args.refresh, debug=args.debug,
+          allow_hosts=args.allow_host)
     return 0
 
 
@@ -37,13 +70,14 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scoreviz export RUN_DIR... --out report.html`."""
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folders to put in the report")
     parser.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
 
 def export_main(args: argparse.Namespace) -> int:
     """Write the standalone HTML report."""
     from app.export import write_report
 
-    out = write_report(args.run_dirs, args.out)
+    out = write_report(args.run_dirs, args.out, force=args.force)
     print(f"scoreviz: wrote {out}")
     return 0
 

@@ -84,9 +84,22 @@ class RunData:
             raise RefusedRunId(f"run id {run_id!r} refused: it points outside the runs folder")
         return path
 
+    def scores_file(self, run_id) -> Path:
+        """The run's scores.h5; raises RefusedRunId unless it, too, lies below the root.
+
+        The folder may be below the root while its scores.h5 is a symlink to a
+        file elsewhere: that file is not one the server was given.
+        """
+        path = self.resolve(run_id) / _scoreviz().store.FILE_NAME
+        target = path.resolve()
+        if self.root not in target.parents:
+            raise RefusedRunId(f"run id {run_id!r} refused: its {path.name} is a link to a file "
+                               "outside the runs folder")
+        return path
+
     def stamp(self, run_id):
         """(size, mtime_ns) of the run's scores.h5, the cache's notion of a version."""
-        path = self.resolve(run_id) / "scores.h5"
+        path = self.scores_file(run_id)
         try:
             st = path.stat()
         except OSError:
@@ -108,9 +121,10 @@ class RunData:
                 return value
         try:
             value = compute(self._open(run_id))
-        except (ValueError, OSError, KeyError) as err:
+        except Exception as err:  # noqa: BLE001 - whatever breaks one run must not break the others
             # A broken file stays broken until it changes: remember the error.
-            value = err if isinstance(err, ValueError) else _scoreviz().ScorevizError(str(err))
+            value = err if isinstance(err, ValueError) else _scoreviz().ScorevizError(
+                f"{self.root / run_id}: cannot be read ({type(err).__name__}: {err})")
         with self._lock:
             old = self._cache.pop(full_key, None)
             if old is not None:
@@ -138,6 +152,7 @@ class RunData:
         return hit[1], fresh
 
     def _open(self, run_id):
+        self.scores_file(run_id)  # refuses a scores.h5 that links out of the root
         return _scoreviz().open_run(self.resolve(run_id))
 
     # ---- background reading -------------------------------------------------

@@ -7,13 +7,15 @@ browser and can be mailed or attached to a ticket as it is.
 from __future__ import annotations
 
 import html
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 from plotly.offline import get_plotlyjs
 
-from app import figures, health
+from app import figures, health, layout
+from scoreviz.errors import ScorevizError
 
 
 def _unique_names(runs) -> list[str]:
@@ -47,60 +49,107 @@ def _health_html(results: dict) -> str:
 
 
 def report_figures(run_dirs) -> tuple[list[tuple[str, object]], str, str]:
-    """The report's (title, figure) pairs and its run-table and health HTML."""
+    """The report's (title, figure) pairs and its run-table and health HTML.
+
+    Runs need not share tags: the score figures come once per tag, each with
+    the runs that recorded it. Raises ScorevizError naming a run that cannot be read.
+    """
     import scoreviz
 
     runs = [scoreviz.open_run(d) for d in run_dirs]
     names = _unique_names(runs)
-    tags = [t for t in runs[0].tags if all(t in r.tags for r in runs)] or runs[0].tags
-    tag = "train" if "train" in tags else (tags[0] if tags else None)
+    by_name = dict(zip(names, runs))
+    all_tags = list(dict.fromkeys(t for r in runs for t in r.tags))
 
     rows = []
-    for name, run in zip(names, runs):
+    for name, run in by_name.items():
         summary = run.summary()
         rows.append({"id": name, "name": name, "steps": summary.get("steps"),
                      "last_update": time.strftime("%Y-%m-%d %H:%M:%S",
                                                   time.localtime(run.file.stat().st_mtime)),
                      "config": run.config})
     table = figures.run_table(rows)
-
-    scores = {n: r.scores(tag) for n, r in zip(names, runs)} if tag else {}
-    scalars = {n: r.scalars() for n, r in zip(names, runs)}
-    totals = {n: r.total_gradient_norm() for n, r in zip(names, runs)}
-    hists = {n: {k: r.histograms(tag, k) for k in ("pos", "neg")} for n, r in zip(names, runs)} if tag else {}
-
-    out = [("Statistics over steps", figures.curves_figure(scores, figures.DEFAULT_STATS,
-                                                           title=f"Statistics over steps ({tag})"))]
-    out.append(("Negative score distribution", figures.score_heatmap_figure(
-        {n: h["neg"] for n, h in hists.items()}, kind="neg")))
-    last = max((int(h["neg"][0][-1]) for h in hists.values() if len(h["neg"][0])), default=0)
-    out.append(("Histograms at the last step", figures.histograms_at_step_figure(hists, last)))
     differing = [k for k, d in table["differs"].items() if d]
-    if len(runs) > 1:
-        key = differing[0] if differing else ""
-        order = {n: r.config.get(key) for n, r in zip(names, runs)} if key else {}
-        out.append(("3D waterfall", figures.waterfall_figure(
-            {n: s["neg_sample_var"] for n, s in scores.items() if "neg_sample_var" in s},
-            order, key=key)))
+
+    scores = {tag: {n: r.scores(tag) for n, r in by_name.items() if tag in r.tags} for tag in all_tags}
+    out = []
+    for tag in all_tags:
+        hists = {n: {k: r.histograms(tag, k) for k in ("pos", "neg")}
+                 for n, r in by_name.items() if tag in r.tags}
+        out.append((f"Statistics over steps ({tag})", figures.curves_figure(
+            scores[tag], figures.DEFAULT_STATS, title=f"Statistics over steps ({tag})")))
+        out.append((f"Negative score distribution ({tag})", figures.score_heatmap_figure(
+            {n: h["neg"] for n, h in hists.items()}, kind="neg")))
+        last = max((int(h["neg"][0][-1]) for h in hists.values() if len(h["neg"][0])), default=0)
+        out.append((f"Histograms at the last step ({tag})", figures.histograms_at_step_figure(hists, last)))
+        if len(scores[tag]) > 1:
+            key = differing[0] if differing else ""
+            order = {n: by_name[n].config.get(key) for n in scores[tag]} if key else {}
+            out.append((f"3D waterfall ({tag})", figures.waterfall_figure(
+                {n: s["neg_sample_var"] for n, s in scores[tag].items() if "neg_sample_var" in s},
+                order, key=key)))
+    if not all_tags:
+        out.append(("Statistics over steps", figures.empty_figure("Statistics over steps",
+                                                                  "no scores recorded")))
+    scalars = {n: r.scalars() for n, r in by_name.items()}
+    totals = {n: r.total_gradient_norm() for n, r in by_name.items()}
     out.append(("Total gradient norm", figures.total_norm_figure(totals)))
-    for name, run in zip(names, runs):
+    for name, run in by_name.items():
         grads = run.gradients()
         if grads.shape[1]:
             steps, layers, norms = figures.reduce_gradients(grads)
             out.append((f"Gradients: {name}", figures.gradient_heatmap_figure(
                 steps, layers, norms.astype(np.float32), run_name=name)))
-    results = {n: health.run_health(scores.get(n), scalars[n], totals[n]) for n in names}
+    results = {}
+    for name, run in by_name.items():  # each run checked under its main tag
+        tag = layout.default_tag(run.tags)
+        label = f"{name} ({tag})" if tag in run.tags else name
+        results[label] = health.run_health(scores.get(tag, {}).get(name), scalars[name], totals[name])
     return out, _table_html(table), _health_html(results)
 
 
-def write_report(run_dirs, out_path) -> Path:
+def output_path(out, force: bool = False) -> Path:
+    """``out`` checked as a file to write: ScorevizError if it is a folder, its folder is
+    missing, or it exists and ``force`` is not given."""
+    out = Path(out)
+    if out.is_dir():
+        raise ScorevizError(f"--out {out}: is a folder; give a file name, e.g. {out / 'report.html'}")
+    if not out.parent.exists():
+        raise ScorevizError(f"--out {out}: the folder {out.parent} does not exist")
+    if not out.parent.is_dir():
+        raise ScorevizError(f"--out {out}: {out.parent} is not a folder")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ScorevizError(f"--out {out}: exists; add --force to overwrite it")
+    return out
+
+
+def write_atomic(out: Path, text: str) -> None:
+    """Write ``text`` to ``out`` through a temporary file beside it: a failed write
+    leaves the old file (if any) untouched. ScorevizError naming ``out`` on failure."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise ScorevizError(f"--out {out}: cannot write it ({err.strerror or err})") from None
+
+
+def write_report(run_dirs, out_path, force: bool = False) -> Path:
     """Write one standalone HTML report of ``run_dirs`` to ``out_path``; returns the path.
 
-    Raises scoreviz.ScorevizError naming the run that cannot be read.
+    Raises scoreviz.ScorevizError naming the run that cannot be read, or saying
+    what is wrong with ``out_path`` (a folder, in a missing folder, unwritable,
+    or existing without ``force``).
     """
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
-        raise ValueError("write_report: give at least one run folder")
+        raise ScorevizError("export: give at least one run folder")
+    out = output_path(out_path, force)
     figs, table_html, health_html = report_figures(run_dirs)
     parts = []
     for title, fig in figs:
@@ -124,7 +173,5 @@ table.runs th, table.runs td {{ border-bottom: 1px solid #e4e7eb; padding: 3px 8
 {''.join(parts)}
 </body></html>
 """
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    write_atomic(out, page)
     return out

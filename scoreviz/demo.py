@@ -26,12 +26,14 @@ SECONDS_PER_EPOCH = 0.4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from app.cli_commands import port_number  # argparse only, no Dash
+
     parser.add_argument("--out", default="runs/demo", help="folder of the two runs (default runs/demo)")
     parser.add_argument("--minutes", type=float, default=None,
                         help=f"about how long both runs train together on 2 CPU cores "
                              f"(default: {DEFAULT_EPOCHS} epochs each, about a minute or two)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    parser.add_argument("--port", type=port_number, default=8050, help="port (default 8050)")
     parser.add_argument("--no-serve", action="store_true", help="train (or reuse) the runs, do not serve them")
     return parser
 

@@ -213,6 +213,24 @@ def test_gradient_landscape_renders(driver, app_url):
     assert console_errors(driver) == []
 
 
+def test_every_view_renders_under_the_content_security_policy(driver, app_url):
+    graphs = {"curves": ["curves-graph"], "distribution": ["heatmap-graph", "hist-graph", "ft-graph"],
+              "waterfall": ["waterfall-graph"],
+              "gradients": ["grad-heatmap-graph", "grad-surface-graph", "grad-total-graph"]}
+    for view, ids in graphs.items():
+        driver.get(app_url + f"?runs=m0.99&runs=m0.9&view={view}&key=moco_m")
+        for graph_id in ids:
+            wait_for(driver, lambda d, g=graph_id: traces(d, g), message=f"{view}: {graph_id} drawn")
+    driver.get(app_url + "?runs=m0.99&runs=m0.9&view=health")
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#health-table tbody tr")) == 2)
+    assert console_errors(driver) == []
+    # The policy is in force: a script the server did not send is blocked, and says so.
+    driver.execute_script("const s = document.createElement('script');"
+                          "s.textContent = 'window.injected = 1'; document.body.appendChild(s);")
+    assert driver.execute_script("return window.injected === undefined")
+    assert any("Content Security Policy" in e["message"] for e in console_errors(driver))
+
+
 def test_run_ids_escaping_runs_dir_are_refused_on_the_page(driver, app_url):
     driver.get(app_url + "?runs=../..&runs=m0.9")
     wait_for(driver, lambda d: "refused" in d.find_element(By.ID, "url-notice").text)

@@ -55,6 +55,7 @@ def test_every_command_has_help(python, subprocess_env):
 @pytest.mark.parametrize("args", [
     ("info",), ("serve",), ("export",), ("lincls",),          # a required path left out
     ("train", "--bogus"), ("demo", "--minutes", "soon"), ("nosuch",),
+    ("serve", "runs", "--port", "99999"), ("serve", "runs", "--refresh", "nan"), ("demo", "--port", "-1"),
 ])
 def test_wrong_arguments_are_one_line_on_stderr(python, subprocess_env, args):
     out = scoreviz(python, subprocess_env, *args)

@@ -1,0 +1,719 @@
+"""The server and the export under hostile input (issue 8, failures 5 (app side), 6 and 7).
+
+The HTTP tests talk to a real `scoreviz serve` in a subprocess, bound to
+127.0.0.1 on a free port, with raw http.client / socket requests, so the Host
+header, the body and its declared length are exactly what a hostile page or
+client would send.
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+torch = pytest.importorskip("torch")
+scoreviz = pytest.importorskip("scoreviz")
+
+from app import create_app  # noqa: E402
+from app.export import write_report  # noqa: E402
+from test_app import make_foreign, make_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "outside-secret-7f3a"  # a config value only the run outside the runs folder holds
+CALLBACK = "/_dash-update-component"
+REFRESH_KEY = "..run-picker.options...run-table.children...table-signature.data...last-refresh.children.."
+SELECTION_KEY = ("..selection.data...notice.children...tag.options...stats.options...waterfall-key.options"
+                 "...ft-run.options...grad-run.options..")
+
+
+# ---- broken runs -------------------------------------------------------------------
+
+
+def make_absurd(root, name, every_dataset=False):
+    """A real run whose datasets then declare 2e9 rows (a ~10 KB file)."""
+    run_dir = make_run(root, name, steps=3)
+    with h5py.File(run_dir / "scores.h5", "r+") as f:
+        if every_dataset:
+            for dataset in ("step", "tag", "stats", "pos_hist", "neg_hist"):
+                f[f"scores/{dataset}"].resize(2_000_000_000, axis=0)
+            if "committed" in f:
+                f["committed"][0, 0] = 2_000_000_000
+        else:
+            f["scores/step"].resize((2_000_000_000,))
+    return run_dir
+
+
+def make_truncated(root, name):
+    run_dir = make_run(root, name, steps=5)
+    data = (run_dir / "scores.h5").read_bytes()
+    (run_dir / "scores.h5").write_bytes(data[:3000])
+    return run_dir
+
+
+def make_linked_out(root, outside):
+    """runs/linked/scores.h5 -> a real run's file outside the runs folder."""
+    real = outside / "real"
+    with scoreviz.Recorder(real, config={"secret": SECRET}) as rec:
+        rec.log_scores(0, torch.full((4,), 0.5), torch.zeros(4, 8))
+    (root / "linked").mkdir()
+    (root / "linked" / "scores.h5").symlink_to(real / "scores.h5")
+    return root / "linked"
+
+
+BROKEN = {"foreign": "not a scoreviz run", "truncated": "damaged", "absurd": "",
+          "absurd-all": "", "linked": "refused"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    make_run(root, "good-a", steps=40, momentum=0.99)
+    make_run(root, "good-b", steps=40, momentum=0.9, seed=1)
+    make_foreign(root)
+    make_truncated(root, "truncated")
+    make_absurd(root, "absurd")
+    make_absurd(root, "absurd-all", every_dataset=True)
+    make_linked_out(root, tmp_path_factory.mktemp("outside"))
+    return root
+
+
+# ---- a real server -----------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, runs_dir, env):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "scoreviz.cli", "serve", str(runs_dir), "--port", str(self.port),
+             "--refresh", "60"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/")[0] == 200:
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(self.process.stdout.read())
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def request(self, method, path, body=None, host="default", headers=None, timeout=60):
+        """(status, headers, body bytes); ``host`` None sends no Host header."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            if host is not None:
+                conn.putheader("Host", f"127.0.0.1:{self.port}" if host == "default" else host)
+            for name, value in (headers or {}).items():
+                conn.putheader(name, value)
+            if body is not None:
+                if not any(k.lower() == "content-length" for k in headers or {}):
+                    conn.putheader("Content-Length", str(len(body)))
+                if not any(k.lower() == "content-type" for k in headers or {}):
+                    conn.putheader("Content-Type", "application/json")
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def callback(self, output, inputs, state=(), host="default"):
+        body = callback_request(output, inputs, state)
+        status, headers, raw = self.request("POST", CALLBACK, json.dumps(body).encode(), host=host)
+        return status, headers, raw
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            line = next(line for line in f if line.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            return self.process.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.communicate()[0]
+
+
+_SPEC_APP = {}
+
+
+def callback_map():
+    """The callback map of an app built like the server's (ids and properties only)."""
+    if not _SPEC_APP:
+        _SPEC_APP["app"] = create_app(ROOT / "tests", refresh=60, warm=False)
+    return _SPEC_APP["app"].callback_map
+
+
+def spec(output):
+    return callback_map()[output]
+
+
+def callback_request(output, inputs, state=()):
+    """The body the browser posts for ``output`` with these input and state values."""
+    s = spec(output)
+    outputs = [{"id": o.component_id, "property": o.component_property}
+               for o in (s["output"] if isinstance(s["output"], list) else [s["output"]])]
+    return {
+        "output": output,
+        "outputs": outputs if isinstance(s["output"], list) else outputs[0],
+        "inputs": [dict(i, value=v) for i, v in zip(s["inputs"], inputs)],
+        "state": [dict(i, value=v) for i, v in zip(s["state"], state)],
+        "changedPropIds": [f"{s['inputs'][0]['id']}.{s['inputs'][0]['property']}"],
+    }
+
+
+def figure_key(graph):
+    return next(k for k in callback_map() if k.startswith(f"{graph}.figure")
+                or k.startswith(f"..{graph}.figure"))
+
+
+@pytest.fixture(scope="module")
+def server(runs, tmp_path_factory):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    srv = Server(runs, env)
+    yield srv
+    srv.stop()
+
+
+def assert_no_run_data(raw: bytes):
+    text = raw.decode("utf-8", "replace")
+    for name in ("good-a", "good-b", "moco_m", SECRET):
+        assert name not in text, name
+
+
+# ---- Host header -------------------------------------------------------------------
+
+
+BAD_HOSTS = ["evil.example", "evil.example:{port}", "attacker.test.:{port}", "127.0.0.1.evil.example:{port}",
+             "localhost.evil.example", "127.0.0.2:{port}", "0.0.0.0:{port}", "[::1", "localhost:port", "", None]
+
+
+GOOD_HOSTS = ["localhost", "localhost:{port}", "LOCALHOST:{port}", "127.0.0.1", "127.0.0.1:{port}",
+              "[::1]:{port}", "[::1]", "localhost.:{port}"]
+
+
+@pytest.mark.slow
+def test_only_loopback_host_headers_are_served(server):
+    """A foreign Host (what a DNS-rebinding page sends) gets 403 and no run data; loopback names work."""
+    requests = (("GET", "/", None), ("GET", "/_dash-layout", None), ("GET", "/_dash-dependencies", None),
+                ("POST", CALLBACK, json.dumps(callback_request(REFRESH_KEY, [1], [None])).encode()))
+    for host in BAD_HOSTS:
+        host = host.format(port=server.port) if host else host
+        for method, path, body in requests:
+            status, headers, raw = server.request(method, path, body, host=host)
+            assert status == 403, (host, path, status)
+            assert_no_run_data(raw)
+            assert headers["X-Frame-Options"] == "DENY"
+    for host in GOOD_HOSTS:
+        status, _, raw = server.request("GET", "/_dash-layout", host=host.format(port=server.port))
+        assert status == 200 and b"good-a" in raw, host
+
+
+def test_host_allow_list_follows_the_bind_address():
+    from app import guard
+
+    local = guard.allowed_hosts("127.0.0.1")
+    assert guard.host_allowed("localhost:8050", local, any_ip=False)
+    assert not guard.host_allowed("192.168.1.7:8050", local, any_ip=False)
+    assert not guard.host_allowed(socket.gethostname(), local, any_ip=False) or \
+        socket.gethostname().lower() in guard.LOOPBACK_NAMES
+    given = guard.allowed_hosts("10.1.2.3", extra=["viz.lab.example"])
+    assert guard.host_allowed("10.1.2.3:8050", given, any_ip=True)
+    assert guard.host_allowed("viz.lab.example", given, any_ip=True)
+    everywhere = guard.allowed_hosts("0.0.0.0")
+    assert guard.host_allowed(f"{socket.gethostname()}:8050", everywhere, any_ip=True)
+    assert guard.host_allowed("192.168.1.7:8050", everywhere, any_ip=True)  # an IP cannot be rebound
+    assert not guard.host_allowed("evil.example:8050", everywhere, any_ip=True)
+
+
+# ---- callback bodies ---------------------------------------------------------------
+
+
+def _body(**changes):
+    body = callback_request(SELECTION_KEY, [0, ["good-a"]], [None, None])
+    body.update(changes)
+    return json.dumps(body).encode()
+
+
+def _with_value(index, value, key="inputs"):
+    body = callback_request(SELECTION_KEY, [0, ["good-a"]], [None, None])
+    body[key][index]["value"] = value
+    return json.dumps(body).encode()
+
+
+MALFORMED = {
+    "not JSON": b"{not json",
+    "not UTF-8": b'{"output": "\xff\xfe"}',
+    "a JSON list": b"[1, 2, 3]",
+    "a JSON string": b'"hello"',
+    "empty": b"",
+    "empty object": b"{}",
+    "NaN constant": b'{"output": NaN}',
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+    "unknown output": _body(output="nosuch.children"),
+    "output not a string": _body(output=["selection.data"]),
+    "outputs missing": _body(outputs=None),
+    "outputs of another callback": _body(outputs=[{"id": "x", "property": "y"}] * 7),
+    "inputs missing": _body(inputs=None),
+    "inputs not a list": _body(inputs=5),
+    "inputs too few": _body(inputs=[{"id": "refresh", "property": "n_intervals", "value": 0}]),
+    "input of another component": _body(inputs=[{"id": "refresh", "property": "n_intervals", "value": 0},
+                                                {"id": "tag", "property": "value", "value": "x"}]),
+    "input items not objects": _body(inputs=[1, 2]),
+    "state wrong": _body(state=[{"id": "selection"}]),
+    "changedPropIds a string": _body(changedPropIds="refresh.n_intervals"),
+    "run picker a string": _with_value(1, "good-a"),
+    "run picker a number": _with_value(1, 7),
+    "run picker ids not strings": _with_value(1, [1, {"a": 2}]),
+    "n_intervals negative": _with_value(0, -1),
+    "n_intervals a string": _with_value(0, "1"),
+    "selection a list": _with_value(0, ["good-a"], key="state"),
+    "selection runs not strings": _with_value(0, {"runs": [1], "stamps": {}, "errors": {}}, key="state"),
+    "tag options a number": _with_value(1, 3, key="state"),
+    "tag options not strings": _with_value(1, ["x", {"y": 1}], key="state"),
+}
+
+
+@pytest.mark.slow
+def test_malformed_callback_bodies_are_400_not_500(server):
+    statuses = {}
+    for name, body in MALFORMED.items():
+        status, headers, raw = server.request("POST", CALLBACK, body)
+        statuses[name] = status
+        if status == 400:
+            assert "error" in json.loads(raw), name
+            assert headers["X-Content-Type-Options"] == "nosniff"
+    assert statuses == dict.fromkeys(MALFORMED, 400)
+    # and the server still answers a well-formed one
+    status, _, raw = server.request("POST", CALLBACK, _body())
+    assert status == 200 and json.loads(raw)["response"]["selection"]["data"]
+
+
+@pytest.mark.slow
+def test_wrong_value_types_in_figure_callbacks_are_400(server):
+    curves = figure_key("curves-graph")
+    good = [{"runs": ["good-a"], "stamps": {}, "errors": {}}, "curves", "train", ["pos_mean"], [], 0]
+    assert server.callback(curves, good)[0] == 200
+    for index, value in ((0, "good-a"), (3, "pos_mean"), (5, "smooth"), (5, 1e400), (5, True), (2, ["train"])):
+        inputs = list(good)
+        inputs[index] = value
+        body = json.dumps(callback_request(curves, inputs)).replace("Infinity", "1e400").encode()
+        assert server.request("POST", CALLBACK, body)[0] == 400, (index, value)
+
+
+def test_every_callback_input_and_state_has_a_declared_type(tmp_path):
+    from app import callback_body
+
+    dash_app = create_app(tmp_path, refresh=60, warm=False)
+    for output, s in dash_app.callback_map.items():
+        for item in s["inputs"] + s["state"]:
+            assert callback_body.property_type(item["id"], item["property"]), (output, item)
+
+
+@pytest.mark.slow
+def test_type_correct_but_odd_values_never_give_500(server):
+    """Values of the right type that the page never sends: unknown runs, views, tags, kinds, steps."""
+    odd_selection = {"runs": ["../../etc", "good-a", "nosuch", "linked", "absurd"], "stamps": {"x": 1},
+                     "errors": {}, "pending": ["zzz"]}
+    cases = [
+        (figure_key("curves-graph"), [odd_selection, "curves", "no-tag", ["nonsense", "loss", ""], ["x"], 0.99]),
+        (figure_key("curves-graph"), [odd_selection, "curves", None, None, None, None]),
+        (figure_key("hist-graph"), [odd_selection, "distribution", "train", 2 ** 53]),
+        (figure_key("hist-graph"), [odd_selection, "distribution", "", -5.5]),
+        (figure_key("ft-graph"), [odd_selection, "distribution", "linked", None]),
+        (figure_key("waterfall-graph"), [odd_selection, "waterfall", "train", "no-key", "no-stat"]),
+        (figure_key("grad-heatmap-graph"), [odd_selection, "gradients", "absurd"]),
+        (figure_key("heatmap-graph"), [odd_selection, "distribution", "train", "sideways"], [10 ** 15]),
+        (next(k for k in callback_map() if "health-table" in k),
+         [odd_selection, "health", "nope"]),
+        (SELECTION_KEY, [10 ** 12, ["", ".", "/", "a" * 5000, "good-a/../good-b"]], [{}, ["x", ""]]),
+        (next(k for k in callback_map() if k.startswith("..url.search")),
+         ["?runs=../../x&smooth=nan&view=%00"] + [None] * 11),
+    ]
+    for case in cases:
+        output, inputs = case[0], case[1]
+        state = case[2] if len(case) > 2 else [None] * len(spec(output)["state"])
+        status, _, raw = server.callback(output, inputs, state)
+        assert status in (200, 204), (output, inputs, status, raw[:300])
+        assert SECRET.encode() not in raw
+
+
+# ---- request size ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_50_mb_body_is_refused_before_it_is_read(server):
+    """The server answers 413 having received 64 KiB of a declared 50 MB body: it never waited for the rest."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall((f"POST {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 52428800\r\n\r\n").encode())
+        sock.sendall(b"[" * 65536)
+        start = time.monotonic()
+        reply = sock.recv(4096).decode("latin-1")
+        assert time.monotonic() - start < 5
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert "nosniff" in reply
+    assert server.request("GET", "/")[0] == 200  # still serving
+
+
+@pytest.mark.slow
+def test_a_chunked_body_over_the_limit_is_refused(server):
+    from app import guard
+
+    chunk = b"x" * (1 << 20)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall((f"POST {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                      "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+        try:
+            for _ in range(guard.MAX_BODY // len(chunk) + 4):
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        except OSError:
+            pass  # the server may stop reading once it has refused
+        reply = sock.recv(4096).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+
+
+# ---- response headers --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_security_headers_on_page_assets_callbacks_and_refusals(server):
+    responses = {
+        "page": server.request("GET", "/"),
+        "asset": server.request("GET", "/assets/style.css"),
+        "layout": server.request("GET", "/_dash-layout"),
+        "callback": server.callback(REFRESH_KEY, [1], [None]),
+        "bad callback": server.request("POST", CALLBACK, b"{"),
+        "foreign host": server.request("GET", "/", host="evil.example"),
+    }
+    for name, (status, headers, _) in responses.items():
+        assert headers.get("X-Content-Type-Options") == "nosniff", name
+        assert headers.get("X-Frame-Options") == "DENY", name
+        csp = headers.get("Content-Security-Policy", "")
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, name
+        assert "'unsafe-eval'" not in csp and "script-src 'self' 'sha256-" in csp, name
+    assert responses["callback"][0] == 200
+
+
+# ---- symlinks and broken runs --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_scores_file_linked_out_of_the_runs_folder_is_refused(server):
+    status, _, raw = server.callback(REFRESH_KEY, [1], [None])
+    assert status == 200 and SECRET.encode() not in raw
+    table = json.loads(raw)["response"]["run-table"]["children"]
+    assert "refused" in json.dumps(_row(table, "linked"))
+    status, _, raw = server.callback(SELECTION_KEY, [1, ["linked", "good-a"]], [None, None])
+    selection = json.loads(raw)["response"]["selection"]["data"]
+    assert "refused" in selection["errors"]["linked"] and "linked" not in selection["stamps"]
+    assert SECRET.encode() not in raw
+    # a forged selection naming it gets no trace of it
+    forged = {"runs": ["linked"], "stamps": {}, "errors": {}}
+    for graph, inputs in (("curves-graph", [forged, "curves", "train", ["pos_mean"], [], 0]),
+                          ("waterfall-graph", [forged, "waterfall", "train", "secret", "pos_mean"])):
+        status, _, raw = server.callback(figure_key(graph), inputs)
+        assert status == 200 and json.loads(raw)["response"][graph]["figure"]["data"] == []
+        assert SECRET.encode() not in raw
+    assert SECRET.encode() not in server.request("GET", "/_dash-layout")[2]
+
+
+def test_run_data_refuses_a_linked_out_scores_file(runs, tmp_path):
+    from app.data import RefusedRunId, RunData
+
+    data = RunData(runs, warm=False)
+    assert "linked" in data.run_ids()
+    with pytest.raises(RefusedRunId, match="outside the runs folder"):
+        data.scores_file("linked")
+    with pytest.raises(RefusedRunId):
+        data.stamp("linked")
+    assert "refused" in data.info("linked")["error"]
+    with pytest.raises(RefusedRunId):
+        data.scores("linked", "train")
+    # a link to a file inside the runs folder is fine
+    make_run(tmp_path / "inside", "real", steps=4)
+    (tmp_path / "inside" / "alias").mkdir()
+    (tmp_path / "inside" / "alias" / "scores.h5").symlink_to(tmp_path / "inside" / "real" / "scores.h5")
+    assert RunData(tmp_path / "inside", warm=False).info("alias")["steps"] == 4
+
+
+def _row(table, run_id):
+    rows = table["props"]["children"][1]["props"]["children"]
+    return next(r for r in rows if r["props"].get("data-run") == run_id)
+
+
+@pytest.mark.slow
+def test_broken_runs_beside_good_ones_leave_the_good_figures_whole(server):
+    rss_before = server.rss_bytes()
+    status, _, raw = server.callback(REFRESH_KEY, [2], [None])
+    assert status == 200
+    table = json.loads(raw)["response"]["run-table"]["children"]
+    for name, reason in BROKEN.items():
+        row = _row(table, name)
+        assert "error-row" in row["props"]["className"], name
+        assert reason in json.dumps(row), (name, row)
+    for good in ("good-a", "good-b"):
+        assert "error" not in _row(table, good)["props"]["className"]
+
+    picked = ["good-a", *BROKEN, "good-b"]
+    deadline = time.monotonic() + 60
+    while True:  # runs are read in the background; the selection lists them once read
+        status, _, raw = server.callback(SELECTION_KEY, [3, picked], [None, None])
+        assert status == 200
+        selection = json.loads(raw)["response"]["selection"]["data"]
+        if not selection["pending"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert selection["runs"] == ["good-a", "good-b"]
+    assert set(selection["errors"]) == set(BROKEN)
+
+    # A forged selection with the broken runs in it, as if they broke after being picked.
+    forged = {"runs": picked, "stamps": {}, "errors": {}}
+    views = {
+        "curves-graph": [forged, "curves", "train", ["pos_mean", "neg_mean"], [], 0],
+        "heatmap-graph": [forged, "distribution", "train", "neg"],
+        "hist-graph": [forged, "distribution", "train", None],
+        "waterfall-graph": [forged, "waterfall", "train", "moco_m", "neg_sample_var"],
+        "grad-total-graph": [forged, "gradients", None],
+    }
+    for graph, inputs in views.items():
+        output = figure_key(graph) if graph != "grad-total-graph" else next(
+            k for k in callback_map() if "grad-total-graph.figure" in k)
+        state = [None] * len(spec(output)["state"])
+        status, _, raw = server.callback(output, inputs, state)
+        assert status == 200, (graph, raw[:300])
+        names = {t.get("name", "").split(" ")[0] for t in json.loads(raw)["response"][graph]["figure"]["data"]}
+        if graph != "heatmap-graph":  # (its traces are named by axis)
+            assert {"good-a", "good-b"} <= names, (graph, names)
+        # nothing of a run that cannot be read; an absurd run's gradients, which can, may be drawn
+        assert not names & {"foreign", "truncated", "linked"}, (graph, names)
+    status, _, raw = server.callback(next(k for k in callback_map() if "health-table" in k),
+                                     [forged, "health", "train"])
+    assert status == 200 and b"good-a" in raw
+    assert server.rss_bytes() - rss_before < 300 * 2 ** 20  # no 2e9-row read
+
+
+# ---- the command line: serve ---------------------------------------------------------
+
+
+def scoreviz_cli(env, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "scoreviz.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args", [("--port", "99999"), ("--port", "-1"), ("--port", "0"), ("--port", "http"),
+                                  ("--refresh", "nan"), ("--refresh", "inf"), ("--refresh", "-1"),
+                                  ("--refresh", "0"), ("--refresh", "1e300")])
+def test_bad_port_and_refresh_are_one_line_errors(args, capsys, tmp_path):
+    from scoreviz.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(tmp_path), *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scoreviz serve: error: argument ") and args[0] in err
+
+
+def test_port_in_use_and_debug_on_a_public_host_are_one_line_errors(tmp_path, subprocess_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        out = scoreviz_cli(subprocess_env, "serve", str(tmp_path), "--port", port)
+        assert out.returncode == 1
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("scoreviz: error: ")
+        assert "already in use" in out.stderr and port in out.stderr
+        # The warning for a public address comes first, then the port's error: nothing was bound.
+        out = scoreviz_cli(subprocess_env, "serve", str(tmp_path), "--host", "0.0.0.0", "--port", port)
+        warning, error = out.stderr.splitlines()
+        assert out.returncode == 1 and warning.startswith("scoreviz: warning: --host 0.0.0.0 is not a loopback")
+        assert error.startswith("scoreviz: error: ") and "already in use" in error
+    out = scoreviz_cli(subprocess_env, "serve", str(tmp_path), "--host", "0.0.0.0", "--debug")
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("scoreviz: error: --debug with --host 0.0.0.0 refused")
+
+
+@pytest.mark.parametrize("host,public", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                         ("[::1]", False), ("127.0.0.5", False), ("0.0.0.0", True),
+                                         ("::", True), ("192.168.1.7", True)])
+def test_non_loopback_hosts_get_a_warning(host, public):
+    from app import binding
+
+    warning = binding.public_warning(host, 8050)
+    assert (warning is not None) == public
+    if public:
+        assert host in warning and "ssh -L 8050:127.0.0.1:8050" in warning
+
+
+def test_debug_is_refused_on_a_public_host_before_anything_binds():
+    from app import binding
+
+    with pytest.raises(scoreviz.ScorevizError, match="--debug with --host 0.0.0.0 refused"):
+        binding.check("0.0.0.0", 8050, debug=True)
+    with pytest.raises(scoreviz.ScorevizError, match="1 to 65535"):
+        binding.check("127.0.0.1", 70000)
+
+
+def test_refresh_and_port_types():
+    from app import cli_commands
+
+    assert cli_commands.port_number("8050") == 8050 and cli_commands.refresh_seconds("2.5") == 2.5
+    for text in ("nan", "inf", "-inf", "0", "0.1", "1e9", "x"):
+        with pytest.raises(Exception):
+            cli_commands.refresh_seconds(text)
+
+
+# ---- export ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def export_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-runs")
+    make_run(root, "train-only", steps=20, tags=("train",))
+    make_run(root, "ft-only", steps=20, tags=("ft", "eval"), momentum=0.9)
+    make_foreign(root)
+    make_truncated(root, "truncated")
+    make_absurd(root, "absurd-all", every_dataset=True)
+    return root
+
+
+def test_runs_with_different_tags_export_together(export_runs, tmp_path):
+    out = write_report([export_runs / "train-only", export_runs / "ft-only"], tmp_path / "r.html")
+    text = out.read_text()
+    for title in ("Statistics over steps (train)", "Statistics over steps (ft)", "Statistics over steps (eval)"):
+        assert title in text
+    assert "train-only (train)" in text and "ft-only (ft)" in text  # health, each under its own tag
+
+
+@pytest.mark.parametrize("broken", ["foreign", "truncated", "absurd-all", "missing"])
+def test_export_of_a_broken_run_is_a_scoreviz_error_and_writes_nothing(export_runs, tmp_path, broken):
+    out = tmp_path / "r.html"
+    with pytest.raises(scoreviz.ScorevizError, match=broken):
+        write_report([export_runs / "train-only", export_runs / broken], out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _unwritable(tmp_path):
+    if os.geteuid() == 0:
+        return Path("/proc/scoreviz-report.html")  # not writable even for root
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    return folder / "r.html"
+
+
+@pytest.mark.parametrize("case", ["folder", "missing folder", "parent is a file", "unwritable", "exists"])
+def test_bad_out_is_a_scoreviz_error(export_runs, tmp_path, case):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "old.html").write_text("keep me")
+    out = {"folder": tmp_path, "missing folder": tmp_path / "no" / "r.html",
+           "parent is a file": tmp_path / "a-file" / "r.html", "unwritable": _unwritable(tmp_path),
+           "exists": tmp_path / "old.html"}[case]
+    with pytest.raises(scoreviz.ScorevizError, match="--out"):
+        write_report([export_runs / "train-only"], out)
+    assert (tmp_path / "old.html").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["a-file", "old.html"],
+                                                          ["a-file", "old.html", "read-only"])
+
+
+def test_force_overwrites(export_runs, tmp_path):
+    out = tmp_path / "old.html"
+    out.write_text("keep me")
+    write_report([export_runs / "train-only"], out, force=True)
+    assert "train-only" in out.read_text() and list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.slow
+def test_export_command_errors_are_one_line(export_runs, tmp_path, subprocess_env):
+    (tmp_path / "old.html").write_text("keep me")
+    good = str(export_runs / "train-only")
+    cases = [
+        ([good, str(export_runs / "foreign")], tmp_path / "a.html"),
+        ([good, str(export_runs / "absurd-all")], tmp_path / "b.html"),
+        ([good], tmp_path),
+        ([good], tmp_path / "no" / "c.html"),
+        ([good], tmp_path / "old.html"),
+    ]
+    for run_dirs, out in cases:
+        done = scoreviz_cli(subprocess_env, "export", *run_dirs, "--out", str(out))
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("scoreviz: error: "), done.stderr
+    assert (tmp_path / "old.html").read_text() == "keep me"
+    done = scoreviz_cli(subprocess_env, "export", good, str(export_runs / "ft-only"),
+                        "--out", str(tmp_path / "old.html"), "--force")
+    assert done.returncode == 0, done.stderr
+    assert "ft-only" in (tmp_path / "old.html").read_text()
+
+
+# ---- fuzz: values of the right type, chosen at random --------------------------------
+
+
+STRINGS = ["", "train", "ft", "good-a", "good-b", "linked", "absurd", "foreign", "../..", "/etc/passwd",
+           "pos", "neg", "curves", "distribution", "waterfall", "gradients", "health", "moco_m", "loss",
+           "pos_mean", "neg_sample_var", "log", "?runs=good-a&view=health", "\u2603", "a" * 300, "%00", "."]
+
+
+def random_value(rng, component_id, prop):
+    from app import callback_body
+
+    check = callback_body.property_type(component_id, prop)[0]
+    if rng.random() < 0.1:
+        return None
+    if check is callback_body._text:
+        return rng.choice(STRINGS)
+    if check is callback_body._texts:
+        return [rng.choice(STRINGS) for _ in range(rng.randrange(4))]
+    if check is callback_body._number:
+        return rng.choice([0, 1, -1, 0.5, 0.99, 7, 39, 10 ** 6, -(2 ** 53), 2 ** 53, 1e-300])
+    if check is callback_body._count:
+        return rng.choice([0, 1, 2, 10 ** 9])
+    if check is callback_body._selection:
+        runs = [rng.choice(STRINGS) for _ in range(rng.randrange(5))]
+        return {"runs": runs, "pending": [], "stamps": {r: [1, 2] for r in runs}, "errors": {}}
+    if check is callback_body._figure:
+        return rng.choice([{"data": [{"type": "scatter", "x": [0, 1], "y": [1, 2]}], "layout": {}},
+                           {"data": []}, {"data": [{"type": "nonsense", "x": "y"}], "layout": {"title": 5}}])
+    raise AssertionError(check)
+
+
+def test_random_type_correct_requests_never_give_500(runs):
+    """Never a 500 for values of the types the page sends: 600 random callback requests."""
+    import random
+
+    dash_app = create_app(runs, refresh=60, warm=False)
+    client = dash_app.server.test_client()
+    rng = random.Random(8)
+    # (the export callbacks start Chromium for PNG/SVG: tested with odd figures separately)
+    keys = [k for k in dash_app.callback_map if "download" not in k]
+    failures = []
+    for i in range(600):
+        output = keys[i % len(keys)]
+        s = dash_app.callback_map[output]
+        body = callback_request(output, [random_value(rng, **_ip(x)) for x in s["inputs"]],
+                                [random_value(rng, **_ip(x)) for x in s["state"]])
+        body["changedPropIds"] = [f"{x['id']}.{x['property']}" for x in rng.sample(s["inputs"], 1)]
+        response = client.post(CALLBACK, data=json.dumps(body), content_type="application/json")
+        if response.status_code not in (200, 204):
+            failures.append((output[:60], body["inputs"], response.status_code))
+        assert SECRET.encode() not in response.data
+    assert failures == []
+
+
+def _ip(item):
+    return {"component_id": item["id"], "prop": item["property"]}
