@@ -1,0 +1,157 @@
+"""Export scoreviz runs as TensorBoard event files.
+
+    scoreviz export runs/a runs/b --format tensorboard --out tb/
+    tensorboard --logdir tb/
+
+Every run becomes a folder `OUT/<run>/` with one event file, in which:
+
+    scores/<tag>/pos, scores/<tag>/neg   histograms (add_histogram_raw): our [-1, 1]
+                                          bins and counts, with min, max, count, sum
+                                          and sum of squares of every finite score
+    scores/<tag>/<statistic>              every statistic of Run.scores() as a scalar
+                                          (pos_mean, neg_var, neg_sample_var, ...)
+    gradients/<layer>, gradients/(total)  gradient L2 norms
+    scalars/<name>                        every logged scalar
+    scoreviz/run                          text: the run's name, bins, config and env, as JSON
+
+These names are the contract `scoreviz import-tensorboard` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from scoreviz.bridges import open_runs, require, run_labels
+from scoreviz.errors import ScorevizError
+from scoreviz.stats import KINDS
+
+MARKER_TAG = "scoreviz/run"
+TOTAL_LAYER = "(total)"
+
+
+def histogram_tag(tag: str, kind: str) -> str:
+    return f"scores/{tag}/{kind}"
+
+
+def statistic_tag(tag: str, column: str) -> str:
+    return f"scores/{tag}/{column}"
+
+
+def gradient_tag(layer: str) -> str:
+    return f"gradients/{layer}"
+
+
+def scalar_tag(name: str) -> str:
+    return f"scalars/{name}"
+
+
+def marker_text(info: dict) -> str:
+    """The run's description as JSON, indented four spaces so TensorBoard's text
+    dashboard shows it as a code block."""
+    return textwrap.indent(json.dumps(info, indent=2, default=str), "    ")
+
+
+def read_marker_text(text: str) -> dict:
+    return json.loads(textwrap.dedent(text))
+
+
+def histogram_buckets(counts, edges):
+    """TensorBoard buckets for our histogram: (bucket_limits, bucket_counts), or None if empty.
+
+    TensorBoard keeps only each bucket's right edge; its first bucket starts at
+    the histogram's min and its last ends at its max. So, as torch's own
+    make_histogram does, the non-empty range of bins is framed by an empty
+    bucket on each side, and every bin in between keeps its exact edges. This
+    also gives W&B's converter (which needs three buckets and extrapolates the
+    outer edges) our exact bins.
+    """
+    counts = np.asarray(counts)
+    nonzero = np.flatnonzero(counts)
+    if not nonzero.size:
+        return None
+    first, last = int(nonzero[0]), int(nonzero[-1]) + 1
+    width = edges[1] - edges[0]
+    # right edges: edges[first] (the empty left frame), each kept bin's right edge, one empty bin to the right
+    limits = np.append(edges[first:last + 1], edges[last] + width)
+    bucket_counts = np.concatenate([[0], counts[first:last], [0]])
+    return limits.astype(np.float64), bucket_counts.astype(np.float64)
+
+
+def export_tensorboard(run_dirs, out_dir, overwrite: bool = False) -> list[Path]:
+    """Write each run as event files under `out_dir/<run>/`; returns those folders.
+
+    A folder that already holds event files is an error unless `overwrite`,
+    which deletes its event files first (TensorBoard would merge old and new).
+    """
+    tb_writer = require("torch.utils.tensorboard", "tensorboard", "scoreviz export --format tensorboard")
+    runs = open_runs(run_dirs)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ScorevizError(f"{out_dir}: --out must be a folder for TensorBoard event files, and this is a file")
+    targets = [out_dir / label for label in run_labels(runs)]
+    for target in targets:
+        old = sorted(target.glob("*tfevents*")) if target.is_dir() else []
+        if old and not overwrite:
+            raise ScorevizError(f"{target}: already holds TensorBoard event files ({old[0].name}); "
+                                "TensorBoard would mix them with the new ones: remove them or choose another --out")
+        for path in old:
+            path.unlink() if path.is_file() else shutil.rmtree(path)
+    for run, target in zip(runs, targets):
+        writer = tb_writer.SummaryWriter(log_dir=str(target), max_queue=1000, flush_secs=30)
+        try:
+            _write_run(run, writer)
+        finally:
+            writer.close()
+    return targets
+
+
+def _write_run(run, writer):
+    info = {"name": run.name, "bins": run.bins, "tags": run.tags, "config": run.config, "env": run.env}
+    writer.add_text(MARKER_TAG, marker_text(info), global_step=0)
+    tags = run.tags
+    grads, totals, scalars = run.gradients(), run.total_gradient_norm(), run.scalars()
+    frames = {tag: run.scores(tag) for tag in tags}
+    total = sum(len(f) for f in frames.values()) + len(grads) + len(scalars)
+    with tqdm(total=total, desc=f"tensorboard: {run.name}", unit="step", leave=False) as bar:
+        for tag, frame in frames.items():
+            hists = {kind: run.histograms(tag, kind) for kind in KINDS}
+            for i, (step, row) in enumerate(frame.iterrows()):
+                step = int(step)
+                for kind in KINDS:
+                    steps, edges, counts = hists[kind]
+                    assert steps[i] == step  # scores() and histograms() keep the same rows
+                    _add_histogram(writer, histogram_tag(tag, kind), row, kind, counts[i], edges, step)
+                for column, value in row.items():
+                    if np.isfinite(value):
+                        writer.add_scalar(statistic_tag(tag, column), value, step)
+                bar.update()
+        for step, row in grads.iterrows():
+            for layer, value in row.items():
+                if np.isfinite(value):
+                    writer.add_scalar(gradient_tag(layer), value, int(step))
+            if np.isfinite(totals.loc[step]):
+                writer.add_scalar(gradient_tag(TOTAL_LAYER), totals.loc[step], int(step))
+            bar.update()
+        for step, row in scalars.iterrows():
+            for name, value in row.items():
+                if np.isfinite(value):
+                    writer.add_scalar(scalar_tag(name), value, int(step))
+            bar.update()
+
+
+def _add_histogram(writer, tb_tag, row, kind, counts, edges, step):
+    buckets = histogram_buckets(counts, edges)
+    count = row[f"{kind}_count"]
+    if buckets is None or not count > 0:
+        return  # nothing in [-1, 1] to draw; the statistics still go out as scalars
+    mean, var = row[f"{kind}_mean"], row[f"{kind}_var"]
+    writer.add_histogram_raw(
+        tb_tag, min=float(row[f"{kind}_min"]), max=float(row[f"{kind}_max"]),
+        num=float(count), sum=float(mean * count), sum_squares=float((var + mean * mean) * count),
+        bucket_limits=buckets[0].tolist(), bucket_counts=buckets[1].tolist(), global_step=step)
