@@ -69,6 +69,7 @@ def main():
     parser = argparse.ArgumentParser(description="A tiny CLIP on digits, trained by the HF Trainer and recorded.")
     parser.add_argument("run_dir", nargs="?", default="runs/clip-digits")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--eval-steps", type=int, default=50, help="evaluate every N steps")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -90,8 +91,8 @@ def main():
         training = TrainingArguments(
             output_dir=scratch, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
             per_device_eval_batch_size=args.batch_size, learning_rate=2e-3, warmup_steps=20,
-            logging_steps=10, eval_strategy="steps", eval_steps=50, save_strategy="no", report_to="none",
-            use_cpu=True, seed=0, dataloader_drop_last=True, disable_tqdm=False)
+            logging_steps=10, eval_strategy="steps", eval_steps=args.eval_steps, save_strategy="no",
+            report_to="none", use_cpu=True, seed=0, dataloader_drop_last=True, disable_tqdm=False)
         trainer = Trainer(model=model, args=training, data_collator=collate,
                           train_dataset=DigitCaptions(digits.data[train], digits.target[train], tokenizer, seed=0),
                           eval_dataset=DigitCaptions(digits.data[val], digits.target[val], tokenizer, seed=1),

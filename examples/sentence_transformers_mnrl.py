@@ -65,6 +65,7 @@ def main():
     parser = argparse.ArgumentParser(description="A tiny sentence-transformers model, MNRL, recorded by scoreviz.")
     parser.add_argument("run_dir", nargs="?", default="runs/st-paraphrases")
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--eval-steps", type=int, default=50, help="evaluate every N steps")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -87,7 +88,8 @@ def main():
         training = SentenceTransformerTrainingArguments(
             output_dir=f"{scratch}/out", max_steps=args.steps, per_device_train_batch_size=args.batch_size,
             per_device_eval_batch_size=args.batch_size, learning_rate=1e-3, warmup_steps=10, logging_steps=10,
-            eval_strategy="steps", eval_steps=50, save_strategy="no", report_to="none", use_cpu=True, seed=0)
+            eval_strategy="steps", eval_steps=args.eval_steps, save_strategy="no", report_to="none", use_cpu=True,
+            seed=0, dataloader_drop_last=True)  # a short last batch would have few in-batch negatives
         trainer = SentenceTransformerTrainer(
             model=model, args=training, loss=loss, callbacks=[ScorevizCallback(args.run_dir, loss)],
             train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(val))

@@ -87,11 +87,16 @@ class ScorevizCallback(transformers.TrainerCallback):
         tag, eval_tag: score tags for training and evaluation.
         max_eval_batches: batches of one evaluation recorded (they are held
             until the evaluation ends).
-        **recorder_options: every, bins, flush_secs, as for scoreviz.Recorder.
+        every: record training scores and gradients at every N-th step only;
+            evaluations and scalars are always recorded.
+        **recorder_options: bins, flush_secs, as for scoreviz.Recorder.
     """
 
     def __init__(self, run_dir, config=None, scores=None, tag: str = "train", eval_tag: str = "eval",
-                 max_eval_batches: int = 64, **recorder_options):
+                 max_eval_batches: int = 64, every: int = 1, **recorder_options):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ScorevizError(f"ScorevizCallback: every must be a positive integer, got {every!r}")
+        self.every = every
         self.run_dir = run_dir
         self.config = config
         self.scores = scores or scores_from_outputs
@@ -117,7 +122,8 @@ class ScorevizCallback(transformers.TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
         step = state.global_step + 1  # the number this optimizer step will have
-        self.recorder.log_gradients(step, model)
+        if step % self.every == 0:
+            self.recorder.log_gradients(step, model)
         if optimizer is not None and optimizer.param_groups:
             self.recorder.log_scalars(step, lr=float(optimizer.param_groups[0]["lr"]))
 
@@ -172,7 +178,7 @@ class ScorevizCallback(transformers.TrainerCallback):
         if self.recorder is None:
             return False
         if training:
-            return self._step % self.recorder.every == 0
+            return self._step % self.every == 0
         return len(self._pending[self.eval_tag]) < self.max_eval_batches
 
     def capture(self, training: bool, pos, neg, tag: str | None = None):
