@@ -74,25 +74,29 @@ def test_wandb_sync_tensorboard_shows_our_histograms(tmp_path, monkeypatch):
 
     from scoreviz.bridges.tensorboard import export_tensorboard
 
-    run = wandb.init(project="scoreviz-test", sync_tensorboard=True)
+    wandb_run = wandb.init(project="scoreviz-test", sync_tensorboard=True)
     export_tensorboard([tmp_path / "runs" / "moco"], tmp_path / "tb")
-    run.finish()
+    wandb_run.finish()
 
     records = finished_records(tmp_path)
-    histograms = {}
+    histograms = {}  # (kind, step) -> (bins, values)
     for record in records:
         if record.WhichOneof("record_type") != "history":
             continue
         items = {tuple(i.nested_key) or (i.key,): json.loads(i.value_json) for i in record.history.item}
-        if ("scores/train/neg", "bins") in items:
-            histograms[items[("global_step",)]] = (items[("scores/train/neg", "bins")],
-                                                   items[("scores/train/neg", "values")])
-    steps, edges, counts = scoreviz.open_run(tmp_path / "runs" / "moco").histograms("train", "neg")
-    assert sorted(histograms) == list(steps)
-    for step, ours in zip(steps, counts):
-        bins, values = histograms[step]
-        first = int(np.flatnonzero(ours)[0])
-        # W&B's bins are ours, from the first non-empty bin on, with our counts
-        np.testing.assert_allclose(bins, edges[first:first + len(bins)], atol=1e-9)
-        np.testing.assert_array_equal(values, ours[first:first + len(values)])
-        assert sum(values) == ours.sum()
+        for kind in ("pos", "neg"):
+            key = f"scores/train/{kind}"
+            if (key, "bins") in items:
+                assert items[(key, "_type")] == "histogram"
+                histograms[kind, items[("global_step",)]] = (items[(key, "bins")], items[(key, "values")])
+    run = scoreviz.open_run(tmp_path / "runs" / "moco")
+    for kind in ("pos", "neg"):
+        steps, edges, counts = run.histograms("train", kind)
+        assert sorted(step for k, step in histograms if k == kind) == list(steps)
+        for step, ours in zip(steps, counts):
+            bins, values = histograms[kind, step]
+            first = int(np.flatnonzero(ours)[0])
+            # W&B's bins are ours, from the first non-empty bin on, with our counts
+            np.testing.assert_allclose(bins, edges[first:first + len(bins)], atol=1e-9)
+            np.testing.assert_array_equal(values, ours[first:first + len(values)])
+            assert sum(values) == ours.sum()

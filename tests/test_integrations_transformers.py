@@ -1,5 +1,6 @@
 """The Hugging Face Trainer and sentence-transformers callbacks, and their offline examples."""
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -181,3 +182,40 @@ def test_sentence_transformers_callback_wants_an_mnrl_loss(tmp_path):
 
     with pytest.raises(ScorevizError, match="MultipleNegativesRankingLoss"):
         STCallback(tmp_path / "run", torch.nn.MSELoss())
+
+
+DDP_SCRIPT = '''
+import sys
+import torch
+import transformers
+sys.path.insert(0, {tests!r})
+from test_integrations_transformers import PairModel, Points
+from scoreviz.integrations.transformers import ScorevizCallback
+torch.manual_seed(0)
+args = transformers.TrainingArguments(
+    output_dir={out!r}, max_steps=4, per_device_train_batch_size=8, per_device_eval_batch_size=8,
+    eval_strategy="steps", eval_steps=2, save_strategy="no", report_to="none", use_cpu=True, ddp_backend="gloo",
+    disable_tqdm=True)
+transformers.Trainer(model=PairModel(), args=args, train_dataset=Points(64), eval_dataset=Points(32),
+                     callbacks=[ScorevizCallback({run!r})]).train()
+'''
+
+
+@pytest.mark.slow
+def test_callback_under_torchrun_records_the_global_batch(tmp_path, python, subprocess_env):
+    script = tmp_path / "train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "out"),
+                                        run=str(tmp_path / "run")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([python, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                          "127.0.0.1", "--master_port", str(port), str(script)],
+                         env=subprocess_env, capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-4000:]
+    run = scoreviz.open_run(tmp_path / "run")
+    assert run.env["world_size"] == 2
+    train = run.scores("train")
+    assert list(train.index) == [1, 2, 3, 4] and (train["pos_count"] == 2 * 8).all()  # both ranks' batches
+    assert (run.scores("eval")["pos_count"] == 32).all()  # the whole eval set, split over the ranks
+    assert list(run.gradients().index) == [1, 2, 3, 4]
