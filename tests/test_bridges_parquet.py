@@ -111,7 +111,7 @@ def test_existing_tables_are_not_overwritten_unless_asked(runs, tmp_path):
         export_parquet(runs, tmp_path)
     export_parquet(runs, tmp_path, overwrite=True)
     assert pd.read_parquet(tmp_path / "scores.parquet").run.nunique() == 2
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*.partial"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(ScorevizError, match="must be a folder"):
         export_parquet(runs, tmp_path / "file")

@@ -1,6 +1,7 @@
 """TensorBoard both ways: `scoreviz export --format tensorboard` and `scoreviz import-tensorboard`."""
 
 import json
+from collections import OrderedDict
 import socket
 import subprocess
 import sys
@@ -29,7 +30,8 @@ def recorded(tmp_path_factory):
     """A run with two tags, an out-of-range score and a NaN, gradients and scalars."""
     run_dir = tmp_path_factory.mktemp("runs") / "moco"
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    # layer names whose model order is not their alphabetical order
+    model = torch.nn.Sequential(OrderedDict(proj=torch.nn.Linear(4, 8), act=torch.nn.ReLU(), head=torch.nn.Linear(8, 2)))
     with pytest.warns(RuntimeWarning), scoreviz.Recorder(run_dir, config={"m": 0.99, "name": "moco"}) as rec:
         for step in range(STEPS):
             pos = (torch.rand(64) * 0.4 + 0.5 + 0.02 * step).clamp(max=1.0)
@@ -109,7 +111,7 @@ def test_export_then_import_gives_the_run_back(recorded, tmp_path):
     [report] = import_tensorboard(tmp_path / "tb", tmp_path / "back")
     assert report.run_dir == tmp_path / "back" / "moco"
     original, back = scoreviz.open_run(recorded), scoreviz.open_run(report.run_dir)
-    assert back.tags == original.tags and back.layers == original.layers
+    assert back.tags == original.tags and back.layers == original.layers == ["proj", "head"]
     assert back.config == original.config and back.bins == original.bins
     assert back.env["imported_from"] == str((tmp_path / "tb" / "moco").resolve())
     for tag in original.tags:
@@ -336,3 +338,37 @@ def test_tensorboard_server_shows_the_exported_histograms(recorded, tmp_path, py
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_an_interrupted_import_leaves_no_run_behind(recorded, tmp_path, monkeypatch):
+    from scoreviz.store import StoreWriter
+
+    export_tensorboard([recorded], tmp_path / "tb")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StoreWriter, "append_scalars", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_tensorboard(tmp_path / "tb", tmp_path / "runs")
+    assert list((tmp_path / "runs" / "moco").iterdir()) == []
+    monkeypatch.undo()
+    import_tensorboard(tmp_path / "tb", tmp_path / "runs")  # and the same import then works
+    assert scoreviz.open_run(tmp_path / "runs" / "moco").tags == ["train", "ft"]
+
+
+@pytest.mark.slow
+def test_two_imports_into_the_same_folder_at_once(recorded, tmp_path, python, subprocess_env):
+    export_tensorboard([recorded], tmp_path / "tb")
+    command = [python, "-m", "scoreviz.cli", "import-tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "runs")]
+    first, second = (subprocess.Popen(command, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for _ in range(2))
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in (first, second)]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1]  # one writes the run, the other is told
+    for code, err in results:
+        if code:
+            assert "a run is already there" in err or "a run appeared there" in err
+    run = scoreviz.open_run(tmp_path / "runs" / "moco")
+    assert run.tags == ["train", "ft"] and len(run.scores("train")) == STEPS
+    assert [p.name for p in (tmp_path / "runs" / "moco").iterdir()] == ["scores.h5"]

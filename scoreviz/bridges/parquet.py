@@ -66,7 +66,7 @@ def export_parquet(run_dirs, out_dir, overwrite: bool = False) -> list[Path]:
         raise ScorevizError(f"{existing[0]}: already exists; remove it or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     schemas = _schemas(pa)
-    partial = {name: path.with_name(path.name + ".partial") for name, path in paths.items()}
+    partial = {name: path.with_name(f".{path.name}.{os.getpid()}.partial") for name, path in paths.items()}
     writers = {name: pq.ParquetWriter(partial[name], schemas[name]) for name in TABLES}
     try:
         for label, run in tqdm(list(zip(run_labels(runs), runs)), desc="parquet", unit="run", disable=len(runs) < 2):

@@ -74,8 +74,9 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
     scores: {tag: (steps, stats)} with stats from `score_stats`.
     gradients: (steps, layer names, norms (n, layers), totals (n,)) or None.
     scalars: (steps, names, values (n, names)) or None.
-    The file is written under a temporary name and renamed when complete, so an
-    interrupted import leaves no half run behind; an existing run is never touched.
+    The file is written under a hidden temporary name and linked into place when
+    complete, so an interrupted import leaves no half run behind (at most a hidden
+    `.scores.h5.<pid>.partial`), and an existing run is never touched.
     """
     run_dir = Path(run_dir)
     path = run_dir / FILE_NAME
@@ -85,8 +86,8 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ScorevizError(f"{run_dir}: cannot create the run folder ({err})") from None
-    partial = run_dir / (FILE_NAME + ".partial")
-    partial.unlink(missing_ok=True)  # left by an import that was killed
+    partial = run_dir / f".{FILE_NAME}.{os.getpid()}.partial"  # this process's own: two imports never share one
+    partial.unlink(missing_ok=True)  # left by a killed import that had this process id
     writer = StoreWriter(partial, bins, config, env)
     try:
         for tag, (steps, stats) in scores.items():
@@ -101,5 +102,15 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
         partial.unlink(missing_ok=True)
         raise
     writer.close()
-    os.replace(partial, path)
+    try:
+        os.link(partial, path)  # unlike a rename, fails if a run appeared there meanwhile
+    except FileExistsError:
+        raise ScorevizError(f"{path}: a run appeared there while this one was imported; "
+                            f"remove it or choose another --out") from None
+    except OSError:  # a file system without hard links
+        if path.exists():
+            raise ScorevizError(f"{path}: a run appeared there while this one was imported") from None
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path

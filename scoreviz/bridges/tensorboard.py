@@ -12,7 +12,7 @@ Every run becomes a folder `OUT/<run>/` with one event file, in which:
                                           (pos_mean, neg_var, neg_sample_var, ...)
     gradients/<layer>, gradients/(total)  gradient L2 norms
     scalars/<name>                        every logged scalar
-    scoreviz/run                          text: the run's name, bins, config and env, as JSON
+    scoreviz/run                          text: the run's name, bins, tags, layers, config and env, as JSON
 
 These names are the contract `scoreviz import-tensorboard` reads back.
 """
@@ -112,7 +112,8 @@ def export_tensorboard(run_dirs, out_dir, overwrite: bool = False) -> list[Path]
 
 
 def _write_run(run, writer):
-    info = {"name": run.name, "bins": run.bins, "tags": run.tags, "config": run.config, "env": run.env}
+    info = {"name": run.name, "bins": run.bins, "tags": run.tags, "layers": run.layers, "config": run.config,
+            "env": run.env}
     writer.add_text(MARKER_TAG, marker_text(info), global_step=0)
     tags = run.tags
     grads, totals, scalars = run.gradients(), run.total_gradient_norm(), run.scalars()

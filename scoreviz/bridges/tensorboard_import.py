@@ -239,16 +239,41 @@ def _score_tag_of(tb_tag: str, marker) -> tuple[str, str]:
 
 
 def _import_run(events: _Events, source: Path, target: Path, bins) -> ImportReport:
-    marker = events.marker
-    bins = bins or int((marker or {}).get("bins", DEFAULT_BINS))
-    edges = np.linspace(-1.0, 1.0, bins + 1)
+    marker = events.marker or {}
+    bins = bins or int(marker.get("bins", DEFAULT_BINS))
     report = ImportReport(source, target, skipped=sorted(events.skipped))
+    rows = _score_rows(events, np.linspace(-1.0, 1.0, bins + 1), report)
+    plain, layers, extras = _sort_scalars(events, rows)
+    scores = {tag: _score_stats(by_step, extras[tag], bins) for tag, by_step in rows.items()}
+    steps = {s for by_step in rows.values() for s in by_step}
+    gradients = scalars = None
+    if layers:
+        gradients = _gradient_rows(layers, marker.get("layers", []))
+        report.layers = len(gradients[1])
+        steps.update(gradients[0])
+    if plain:
+        scalar_steps, table = _table(plain)
+        scalars = (scalar_steps, list(plain), table)
+        report.scalars = len(plain)
+        steps.update(scalars[0])
+    if not scores and gradients is None and scalars is None:
+        report.run_dir = None  # nothing to write
+        return report
+    from scoreviz import __version__
 
-    # histograms -> score rows: {scoreviz tag: {step: {kind: KindSummary}}}, later events win
+    env = dict(marker.get("env", {}))
+    env.update(imported_from=str(source.resolve()), imported_by=f"scoreviz {__version__} import-tensorboard")
+    write_precomputed_run(target, bins=bins, config=marker.get("config", {}), env=env,
+                          scores=scores, gradients=gradients, scalars=scalars)
+    report.steps = len(steps)
+    return report
+
+
+def _score_rows(events: _Events, edges, report: ImportReport) -> dict:
+    """Histograms as {scoreviz tag: {step: {kind: KindSummary}}}; a later event of a step wins."""
     rows = defaultdict(dict)
-    all_steps = set()
     for tb_tag, series in events.histograms.items():
-        tag, kind = _score_tag_of(tb_tag, marker)
+        tag, kind = _score_tag_of(tb_tag, events.marker)
         report.tags.setdefault(tag, {})[kind] = tb_tag
         total = outside = 0.0
         for step, buckets in series:
@@ -256,69 +281,54 @@ def _import_run(events: _Events, source: Path, target: Path, bins) -> ImportRepo
             rows[tag].setdefault(step, {})[kind] = summary
             total += summary.count
             outside += summary.out_of_range
-            all_steps.add(step)
         if outside > 0 and total > 0:
             report.outside[tb_tag] = outside / total
+    return rows
 
-    scalars = {tb_tag: dict(series) for tb_tag, series in events.scalars.items()}  # later events win
-    layers, plain = {}, {}
-    extras = defaultdict(dict)  # scoreviz exports: (tag, column) -> {step: value}
-    for tb_tag, values in scalars.items():
-        if marker is not None:
-            head, _, name = tb_tag.partition("/")
-            if head == "scalars":
-                plain[name] = values
-                continue
-            if head == "gradients":
-                layers[name] = values
-                continue
-            tag, _, column = name.rpartition("/")
-            if head == "scores" and tag in rows:
-                extras[tag][column] = values  # the histogram already gave the moments
-                continue
-        plain[tb_tag] = values
 
-    scores = {}
-    for tag, by_step in rows.items():
-        steps = sorted(by_step)
-        summaries = [by_step[s] for s in steps]
-        for kind in KINDS:  # statistics a histogram cannot hold, kept by scoreviz exports
-            for column in ("nonfinite", "out_of_range"):
-                recorded = extras[tag].get(f"{kind}_{column}", {})
-                for step, summary in zip(steps, summaries):
-                    if summary.get(kind) is not None and step in recorded:
-                        setattr(summary[kind], column, recorded[step])
-        sample_var = extras[tag].get("neg_sample_var", {})
-        scores[tag] = (steps, score_stats(bins, summaries, [sample_var.get(s, np.nan) for s in steps]))
+def _sort_scalars(events: _Events, rows: dict):
+    """(plain scalars, gradient layers, {tag: statistics a histogram cannot hold}), each {name: {step: value}}.
 
-    gradients = None
-    if layers:
-        order = [name for name in (marker or {}).get("layers", []) if name in layers]
-        names = order + sorted(n for n in layers if n not in order and n != TOTAL_LAYER)
-        steps, table = _table({n: layers[n] for n in names + [TOTAL_LAYER] if n in layers})
-        totals = table[:, -1] if TOTAL_LAYER in layers else np.full(len(steps), np.nan)
-        gradients = (steps, names, table[:, :len(names)], totals)
-        report.layers = len(names)
-        all_steps.update(steps)
-    scalar_rows = None
-    if plain:
-        names = list(plain)
-        steps, table = _table(plain)
-        scalar_rows = (steps, names, table)
-        report.scalars = len(names)
-        all_steps.update(steps)
+    Only a scoreviz export has gradients and statistics; in any other log every scalar is a scalar.
+    """
+    plain, layers, extras = {}, {}, defaultdict(dict)
+    for tb_tag, series in events.scalars.items():
+        values = dict(series)  # a later event of a step wins
+        head, _, name = tb_tag.partition("/")
+        tag, _, column = name.rpartition("/")
+        if events.marker is None:
+            plain[tb_tag] = values
+        elif head == "scalars":
+            plain[name] = values
+        elif head == "gradients":
+            layers[name] = values
+        elif head == "scores" and tag in rows:
+            extras[tag][column] = values  # the moments come from the histograms, in double precision
+        else:
+            plain[tb_tag] = values
+    return plain, layers, extras
 
-    if not scores and gradients is None and scalar_rows is None:
-        report.run_dir = None  # nothing to write
-        return report
-    from scoreviz import __version__
 
-    env = dict((marker or {}).get("env", {}))
-    env.update(imported_from=str(source.resolve()), imported_by=f"scoreviz {__version__} import-tensorboard")
-    write_precomputed_run(target, bins=bins, config=(marker or {}).get("config", {}), env=env,
-                          scores=scores, gradients=gradients, scalars=scalar_rows)
-    report.steps = len(all_steps)
-    return report
+def _score_stats(by_step: dict, extras: dict, bins: int):
+    """(steps, stored statistics) of one tag, with what a scoreviz export kept beside its histograms."""
+    steps = sorted(by_step)
+    summaries = [by_step[s] for s in steps]
+    for kind in KINDS:
+        for column in ("nonfinite", "out_of_range"):
+            recorded = extras.get(f"{kind}_{column}", {})
+            for step, summary in zip(steps, summaries):
+                if summary.get(kind) is not None and step in recorded:
+                    setattr(summary[kind], column, recorded[step])
+    sample_var = extras.get("neg_sample_var", {})
+    return steps, score_stats(bins, summaries, [sample_var.get(s, np.nan) for s in steps])
+
+
+def _gradient_rows(layers: dict, order: list):
+    """(steps, layer names in model order, norms, totals) from gradients/<layer> scalars."""
+    names = [n for n in order if n in layers] + sorted(n for n in layers if n not in order and n != TOTAL_LAYER)
+    steps, table = _table({n: layers[n] for n in names + [TOTAL_LAYER] if n in layers})
+    totals = table[:, -1] if TOTAL_LAYER in layers else np.full(len(steps), np.nan)
+    return steps, names, table[:, :len(names)], totals
 
 
 def _table(series: dict):
