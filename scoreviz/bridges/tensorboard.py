@@ -90,6 +90,7 @@ def export_tensorboard(run_dirs, out_dir, overwrite: bool = False) -> list[Path]
     which deletes its event files first (TensorBoard would merge old and new).
     """
     tb_writer = require("torch.utils.tensorboard", "tensorboard", "scoreviz export --format tensorboard")
+    summary_module = require("torch.utils.tensorboard.summary", "tensorboard", "scoreviz export --format tensorboard")
     runs = open_runs(run_dirs)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -105,54 +106,64 @@ def export_tensorboard(run_dirs, out_dir, overwrite: bool = False) -> list[Path]
     for run, target in zip(runs, targets):
         writer = tb_writer.SummaryWriter(log_dir=str(target), max_queue=1000, flush_secs=30)
         try:
-            _write_run(run, writer)
+            _write_run(run, writer, summary_module)
         finally:
             writer.close()
     return targets
 
 
-def _write_run(run, writer):
+def _write_run(run, writer, summary_module):
+    """One event per step and stream: its histograms and statistics as the values of one Summary
+    (as TensorFlow's merged summaries), which TensorBoard and W&B read like separate events
+    and which writes far faster than an event per value."""
+    Summary = summary_module.Summary
     info = {"name": run.name, "bins": run.bins, "tags": run.tags, "layers": run.layers, "config": run.config,
             "env": run.env}
     writer.add_text(MARKER_TAG, marker_text(info), global_step=0)
-    tags = run.tags
-    grads, totals, scalars = run.gradients(), run.total_gradient_norm(), run.scalars()
-    frames = {tag: run.scores(tag) for tag in tags}
+    frames = {tag: run.scores(tag) for tag in run.tags}
+    grads = run.gradients()
+    grads[TOTAL_LAYER] = run.total_gradient_norm()
+    scalars = run.scalars()
     total = sum(len(f) for f in frames.values()) + len(grads) + len(scalars)
+
+    def add(step, values):
+        if values:
+            writer.file_writer.add_summary(Summary(value=values), int(step))
+
+    def scalar_values(names, row):
+        return [Summary.Value(tag=name, simple_value=v) for name, v in zip(names, row.tolist()) if np.isfinite(v)]
+
     with tqdm(total=total, desc=f"tensorboard: {run.name}", unit="step", leave=False) as bar:
         for tag, frame in frames.items():
             hists = {kind: run.histograms(tag, kind) for kind in KINDS}
-            for i, (step, row) in enumerate(frame.iterrows()):
-                step = int(step)
+            names = [statistic_tag(tag, c) for c in frame.columns]
+            columns = {c: i for i, c in enumerate(frame.columns)}
+            table = frame.to_numpy(np.float64)
+            for i, step in enumerate(frame.index):
+                values = []
                 for kind in KINDS:
                     steps, edges, counts = hists[kind]
                     assert steps[i] == step  # scores() and histograms() keep the same rows
-                    _add_histogram(writer, histogram_tag(tag, kind), row, kind, counts[i], edges, step)
-                for column, value in row.items():
-                    if np.isfinite(value):
-                        writer.add_scalar(statistic_tag(tag, column), value, step)
+                    stats = {s: table[i, columns[f"{kind}_{s}"]] for s in ("count", "mean", "var", "min", "max")}
+                    values += _histogram_value(summary_module, histogram_tag(tag, kind), stats, counts[i], edges)
+                add(step, values + scalar_values(names, table[i]))
                 bar.update()
-        for step, row in grads.iterrows():
-            for layer, value in row.items():
-                if np.isfinite(value):
-                    writer.add_scalar(gradient_tag(layer), value, int(step))
-            if np.isfinite(totals.loc[step]):
-                writer.add_scalar(gradient_tag(TOTAL_LAYER), totals.loc[step], int(step))
-            bar.update()
-        for step, row in scalars.iterrows():
-            for name, value in row.items():
-                if np.isfinite(value):
-                    writer.add_scalar(scalar_tag(name), value, int(step))
-            bar.update()
+        for frame, names in ((grads, [gradient_tag(c) for c in grads.columns]),
+                             (scalars, [scalar_tag(c) for c in scalars.columns])):
+            table = frame.to_numpy(np.float64)
+            for i, step in enumerate(frame.index):
+                add(step, scalar_values(names, table[i]))
+                bar.update()
 
 
-def _add_histogram(writer, tb_tag, row, kind, counts, edges, step):
+def _histogram_value(summary_module, tb_tag, stats, counts, edges) -> list:
+    """[the Summary value add_histogram_raw would write], or [] where nothing lies in [-1, 1]."""
     buckets = histogram_buckets(counts, edges)
-    count = row[f"{kind}_count"]
+    count, mean = stats["count"], stats["mean"]
     if buckets is None or not count > 0:
-        return  # nothing in [-1, 1] to draw; the statistics still go out as scalars
-    mean, var = row[f"{kind}_mean"], row[f"{kind}_var"]
-    writer.add_histogram_raw(
-        tb_tag, min=float(row[f"{kind}_min"]), max=float(row[f"{kind}_max"]),
-        num=float(count), sum=float(mean * count), sum_squares=float((var + mean * mean) * count),
-        bucket_limits=buckets[0].tolist(), bucket_counts=buckets[1].tolist(), global_step=step)
+        return []  # the statistics still go out as scalars
+    summary = summary_module.histogram_raw(
+        tb_tag, min=float(stats["min"]), max=float(stats["max"]), num=float(count), sum=float(mean * count),
+        sum_squares=float((stats["var"] + mean * mean) * count),
+        bucket_limits=buckets[0].tolist(), bucket_counts=buckets[1].tolist())
+    return list(summary.value)
