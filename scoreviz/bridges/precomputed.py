@@ -20,6 +20,7 @@ import numpy as np
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS, RowLayout, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
+from scoreviz.store.lock import lock_path
 
 
 @dataclass
@@ -100,6 +101,7 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
     except BaseException:
         writer.close()
         partial.unlink(missing_ok=True)
+        lock_path(partial).unlink(missing_ok=True)
         raise
     writer.close()
     try:
@@ -113,4 +115,5 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+        lock_path(partial).unlink(missing_ok=True)  # this process's own writer lock, released by close()
     return path
