@@ -69,15 +69,31 @@ def serve_main(args: argparse.Namespace) -> int:
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scoreviz export RUN_DIR... --out report.html`."""
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folders to put in the report")
-    parser.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("--out", default=None, help="HTML file to write (default report.html); the folder to "
+                                                    "write into for --format tensorboard or parquet (required)")
+    parser.add_argument("--format", choices=("html", "tensorboard", "parquet"), default="html",
+                        help="html: one report (default); tensorboard: event files, a folder per run, "
+                             "under --out; parquet: one table per stream under --out")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite what --out already holds (the report; for tensorboard or parquet, "
+                             "the runs' files under it)")
 
 
 def export_main(args: argparse.Namespace) -> int:
-    """Write the standalone HTML report."""
+    """Write the standalone HTML report, or the runs as TensorBoard event files or Parquet tables."""
+    if args.format != "html":
+        from scoreviz.bridges.export import export_runs  # no Dash
+
+        if args.out is None:  # a usage error: exit 2, as argparse does
+            print(f"scoreviz export: error: --format {args.format} needs --out DIR, the folder to write into",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        for path in export_runs(args.run_dirs, args.format, args.out, overwrite=args.force):
+            print(f"scoreviz: wrote {path}")
+        return 0
     from app.export import write_report
 
-    out = write_report(args.run_dirs, args.out, force=args.force)
+    out = write_report(args.run_dirs, args.out or "report.html", force=args.force)
     print(f"scoreviz: wrote {out}")
     return 0
 

@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                "Re-running reuses finished runs.")
     demo.add_arguments(demo_cmd).set_defaults(func=demo.main)
 
+    from scoreviz.bridges import tensorboard_import  # tensorboard itself is imported when the command runs
+
+    import_cmd = commands.add_parser("import-tensorboard", help="turn TensorBoard event files into scoreviz runs",
+                                     description="Read every TensorBoard run below LOGDIR (histograms and "
+                                                 "scalars, every event) and write it as a scoreviz run under "
+                                                 "--out, histograms re-binned onto [-1, 1].")
+    tensorboard_import.add_arguments(import_cmd).set_defaults(func=tensorboard_import.main)
+
     from app import cli_commands  # argparse only: Dash is imported when serve/export runs
 
     for name, (add_arguments, run_command, help_text) in cli_commands.COMMANDS.items():
