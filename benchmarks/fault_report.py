@@ -1,4 +1,4 @@
-"""Run the fault suite (tests/test_fault_*.py) and print what it measured as a table.
+"""Run the fault suite (tests/test_fault_*.py, tests/test_server_faults.py) and print what it measured as a table.
 
     python benchmarks/fault_report.py [--scale 2.5]
 
@@ -28,6 +28,7 @@ def main():
         report = Path(tmp) / "report.jsonl"
         env = dict(os.environ, SCOREVIZ_FAULT_REPORT=str(report), SCOREVIZ_FAULT_SCALE=str(args.scale))
         tests = sorted(str(p) for p in (ROOT / "tests").glob("test_fault_*.py"))
+        tests.append(str(ROOT / "tests" / "test_server_faults.py"))
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                               cwd=ROOT, env=env)
         rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
@@ -63,6 +64,8 @@ def table(rows):
         elif case == "bad values at the call":
             lines.append(f"| bad values passed to the log calls | {row['cases']} kinds | all refused at the call; "
                          f"{row['rows_misaligned']} rows misaligned |")
+        elif case == "hostile request":
+            lines.append(f"| {row['what']} | {row['tried']} | {row['result']} |")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ scoreviz = pytest.importorskip("scoreviz")
 
 from app import create_app  # noqa: E402
 from app.export import write_report  # noqa: E402
+from faults import report  # noqa: E402
 from test_app import make_foreign, make_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,6 +225,9 @@ def test_only_loopback_host_headers_are_served(server):
     for host in GOOD_HOSTS:
         status, _, raw = server.request("GET", "/_dash-layout", host=host.format(port=server.port))
         assert status == 200 and b"good-a" in raw, host
+    report("hostile request", what="a foreign or malformed Host header (DNS rebinding), on the page, "
+           "the layout, the callback list and a callback", tried=len(BAD_HOSTS) * len(requests),
+           result=f"403, no run data; {len(GOOD_HOSTS)} loopback forms (localhost, 127.0.0.1, [::1], any port) served")
 
 
 def test_host_allow_list_follows_the_bind_address():
@@ -301,6 +305,9 @@ def test_malformed_callback_bodies_are_400_not_500(server):
             assert "error" in json.loads(raw), name
             assert headers["X-Content-Type-Options"] == "nosniff"
     assert statuses == dict.fromkeys(MALFORMED, 400)
+    report("hostile request", what="malformed callback bodies (not JSON, not UTF-8, NaN, 100,000 levels deep, "
+           "unknown output, outputs/inputs/state not matching, values of the wrong type)", tried=len(MALFORMED),
+           result="400 with the reason; the server answers the next request")
     # and the server still answers a well-formed one
     status, _, raw = server.request("POST", CALLBACK, _body())
     assert status == 200 and json.loads(raw)["response"]["selection"]["data"]
@@ -340,6 +347,9 @@ def test_callback_values_of_a_wrong_type_are_400_and_odd_ones_never_500(server):
         status, _, raw = server.callback(output, inputs, state)
         assert status in (200, 204), (output, inputs, status, raw[:300])
         assert SECRET.encode() not in raw
+    report("hostile request", what="figure callbacks with values of the wrong type, then of the right type but "
+           "never sent by the page (unknown runs, tags, views, kinds, steps of 2**53)", tried=6 + len(cases),
+           result="400 for the wrong types; 200 for the others, unknown runs left out")
 
 
 def test_every_callback_input_and_state_has_a_declared_type(tmp_path):
@@ -363,10 +373,13 @@ def test_a_50_mb_body_is_refused_before_it_is_read(server):
         sock.sendall(b"[" * 65536)
         start = time.monotonic()
         reply = sock.recv(4096).decode("latin-1")
-        assert time.monotonic() - start < 5
+        seconds = time.monotonic() - start
+        assert seconds < 5
     assert reply.startswith("HTTP/1.1 413"), reply[:200]
     assert "nosniff" in reply
     assert server.request("GET", "/")[0] == 200  # still serving
+    report("hostile request", what="a callback declaring a 50 MB body, of which 64 KiB is sent", tried=1,
+           result=f"413 after {seconds * 1000:.0f} ms, before the body arrives; the server keeps serving")
 
 
 @pytest.mark.slow
@@ -384,6 +397,8 @@ def test_a_chunked_body_over_the_limit_is_refused(server):
             pass  # the server may stop reading once it has refused
         reply = sock.recv(4096).decode("latin-1")
     assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    report("hostile request", what="a chunked callback body (no length declared) growing past 16 MiB", tried=1,
+           result="413 once 16 MiB have arrived; never parsed")
 
 
 # ---- response headers --------------------------------------------------------------
@@ -406,6 +421,8 @@ def test_security_headers_on_page_assets_callbacks_and_refusals(server):
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, name
         assert "'unsafe-eval'" not in csp and "script-src 'self' 'sha256-" in csp, name
     assert responses["callback"][0] == 200
+    report("hostile request", what="response headers on the page, an asset, the layout, a callback, a 400 and "
+           "a 403", tried=len(responses), result="every one has nosniff, X-Frame-Options DENY and the CSP")
 
 
 # ---- symlinks and broken runs --------------------------------------------------------
@@ -429,6 +446,9 @@ def test_scores_file_linked_out_of_the_runs_folder_is_refused(server):
         assert status == 200 and json.loads(raw)["response"][graph]["figure"]["data"] == []
         assert SECRET.encode() not in raw
     assert SECRET.encode() not in server.request("GET", "/_dash-layout")[2]
+    report("hostile request", what="a run whose scores.h5 links to a file outside the runs folder: run table, "
+           "selection, forged selections of two figures, the layout", tried=5,
+           result="an error row saying refused; none of its data in any response")
 
 
 def test_run_data_refuses_a_linked_out_scores_file(runs, tmp_path):
@@ -503,7 +523,12 @@ def test_broken_runs_beside_good_ones_leave_the_good_figures_whole(server):
     status, _, raw = server.callback(next(k for k in callback_map() if "health-table" in k),
                                      [forged, "health", "train"])
     assert status == 200 and b"good-a" in raw
-    assert server.rss_bytes() - rss_before < 300 * 2 ** 20  # no 2e9-row read
+    grown = server.rss_bytes() - rss_before
+    assert grown < 300 * 2 ** 20  # no 2e9-row read
+    report("hostile request", what="damaged, foreign, 2e9-row and linked-out runs selected beside two good "
+           "ones, every view", tried=len(BROKEN),
+           result=f"each an error row with its reason; every figure 200 with the good runs' traces; "
+                  f"server memory {grown / 2 ** 20:+.0f} MB")
 
 
 # ---- the command line: serve ---------------------------------------------------------
@@ -703,6 +728,8 @@ def test_random_type_correct_requests_never_give_500(runs):
             failures.append((output[:60], body["inputs"], response.status_code))
         assert SECRET.encode() not in response.data
     assert failures == []
+    report("hostile request", what="random callback requests with values of the types the page sends",
+           tried=600, result="no 500")
 
 
 def _ip(item):
