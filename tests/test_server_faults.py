@@ -734,3 +734,30 @@ def test_random_type_correct_requests_never_give_500(runs):
 
 def _ip(item):
     return {"component_id": item["id"], "prop": item["property"]}
+
+
+def test_any_failure_reading_one_run_stays_with_that_run(runs, monkeypatch):
+    """MemoryError, OSError or a bug while reading one run: that run's traces are missing, the others draw."""
+    import scoreviz.run
+
+    real_scores = scoreviz.run.Run.scores
+    failures = {}
+
+    def scores(self, tag="train"):
+        if self.name == "good-b":
+            raise failures["good-b"]
+        return real_scores(self, tag)
+
+    monkeypatch.setattr(scoreviz.run.Run, "scores", scores)
+    for failure in (MemoryError(), OSError(5, "Input/output error"), RuntimeError("a bug")):
+        failures["good-b"] = failure
+        dash_app = create_app(runs, refresh=60, warm=False)
+        client = dash_app.server.test_client()
+        body = callback_request(figure_key("curves-graph"), [{"runs": ["good-a", "good-b"], "stamps": {},
+                                                              "errors": {}}, "curves", "train", ["pos_mean"], [], 0])
+        response = client.post(CALLBACK, data=json.dumps(body), content_type="application/json")
+        assert response.status_code == 200, failure
+        names = [t["name"] for t in response.get_json()["response"]["curves-graph"]["figure"]["data"]]
+        assert names == ["good-a"], failure
+        with pytest.raises(scoreviz.ScorevizError, match="good-b"):  # said plainly, as a bad file is
+            dash_app.scoreviz_data.scores("good-b", "train")
