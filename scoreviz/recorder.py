@@ -50,14 +50,20 @@ class Recorder:
             `every`; scalars are always recorded.
         bins: histogram bins over [-1, 1].
         flush_secs: the longest a logged step waits before it is on disk.
+        unbounded_tags: names of tags whose scores may leave [-1, 1] by design,
+            e.g. scores after a feature transformation that does not
+            re-normalise. Out-of-range scores of these tags are counted as
+            always, without the warning meant for logits passed as scores.
 
     Use it as a context manager, or call `close()`; a run that ends without
     either (an exception, a normal interpreter exit) is still flushed.
     """
 
-    def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 1.0):
+    def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 1.0,
+                 unbounded_tags=()):
         self.every = _positive_int(every, "every")
         self.bins = _positive_int(bins, "bins")
+        self.unbounded_tags = _tag_names(unbounded_tags, "unbounded_tags")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / FILE_NAME
         self._layout = RowLayout(self.bins)
@@ -294,7 +300,7 @@ class Recorder:
     def _warn_about(self, tag, steps, stats):
         for kind in KINDS:
             bad = np.flatnonzero(stats[f"{kind}_out_of_range"] > 0)
-            if bad.size and "range" not in self._warned:
+            if bad.size and "range" not in self._warned and tag not in self.unbounded_tags:
                 self._warned.add("range")
                 i = bad[0]
                 warnings.warn(
@@ -333,6 +339,17 @@ def _tag(tag):
     if not isinstance(tag, str) or not tag:
         raise ScorevizError(f"log_scores: tag must be a non-empty string, got {tag!r}")
     return tag
+
+
+def _tag_names(tags, name):
+    """A frozenset of tag names from an iterable of strings (a lone string is refused: it is iterable too)."""
+    try:
+        names = frozenset(tags) if not isinstance(tags, str) else None
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(t, str) for t in names):
+        raise ScorevizError(f"Recorder: {name} must be an iterable of tag names, got {tags!r}")
+    return names
 
 
 def _event(*tensors):
