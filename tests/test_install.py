@@ -1,6 +1,7 @@
 """The core install, without extras, is enough for the README's first training command."""
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -37,8 +38,14 @@ def test_pip_install_without_extras_trains_on_digits(tmp_path):
 
 @pytest.mark.slow
 def test_the_wheel_carries_the_digits(tmp_path):
+    source = tmp_path / "src"  # a copy: building writes build/ into the source folder
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("scoreviz", "app"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = tmp_path.glob("scoreviz-*.whl")
     assert "scoreviz/trainer/digits.npz" in zipfile.ZipFile(wheel).namelist()
