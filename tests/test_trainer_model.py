@@ -182,9 +182,10 @@ def test_cifar_defaults_are_mocos_cifar_demo(dataset):
                 mlp=False, cos=True, crop_min=0.08, flip=True, blur=False, bn_splits=8, knn_features="head",
                 knn_k=200, knn_t=0.1, moco_dim=128, lr_floor=0.0)
     assert {key: getattr(args, key) for key in demo} == demo
+    assert args.recipe == "demo" and train.default_run_name(args).startswith(f"moco-demo-{dataset}-")
     # An explicit version gives that version's method on CIFAR's sizes.
     v2 = train.resolve(parse("--dataset", dataset, "--data", "x", "--moco-version", "2"))
-    assert (v2.mlp, v2.moco_t, v2.blur, v2.batch_size, v2.crop_min) == (True, 0.2, True, 512, 0.08)
+    assert (v2.mlp, v2.moco_t, v2.blur, v2.batch_size, v2.crop_min, v2.recipe) == (True, 0.2, True, 512, 0.08, None)
     v1 = train.resolve(parse("--dataset", dataset, "--data", "x", "--moco-version", "1", "--mlp"))
     assert (v1.mlp, v1.moco_t, v1.cos, v1.blur) == (True, 0.07, False, False)
 

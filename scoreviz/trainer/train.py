@@ -56,7 +56,7 @@ DATASET_DEFAULTS = {
 BN_SPLITS_ONE_DEVICE = 8
 # Settings a run recorded before they existed had these values; a resumed or
 # evaluated old run keeps them, so it continues as it started.
-SETTINGS_BEFORE_ISSUE_10 = dict(bn_splits=1, knn_features="backbone", lr_floor=0.0)
+SETTINGS_BEFORE_ISSUE_10 = dict(bn_splits=1, knn_features="backbone", lr_floor=0.0, recipe=None)
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
 
@@ -64,7 +64,10 @@ RESULTS = "results.json"
 def add_arguments(parser):
     """Add the training options to an argparse parser (used by ``scoreviz train``)."""
     a = parser.add_argument
-    a("--dataset", default="digits", choices=sorted(DATASET_DEFAULTS), help="training data (default: digits, bundled)")
+    a("--dataset", default="digits", choices=sorted(DATASET_DEFAULTS),
+      help="training data (default: digits, bundled). cifar10/cifar100 default to MoCo's CIFAR demo (ResNet-18, "
+           "batch 512, K 4096, linear head, t 0.1, crops 0.08-1, no blur, 8 BN groups, kNN on the head's output); "
+           "imagefolder to the paper's ImageNet-100 settings (ResNet-50, batch 256, K 65536)")
     a("--data", metavar="PATH", help="local folder of the dataset (cifar10, cifar100, imagefolder)")
     a("--run-dir", metavar="PATH", help="where the record, checkpoints and results go (default: a new folder under runs/)")
     a("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, with its saved settings (only --epochs may change)")
@@ -118,7 +121,9 @@ def add_arguments(parser):
 
 def resolve(args):
     """Fill the options left unset from the recipe, version and dataset defaults; check the rest."""
-    tables = [] if args.moco_version is not None else [RECIPES.get(args.dataset, {})]
+    # The dataset's recipe, when it has one and no version was asked for (recorded, and in the run's name).
+    args.recipe = "demo" if args.moco_version is None and args.dataset in RECIPES else None
+    tables = [RECIPES[args.dataset]] if args.recipe else []
     args.moco_version = args.moco_version or 2
     tables += [VERSION_DEFAULTS[args.moco_version], DATASET_DEFAULTS[args.dataset]]
     for table in tables:  # the first table that names a setting wins
@@ -165,7 +170,7 @@ def saved_settings(checkpoint):
 
 
 def default_run_name(args):
-    name = f"moco-v{args.moco_version}-{args.dataset}"
+    name = f"moco-{args.recipe or f'v{args.moco_version}'}-{args.dataset}"
     if args.pos_alpha:
         name += f"-pos{args.pos_alpha:g}"
     if args.neg_alpha:
