@@ -1,0 +1,185 @@
+"""Embedding statistics: per step on the device, the spectrum per window on the host.
+
+Every statistic is of the l2-normalised embeddings x = z / ||z||:
+
+- ``std``: the mean over dimensions of the per-dimension standard deviation over
+  the batch (ddof 1, as lightly's ``std_of_l2_normalized`` and SimSiam's Fig. 2):
+  0 when every sample maps to one point, about 1/sqrt(dim) when spread out;
+- ``uniformity``: log E exp(-t ||x_i - x_j||^2) over the pairs i != j of the
+  batch, t = 2 (Wang & Isola 2020); from 0 (one point) down to about -4 (-2t)
+  for spread out embeddings;
+- ``alignment``: E ||x_i - x2_i||^2 between two views, when the second is given;
+- the spectrum: the eigenvalues of the second moment of the centred embeddings
+  over a window of steps, largest first, and ``rank``, RankMe's effective rank
+  (Garrido et al. 2023): exp of the entropy of the singular values (the square
+  roots of those eigenvalues) normalised to sum to 1.
+
+A sample with a non-finite value (in either view) is left out of every statistic
+and counted in ``nonfinite``.
+
+Rows hold sums so that ranks add up under torch.distributed (see the Recorder):
+``embedding_sums`` is the per-rank part, all-reduced with SUM, and
+``finish_row`` turns the reduced sums into the small row the host receives.
+Uniformity is over pairs, which do not add up over ranks: each rank scores its
+own samples against the samples of every rank (gathered), so the pair sums do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EMBEDDING_COLUMNS = ("samples", "nonfinite", "dim", "std", "uniformity", "alignment")
+UNIFORMITY_T = 2.0
+# Largest dim whose spectrum is accumulated: its dim x dim float64 matrix (128 MiB here) lives
+# on the embeddings' device for a whole window.
+MAX_SPECTRUM_DIM = 4096
+# Below this total variance (trace of the centred second moment) unit vectors are one point to
+# float32 precision (rounding alone leaves about 1e-14): the rank is 0 rather than the effective
+# rank of rounding noise, which is isotropic and would look like a full rank.
+TRACE_FLOOR = 1e-12
+_PAIR_BLOCK = 1024  # rows of the pairwise distance matrix computed at once
+
+
+def normalised(z: torch.Tensor, z2: torch.Tensor = None):
+    """(x, x2 or None, valid): l2-normalised float64 views, zero where a sample is left out,
+    and the mask of samples kept (finite in every view)."""
+    z = z.detach().double()
+    valid = torch.isfinite(z).all(dim=1)
+    if z2 is not None:
+        z2 = z2.detach().to(z.device).double()
+        valid &= torch.isfinite(z2).all(dim=1)
+    keep = valid[:, None]
+    x = torch.where(keep, F.normalize(torch.where(keep, z, 0.0), dim=1), 0.0)
+    x2 = None if z2 is None else torch.where(keep, F.normalize(torch.where(keep, z2, 0.0), dim=1), 0.0)
+    return x, x2, valid
+
+
+def sum_width(dim: int) -> int:
+    """Length of the summed row: samples, nonfinite, sum x (dim), sum x^2 (dim), pair and view sums."""
+    return 2 + 2 * dim + 4
+
+
+def embedding_sums(x, x2, valid, batch: int, gathered=None, offset: int = 0) -> torch.Tensor:
+    """The summed row of one batch (float64, on x's device, no host sync).
+
+    ``gathered`` is (every rank's x as float32, every rank's valid mask) under
+    torch.distributed, where this rank's rows start at ``offset``; else None.
+    """
+    kept = valid.double()
+    samples = kept.sum()
+    others, others_valid = gathered if gathered is not None else (x.float(), valid)
+    pair_sum, pairs = _pair_sums(x.float(), valid, others, others_valid, offset)
+    if x2 is not None:
+        aligned = (x - x2).square().sum(dim=1) * kept
+        align_sum, align_count = aligned.sum(), samples
+    else:
+        align_sum = align_count = torch.zeros((), dtype=torch.float64, device=x.device)
+    return torch.cat([torch.stack([samples, batch - samples]), x.sum(dim=0), x.square().sum(dim=0),
+                      torch.stack([pair_sum, pairs, align_sum, align_count])])
+
+
+def _pair_sums(x, valid, others, others_valid, offset):
+    """Sum over ordered pairs (i in x, j in others, i != j, both kept) of exp(-t ||x_i - x_j||^2),
+    and the number of such pairs; rows in blocks so a large batch needs little memory."""
+    n = x.shape[0]
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    pairs = torch.zeros((), dtype=torch.float64, device=x.device)
+    sq_others = others.square().sum(dim=1)
+    columns = torch.arange(others.shape[0], device=x.device)
+    for start in range(0, n, _PAIR_BLOCK):
+        block = x[start:start + _PAIR_BLOCK]
+        sq = block.square().sum(dim=1)
+        dist2 = (sq[:, None] + sq_others[None, :] - 2.0 * block @ others.T).clamp(min=0.0)
+        rows = torch.arange(start, start + block.shape[0], device=x.device) + offset
+        use = valid[start:start + _PAIR_BLOCK, None] & others_valid[None, :] & (columns[None, :] != rows[:, None])
+        total = total + torch.where(use, torch.exp(-UNIFORMITY_T * dist2), 0.0).sum(dtype=torch.float64)
+        pairs = pairs + use.sum().double()
+    return total, pairs
+
+
+def finish_row(sums: torch.Tensor, dim: int) -> torch.Tensor:
+    """The row the host receives, from reduced sums: samples, nonfinite, dim, std, the
+    uniformity pair sum and count, the alignment sum and count (float64, on the device)."""
+    samples, nonfinite = sums[0], sums[1]
+    total, squares = sums[2:2 + dim], sums[2 + dim:2 + 2 * dim]
+    var = ((squares - total.square() / samples.clamp(min=1)) / (samples - 1).clamp(min=1)).clamp(min=0)
+    std = torch.where(samples > 1, var.sqrt().mean(), float("nan"))
+    return torch.cat([torch.stack([samples, nonfinite, torch.full_like(samples, dim), std]), sums[2 + 2 * dim:]])
+
+
+def batch_mean(sums: torch.Tensor, dim: int) -> torch.Tensor:
+    """The mean of the kept normalised embeddings, from reduced sums (zeros when none were kept)."""
+    return sums[2:2 + dim] / sums[0].clamp(min=1)
+
+
+def summarize_embeddings(rows: np.ndarray) -> dict:
+    """{column: array} for EMBEDDING_COLUMNS from rows of ``finish_row`` (n, 8), on the host."""
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
+    samples, nonfinite, dim, std, pair_sum, pairs, align_sum, align_count = rows.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        uniformity = np.where(pairs > 0, np.log(pair_sum / np.where(pairs > 0, pairs, 1)), np.nan)
+        alignment = np.where(align_count > 0, align_sum / np.where(align_count > 0, align_count, 1), np.nan)
+    return {"samples": samples, "nonfinite": nonfinite, "dim": dim, "std": std,
+            "uniformity": uniformity, "alignment": alignment}
+
+
+class SpectrumWindow:
+    """The second moment of the centred embeddings of one tag, summed over a window of steps.
+
+    Sums are taken about a reference point, the mean of the window's first batch, so
+    that the centred second moment (S / n - m m^T of the shifted embeddings) keeps its
+    precision when the embeddings are nearly one point (a collapse). Held in one flat
+    float64 buffer (dim x dim, then dim, then the sample count), so ranks add it up with
+    a single all-reduce.
+    """
+
+    def __init__(self, dim: int, device):
+        self.dim = dim
+        self.buffer = torch.zeros(dim * dim + dim + 1, dtype=torch.float64, device=device)
+        self.reference = None
+        self.calls = 0
+
+    def add(self, x: torch.Tensor, valid: torch.Tensor, reference: torch.Tensor):
+        """Add one batch; ``reference`` (the batch's mean over all ranks) is used by the first call."""
+        if self.reference is None:
+            self.reference = reference
+        d = self.dim
+        y = torch.where(valid[:, None], x - self.reference, 0.0)
+        y32 = y.float()
+        self.buffer[:d * d].view(d, d).add_(y32.T @ y32)
+        self.buffer[d * d:d * d + d].add_(y.sum(dim=0))
+        self.buffer[-1:].add_(valid.sum().double())
+        self.calls += 1
+
+
+def spectrum(buffer: np.ndarray, dim: int):
+    """(eigenvalues, largest first, samples, rank) from a window's summed buffer, on the host."""
+    buffer = np.asarray(buffer, dtype=np.float64)
+    samples = buffer[-1]
+    if samples < 1:
+        return np.full(dim, np.nan), 0, float("nan")
+    mean = buffer[dim * dim:dim * dim + dim] / samples
+    second = buffer[:dim * dim].reshape(dim, dim) / samples - np.outer(mean, mean)
+    second = (second + second.T) / 2
+    try:
+        eigenvalues = np.linalg.eigvalsh(second)[::-1].clip(min=0.0)
+    except np.linalg.LinAlgError:  # did not converge: the window is stored, without a spectrum
+        return np.full(dim, np.nan), int(samples), float("nan")
+    return eigenvalues, int(samples), effective_rank(eigenvalues)
+
+
+def effective_rank(eigenvalues) -> float:
+    """RankMe's effective rank from the eigenvalues of a second-moment matrix: exp of the entropy
+    of its singular values (their square roots) normalised to sum to 1. 0 when the total
+    variance is below TRACE_FLOOR (one point), NaN when there are none."""
+    eigenvalues = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    if eigenvalues.size == 0 or not np.isfinite(eigenvalues).all():
+        return float("nan")
+    if eigenvalues.sum() <= TRACE_FLOOR:
+        return 0.0
+    singular = np.sqrt(eigenvalues)
+    p = singular / singular.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
