@@ -158,8 +158,8 @@ class Recorder:
         embeddings (the spectrum) and their effective rank (RankMe). A sample with a
         non-finite value is counted and left out. One dim per tag.
 
-        Under torch.distributed call it on every rank with the same shape: the
-        statistics cover the global batch (uniformity over all its pairs).
+        Under torch.distributed call it on every rank, with the same shape on every
+        rank: the statistics cover the global batch (uniformity over all its pairs).
         """
         step = self._check_open_and_step(step)
         spectrum_on = self.spectrum_window > 0
@@ -189,13 +189,20 @@ class Recorder:
     def _gather(self, x, valid):
         """Every rank's normalised embeddings (float32) and kept-sample mask, and where this
         rank's rows start among them: uniformity pairs this rank's samples with all of them."""
+        world = torch.distributed.get_world_size()
+        if x.device.type == "cpu":
+            # Ranks that gather different shapes abort gloo (and would hang NCCL): on the CPU, where a
+            # look at a value costs no device sync, the shapes are compared first; on a GPU equal
+            # shapes are the caller's promise (DistributedSampler gives every rank the same batch).
+            shape = torch.tensor(x.shape, dtype=torch.int64)
+            shapes = [torch.empty_like(shape) for _ in range(world)]
+            torch.distributed.all_gather(shapes, shape)
+            if any(not torch.equal(other, shape) for other in shapes):
+                raise ScorevizError("log_embeddings: under torch.distributed every rank must pass embeddings of the "
+                                    f"same shape at a step; the ranks passed {[tuple(s.tolist()) for s in shapes]}")
         local = torch.cat([x.float(), valid.float()[:, None]], dim=1).contiguous()
-        parts = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
-        try:
-            torch.distributed.all_gather(parts, local)
-        except RuntimeError as err:
-            raise ScorevizError(f"log_embeddings: under torch.distributed every rank must pass embeddings of the same "
-                                f"shape at a step; this rank passed {tuple(x.shape)} ({str(err)[:200]})") from None
+        parts = [torch.empty_like(local) for _ in range(world)]
+        torch.distributed.all_gather(parts, local)
         everything = torch.cat(parts)
         return (everything[:, :-1], everything[:, -1] > 0.5), self.rank * x.shape[0]
 

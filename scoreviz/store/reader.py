@@ -142,7 +142,10 @@ class StoreReader:
         file's schema does not have."""
         def read(f):
             committed = self._committed(f)
-            return {name: self._extent(f, name, committed) for name in STREAMS}
+            extents = {name: self._extent(f, name, committed) for name in STREAMS}
+            if extents["spectrum"][0]:  # a window's dim says how much of its row to read: checked here too
+                self._checked_dims(f["spectrum"]["dim"][:extents["spectrum"][0]], f["spectrum"]["eigenvalues"])
+            return extents
         return self._read(read)
 
     def _committed(self, f):
@@ -195,6 +198,8 @@ class StoreReader:
             width = widths[name]
             if width == GROWS:  # as wide as its widest row: checked against each row's width when read
                 continue
+            if name == "stats" and stream.columns:  # as many columns as its `columns` attribute names (checked
+                width = ds.shape[1]                 # when read): older files have fewer
             if width is not None and stream.table != name and ds.shape[1] != width:
                 raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name}/{name} has "
                                     f"{ds.shape[1]} columns, expected {width}")
