@@ -11,7 +11,7 @@ from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS
 from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreReader
 
-EMBEDDING_FRAME_COLUMNS = ("std", "uniformity", "alignment", "rank", "dim", "samples", "nonfinite")
+EMBEDDING_FRAME_COLUMNS = ("std", "uniformity", "alignment", "rank", "dim", "samples", "nonfinite", "window_samples")
 
 
 class Run:
@@ -76,12 +76,14 @@ class Run:
 
         Columns: std, uniformity, alignment (NaN without a second view), rank
         (RankMe's effective rank of the spectrum, at the last step of each window,
-        NaN elsewhere), dim, samples (kept in the batch) and nonfinite (left out).
+        NaN elsewhere), dim, samples (kept in the batch), nonfinite (left out) and
+        window_samples (the samples behind each rank).
         """
         steps, stats, columns = self._reader.embeddings(tag)
         frame = _by_step(pd.DataFrame(stats, columns=columns), steps)
-        spectrum_steps, _, _, ranks, _ = self._spectrum_rows(tag)
-        frame = frame.join(_by_step(pd.DataFrame({"rank": ranks}), spectrum_steps), how="outer")
+        spectrum_steps, _, samples, ranks, _ = self._spectrum_rows(tag)
+        windows = pd.DataFrame({"rank": ranks, "window_samples": samples.astype(np.float64)})
+        frame = frame.join(_by_step(windows, spectrum_steps), how="outer")
         return frame[[c for c in EMBEDDING_FRAME_COLUMNS if c in frame] + [c for c in frame if c not in
                                                                         EMBEDDING_FRAME_COLUMNS]]
 
