@@ -8,6 +8,9 @@ Setting 1: a MoCo-like CPU training step (small conv encoder on 32x32 images,
 batch 64, queue 4096, momentum encoder), recording every step.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
+Setting 4: log_embeddings at dim 128 and 2048 (per call, and the spectrum's
+eigen-decomposition per window on the writer thread), and the Recorder with
+embeddings as a share of setting 1's training step.
 In setting 1 the recordings take turns in blocks of steps and each row is the
 median over rounds (robust to the noise of a shared machine); the Recorder is
 also timed alone there, and in settings 2 and 3 every time includes the recorder's deferred
@@ -260,12 +263,88 @@ def file_size_setting(workdir, steps, rows_per_flush):
     return folder_bytes(folder) / steps
 
 
+# ---------------------------------------------------------------- embeddings (log_embeddings)
+
+
+def embeddings_call_cost(batch, dim, calls, window=50):
+    """Per log_embeddings call (two views) on the CPU: the training thread's time, and the
+    whole cost with the writer's work (spectra included, close() inside the timing)."""
+    torch.manual_seed(0)
+    z = torch.randn(batch, dim)
+    z2 = z + 0.1 * torch.randn(batch, dim)
+    with tempfile.TemporaryDirectory() as folder:
+        rec = scoreviz.Recorder(folder, spectrum_window=window)
+        rec.log_embeddings(0, z, z2)  # warm up
+        start = time.perf_counter()
+        for step in range(1, calls + 1):
+            rec.log_embeddings(step, z, z2)
+        on_thread = time.perf_counter() - start
+        rec.close()
+        return on_thread / calls, (time.perf_counter() - start) / calls
+
+
+def spectrum_host_cost(dim, repeats=3):
+    """The writer thread's work for one spectrum: the eigenvalues of a dim x dim second moment and its rank."""
+    from scoreviz.embeddings import SpectrumWindow, normalised, spectrum
+
+    window = SpectrumWindow(dim, "cpu")
+    x, _, valid = normalised(torch.randn(4 * dim, dim))
+    window.add(x, valid, x.mean(dim=0))
+    buffer = window.buffer.numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        spectrum(buffer, dim)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def recorder_with_embeddings_share(calls=200, steps=30):
+    """The Recorder alone at setting 1's sizes with log_embeddings of the query and key projections
+    (64 x 128) added, as a share of the bare MoCo-like step, both measured here."""
+    torch.manual_seed(0)
+    train = MocoStep()
+    for _ in range(5):
+        train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        logits, loss = train()
+    step_time = (time.perf_counter() - start) / steps
+    q, k = F.normalize(torch.randn(train.batch, 128), dim=1), F.normalize(torch.randn(train.batch, 128), dim=1)
+    with tempfile.TemporaryDirectory() as folder:
+        recording = ScorevizRecording(folder)
+        recording.record(0, logits, train.temperature, train.q, loss)
+        recording.rec.log_embeddings(0, q, k)
+        start = time.perf_counter()
+        for step in range(1, calls + 1):
+            recording.record(step, logits, train.temperature, train.q, loss)
+            recording.rec.log_embeddings(step, q, k)
+        recording.close()
+        return (time.perf_counter() - start) / calls, step_time
+
+
+def print_embedding_tables(calls):
+    print("\n4. Embedding statistics: log_embeddings with two views, CPU, spectrum window 50\n")
+    print("| embeddings (batch x dim) | per call, training thread (ms) | per call, writer work included (ms) "
+          "| spectrum per window, writer thread (ms) | spectrum per step at window 50 (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for batch, dim in ((64, 128), (256, 2048)):
+        on_thread, total = embeddings_call_cost(batch, dim, calls if dim <= 128 else max(10, calls // 10))
+        host = spectrum_host_cost(dim)
+        print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
+    alone, step = recorder_with_embeddings_share()
+    print(f"\nThe Recorder alone at setting 1's sizes with log_embeddings(step, q, k) added (64 x 128): "
+          f"{alone * 1e3:.2f} ms per step = {100 * alone / step:.1f}% of the {step * 1e3:.1f} ms MoCo-like step "
+          "measured in the same run.")
+
+
 def main():
     parser = argparse.ArgumentParser(description="Measure what recording costs per training step.")
     parser.add_argument("--rounds", type=int, default=7, help="rounds in setting 1")
     parser.add_argument("--steps", type=int, default=25, help="training steps per round and recording in setting 1")
     parser.add_argument("--bare-calls", type=int, default=3, help="record calls per recorder in setting 2")
     parser.add_argument("--size-steps", type=int, default=5000, help="recorded steps in setting 3")
+    parser.add_argument("--embedding-calls", type=int, default=200, help="log_embeddings calls per size in setting 4")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     with tempfile.TemporaryDirectory() as workdir:
@@ -297,6 +376,8 @@ def main():
         for rows_per_flush in (1, 10, 1000):
             size = file_size_setting(workdir, args.size_steps, rows_per_flush)
             print(f"| {rows_per_flush} | {size:,.0f} |")
+
+    print_embedding_tables(args.embedding_calls)
 
 
 if __name__ == "__main__":

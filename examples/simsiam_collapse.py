@@ -1,22 +1,29 @@
 """SimSiam with and without the stop-gradient (Chen & He, CVPR 2021, Fig. 2), recorded.
 
 SimSiam has no negatives: it pulls two views of an image together through a
-predictor, and the stop-gradient on the target branch is what keeps it from the
-trivial solution where every image maps to one point. Without it, the std of the
-l2-normalised output falls to 0 (the paper's Fig. 2, middle). Both runs here
-train the same network from the same initialisation on scikit-learn's bundled
-digits; each records its positive scores (positives only: `log_scores(step,
-pos)`) and its projections (`log_embeddings(step, z1, z2)`). The app's health
-check then flags complete collapse in the run without stop-gradient, with its
-onset step, and not in the other.
+predictor, and the stop-gradient on the target branch is what keeps it from a
+degenerate solution. Each pair of runs here trains the same network from the
+same initialisation on scikit-learn's bundled digits, with and without the
+stop-gradient, and records its positive scores (positives only:
+`log_scores(step, pos)`) and its projections (`log_embeddings(step, z1, z2)`).
+The app's health checks then flag the run without stop-gradient, with the step
+where its collapse began, and not the other. Two projector heads:
 
-    python examples/simsiam_collapse.py                  # two runs, about a minute on 2 CPU cores
-    scoreviz serve runs/simsiam-collapse                 # the Representation view
+- ``linear``: the projector ends with a linear layer (with bias). Without the
+  stop-gradient the outputs crowd around one point (the std of the
+  l2-normalised output falls, as in the paper's Fig. 2): *complete collapse*.
+- ``simsiam``: the official head, ending with BatchNorm1d(affine=False). Batch-
+  standardised outputs keep unit variance per channel, so they cannot meet at
+  one point: without the stop-gradient they collapse into a few directions
+  instead (the effective rank falls): *dimensional collapse*.
 
-It prints a table (onset step, final std and rank, kNN accuracy) and writes
-docs/simsiam_collapse.png with the app's own figure functions (when kaleido
-and a Chromium are there). Finished runs are reused, so a second call only
-makes the table and the figure again.
+    python examples/simsiam_collapse.py                  # four runs, a few minutes on 2 CPU cores
+    scoreviz serve runs/simsiam-collapse                 # the Representation and Health views
+
+It prints a table (onset steps, std and rank, kNN accuracy) and writes
+docs/simsiam_collapse.png with the app's own figure function (when kaleido and
+a Chromium are there). Finished runs are reused, so a second call only makes
+the table and the figure again.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scoreviz  # noqa: E402
 from scoreviz.errors import ScorevizError  # noqa: E402
 
+# SimSiam's ImageNet recipe (SGD, lr 0.05 x batch / 256, momentum 0.9, weight decay 1e-4, cosine),
+# at digit size: a small conv net, 64-d projections, a 16-d predictor bottleneck.
 DEFAULTS = dict(epochs=40, batch_size=128, dim=64, pred_dim=16, lr=0.05, wd=1e-4, seed=0, spectrum_window=10)
+HEADS = ("linear", "simsiam")
 RUNS = {"stop-gradient": True, "no-stop-gradient": False}
 
 
@@ -42,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/simsiam-collapse", help="folder of the two runs (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="epochs per run (default %(default)s)")
     parser.add_argument("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks)")
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="base learning rate, times batch / 256 "
+                        "(default %(default)s, SimSiam's)")
+    parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS),
+                        help="projector heads to train, a pair of runs each (default: both)")
     parser.add_argument("--figures", default="docs", help="folder for simsiam_collapse.png (default %(default)s)")
     return parser
 
@@ -49,18 +63,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- the model
 
 
-def build_simsiam(dim, pred_dim):
-    """SimSiam's shape at digit size: backbone, 3-layer projector with BN, 2-layer bottleneck predictor."""
+def build_simsiam(dim, pred_dim, head="simsiam"):
+    """SimSiam's shape at digit size: backbone, 3-layer projector with BN, 2-layer bottleneck predictor.
+    The projector's last layer: SimSiam's linear layer and BatchNorm1d(affine=False) ("simsiam"),
+    or a linear layer with bias ("linear")."""
     import torch.nn as nn
 
     from scoreviz.trainer.model import build_backbone
 
     backbone = build_backbone("small", in_channels=1, image_size=8)
     width = backbone.out_dim
+    last = [nn.Linear(width, dim, bias=False), nn.BatchNorm1d(dim, affine=False)] if head == "simsiam" \
+        else [nn.Linear(width, dim)]
     projector = nn.Sequential(
         nn.Linear(width, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
-        nn.Linear(width, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
-        nn.Linear(width, dim, bias=False), nn.BatchNorm1d(dim, affine=False))
+        nn.Linear(width, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True), *last)
     predictor = nn.Sequential(nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(inplace=True),
                               nn.Linear(pred_dim, dim))
     return nn.ModuleDict(dict(backbone=backbone, projector=projector, predictor=predictor))
@@ -78,7 +95,7 @@ def simsiam_step(model, x1, x2, stop_gradient):
     return -pos.mean(), z1, z2, pos
 
 
-def train(run_dir: Path, stop_gradient: bool, args) -> dict:
+def train(run_dir: Path, head: str, stop_gradient: bool, args) -> dict:
     """Train one SimSiam run on digits, recording it; returns its results (also in results.json)."""
     import torch
 
@@ -86,10 +103,10 @@ def train(run_dir: Path, stop_gradient: bool, args) -> dict:
     from scoreviz.trainer.data import epoch_indices, load_digits
     from scoreviz.trainer.evaluate import knn_accuracy
 
-    settings = dict(DEFAULTS, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, stop_gradient=stop_gradient)
+    settings = settings_for(args, head, stop_gradient)
     data = load_digits()
-    torch.manual_seed(settings["seed"])  # the same initial weights for both runs
-    model = build_simsiam(settings["dim"], settings["pred_dim"])
+    torch.manual_seed(settings["seed"])  # the same initial weights for both runs of a head
+    model = build_simsiam(settings["dim"], settings["pred_dim"], head)
     lr = settings["lr"] * settings["batch_size"] / 256  # SimSiam's linear scaling
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=settings["wd"])
     augment = Augment(2, data.image_size, data.mean, data.std, crop_min=0.5, flip=False)
@@ -119,14 +136,24 @@ def train(run_dir: Path, stop_gradient: bool, args) -> dict:
     return results
 
 
-def finished(run_dir: Path, epochs: int, steps_per_epoch) -> bool:
-    """Whether the run in `run_dir` completed with these settings (then it is reused)."""
-    try:
-        results = json.loads((run_dir / "results.json").read_text())
-        config = scoreviz.open_run(run_dir).config
-    except (OSError, ValueError):
+def settings_for(args, head, stop_gradient) -> dict:
+    return dict(DEFAULTS, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, lr=args.lr, head=head,
+                stop_gradient=stop_gradient)
+
+
+def finished(run_dir: Path, settings: dict) -> bool:
+    """Whether the run in `run_dir` completed with these settings (then it is reused). A run
+    recorded with other settings is an error: its curves and the new ones would mix."""
+    if not (run_dir / "scores.h5").exists():
         return False
-    return results.get("epochs") == epochs and config.get("steps_per_epoch") == steps_per_epoch
+    config = scoreviz.open_run(run_dir).config
+    differ = {k: config.get(k) for k, v in settings.items() if config.get(k) != v}
+    if differ:
+        raise ScorevizError(f"{run_dir}: recorded with {differ}; delete it or choose another --out")
+    try:
+        return json.loads((run_dir / "results.json").read_text()).get("epochs") == settings["epochs"]
+    except (OSError, ValueError):
+        return False  # killed before the end: trained again, its rows replaced (a step's later row wins)
 
 
 # ---------------------------------------------------------------- reading the runs back
@@ -143,7 +170,7 @@ def summarize(run_dir: Path) -> dict:
     dim = int(embeddings["dim"].iloc[-1])
     ranks = embeddings["rank"].dropna()
     return dict(
-        name=run_dir.name, stop_gradient=run.config["stop_gradient"], dim=dim, steps=int(embeddings.index[-1]) + 1,
+        name=f"{run.config['head']}/{run_dir.name}", dim=dim, steps=int(embeddings.index[-1]) + 1,
         std_first=float(embeddings["std"].iloc[0]), std_final=float(embeddings["std"].iloc[-1]),
         rank_first=float(ranks.iloc[0]), rank_final=float(ranks.iloc[-1]),
         pos_final=float(run.scores("train")["pos_mean"].iloc[-1]),
@@ -179,7 +206,8 @@ def write_figure(rows: list, folder: Path):
         print(f"simsiam_collapse: no PNG written. {reason}", file=sys.stderr)
         return None
     fig = representation.rank_std_figure({r["name"]: r["embeddings"] for r in rows},
-                                         title="SimSiam on digits: with and without stop-gradient")
+                                         title="SimSiam on digits, two projector heads, with and without stop-gradient")
+    fig.update_layout(width=1100)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "simsiam_collapse.png"
     path.write_bytes(images.to_image(fig.to_dict(), "png"))
@@ -187,20 +215,22 @@ def write_figure(rows: list, folder: Path):
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.epochs <= 0 or (args.steps_per_epoch is not None and args.steps_per_epoch <= 0):
-        raise ScorevizError("--epochs and --steps-per-epoch must be positive")
+    if args.epochs <= 0 or (args.steps_per_epoch is not None and args.steps_per_epoch <= 0) or args.lr <= 0:
+        raise ScorevizError("--epochs, --steps-per-epoch and --lr must be positive")
     out = Path(args.out)
     start = time.perf_counter()
-    for name, stop_gradient in RUNS.items():
-        run_dir = out / name
-        if finished(run_dir, args.epochs, args.steps_per_epoch):
-            print(f"  {name}: reused {run_dir}", flush=True)
-            continue
-        t0 = time.perf_counter()
-        results = train(run_dir, stop_gradient, args)
-        print(f"  {name}: trained {results['steps']} steps into {run_dir} in {time.perf_counter() - t0:.0f} s",
-              flush=True)
-    rows = [summarize(out / name) for name in RUNS]
+    heads = list(dict.fromkeys(args.heads))
+    for head in heads:
+        for name, stop_gradient in RUNS.items():
+            run_dir = out / head / name
+            if finished(run_dir, settings_for(args, head, stop_gradient)):
+                print(f"  {head}/{name}: reused {run_dir}", flush=True)
+                continue
+            t0 = time.perf_counter()
+            results = train(run_dir, head, stop_gradient, args)
+            print(f"  {head}/{name}: trained {results['steps']} steps into {run_dir} in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+    rows = [summarize(out / head / name) for head in heads for name in RUNS]
     path = write_figure(rows, Path(args.figures))
     if path:
         print(f"  wrote {path}")

@@ -18,13 +18,15 @@ A sample with a non-finite value (in either view) is left out of every statistic
 and counted in ``nonfinite``.
 
 Rows hold sums so that ranks add up under torch.distributed (see the Recorder):
-``embedding_sums`` is the per-rank part, all-reduced with SUM, and
-``finish_row`` turns the reduced sums into the small row the host receives.
+``embedding_sums`` is the per-rank row, all-reduced with SUM, and the writer
+thread turns reduced rows into statistics (``summarize_embeddings``).
 Uniformity is over pairs, which do not add up over ranks: each rank scores its
 own samples against the samples of every rank (gathered), so the pair sums do.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -43,17 +45,41 @@ _PAIR_BLOCK = 1024  # rows of the pairwise distance matrix computed at once
 
 
 def normalised(z: torch.Tensor, z2: torch.Tensor = None):
-    """(x, x2 or None, valid): l2-normalised float64 views, zero where a sample is left out,
-    and the mask of samples kept (finite in every view)."""
+    """(x, x2 or None, valid): l2-normalised views (float64), zero where a sample is left out,
+    and the mask of samples kept (finite in every view).
+
+    On the CPU, where a look at the values costs no device sync, valid is None when every
+    sample is kept (the fast path: normalised in float32, whose rounding, about 6e-8, stays
+    far below anything the statistics resolve)."""
+    if z.device.type == "cpu":
+        fast = _unit_if_finite(z)
+        fast2 = None if fast is None or z2 is None else _unit_if_finite(z2)
+        if fast is not None and (z2 is None or fast2 is not None):
+            return fast.double(), None if fast2 is None else fast2.double(), None
     z = z.detach().double()
     valid = torch.isfinite(z).all(dim=1)
     if z2 is not None:
         z2 = z2.detach().to(z.device).double()
         valid &= torch.isfinite(z2).all(dim=1)
     keep = valid[:, None]
-    x = torch.where(keep, F.normalize(torch.where(keep, z, 0.0), dim=1), 0.0)
-    x2 = None if z2 is None else torch.where(keep, F.normalize(torch.where(keep, z2, 0.0), dim=1), 0.0)
+    x = torch.where(keep, _unit(torch.where(keep, z, 0.0)), 0.0)
+    x2 = None if z2 is None else torch.where(keep, _unit(torch.where(keep, z2, 0.0)), 0.0)
     return x, x2, valid
+
+
+def _unit_if_finite(z):
+    """z's rows divided by their norms, in float32, or None if a norm is not finite (a value
+    that is not, or one too large for float32's squares: the float64 path takes those)."""
+    z = z.detach().float()
+    norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+    if not math.isfinite(norms.sum()):
+        return None
+    return z / norms.clamp_(min=1e-12)
+
+
+def _unit(z):
+    """Rows divided by their L2 norm (zero rows stay zero), as F.normalize does."""
+    return z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_(min=1e-12)
 
 
 def sum_width(dim: int) -> int:
@@ -62,30 +88,45 @@ def sum_width(dim: int) -> int:
 
 
 def embedding_sums(x, x2, valid, batch: int, gathered=None, offset: int = 0) -> torch.Tensor:
-    """The summed row of one batch (float64, on x's device, no host sync).
+    """The summed row of one batch (float64, on x's device, no host sync): samples kept, samples
+    left out, sum of x (dim), sum of x^2 (dim), uniformity pair sum and pair count, alignment sum
+    and count. ``valid`` None: every sample kept.
 
     ``gathered`` is (every rank's x as float32, every rank's valid mask) under
     torch.distributed, where this rank's rows start at ``offset``; else None.
     """
+    x32 = x.float()
+    others, others_valid = gathered if gathered is not None else (x32, valid)
+    pairs = _pair_sums(x32, valid, others, others_valid, offset)
+    if valid is None:
+        samples = x.shape[0]
+        head = x.new_tensor([samples, batch - samples])
+        align = torch.linalg.vector_norm(x32 - x2.float()).square().double() if x2 is not None else x.new_zeros(())
+        tail = torch.cat([pairs, torch.stack([align, x.new_tensor(samples if x2 is not None else 0.0)])])
+        return torch.cat([head, x.sum(dim=0), torch.linalg.vector_norm(x, dim=0).square(), tail])
     kept = valid.double()
     samples = kept.sum()
-    others, others_valid = gathered if gathered is not None else (x.float(), valid)
-    pair_sum, pairs = _pair_sums(x.float(), valid, others, others_valid, offset)
     if x2 is not None:
-        aligned = (x - x2).square().sum(dim=1) * kept
-        align_sum, align_count = aligned.sum(), samples
+        align = torch.stack([((x - x2).square().sum(dim=1) * kept).sum(), samples])
     else:
-        align_sum = align_count = torch.zeros((), dtype=torch.float64, device=x.device)
-    return torch.cat([torch.stack([samples, batch - samples]), x.sum(dim=0), x.square().sum(dim=0),
-                      torch.stack([pair_sum, pairs, align_sum, align_count])])
+        align = x.new_zeros(2)
+    return torch.cat([torch.stack([samples, batch - samples]), x.sum(dim=0), x.square().sum(dim=0), pairs, align])
 
 
-def _pair_sums(x, valid, others, others_valid, offset):
-    """Sum over ordered pairs (i in x, j in others, i != j, both kept) of exp(-t ||x_i - x_j||^2),
-    and the number of such pairs; rows in blocks so a large batch needs little memory."""
+def _pair_sums(x, valid, others, others_valid, offset) -> torch.Tensor:
+    """(sum over ordered pairs (i in x, j in others, i != j, both kept) of exp(-t ||x_i - x_j||^2),
+    the number of such pairs) as a float64 tensor; rows in blocks so a large batch needs little memory."""
     n = x.shape[0]
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    pairs = torch.zeros((), dtype=torch.float64, device=x.device)
+    if valid is None and others is x and n <= _PAIR_BLOCK:  # one process, every sample kept: the fast path
+        gram = x @ x.T
+        square = gram.diagonal()
+        e = torch.add(square[:, None], square[None, :]).sub_(gram, alpha=2.0).mul_(-UNIFORMITY_T).exp_()
+        return torch.stack([e.sum(dtype=torch.float64) - e.diagonal().sum(dtype=torch.float64),
+                            x.new_tensor(n * (n - 1), dtype=torch.float64)])
+    if valid is None:
+        valid = torch.ones(n, dtype=torch.bool, device=x.device)
+        others_valid = valid if others is x else others_valid
+    total = torch.zeros(2, dtype=torch.float64, device=x.device)
     sq_others = others.square().sum(dim=1)
     columns = torch.arange(others.shape[0], device=x.device)
     for start in range(0, n, _PAIR_BLOCK):
@@ -94,34 +135,33 @@ def _pair_sums(x, valid, others, others_valid, offset):
         dist2 = (sq[:, None] + sq_others[None, :] - 2.0 * block @ others.T).clamp(min=0.0)
         rows = torch.arange(start, start + block.shape[0], device=x.device) + offset
         use = valid[start:start + _PAIR_BLOCK, None] & others_valid[None, :] & (columns[None, :] != rows[:, None])
-        total = total + torch.where(use, torch.exp(-UNIFORMITY_T * dist2), 0.0).sum(dtype=torch.float64)
-        pairs = pairs + use.sum().double()
-    return total, pairs
+        total += torch.stack([torch.where(use, torch.exp(-UNIFORMITY_T * dist2), 0.0).sum(dtype=torch.float64),
+                              use.sum().double()])
+    return total
 
 
-def finish_row(sums: torch.Tensor, dim: int) -> torch.Tensor:
-    """The row the host receives, from reduced sums: samples, nonfinite, dim, std, the
-    uniformity pair sum and count, the alignment sum and count (float64, on the device)."""
-    samples, nonfinite = sums[0], sums[1]
-    total, squares = sums[2:2 + dim], sums[2 + dim:2 + 2 * dim]
-    var = ((squares - total.square() / samples.clamp(min=1)) / (samples - 1).clamp(min=1)).clamp(min=0)
-    std = torch.where(samples > 1, var.sqrt().mean(), float("nan"))
-    return torch.cat([torch.stack([samples, nonfinite, torch.full_like(samples, dim), std]), sums[2 + 2 * dim:]])
-
-
-def batch_mean(sums: torch.Tensor, dim: int) -> torch.Tensor:
-    """The mean of the kept normalised embeddings, from reduced sums (zeros when none were kept)."""
+def batch_mean(sums: torch.Tensor) -> torch.Tensor:
+    """The mean of the kept normalised embeddings, from (reduced) sums (zeros when none were kept)."""
+    dim = (sums.shape[0] - 6) // 2
     return sums[2:2 + dim] / sums[0].clamp(min=1)
 
 
 def summarize_embeddings(rows: np.ndarray) -> dict:
-    """{column: array} for EMBEDDING_COLUMNS from rows of ``finish_row`` (n, 8), on the host."""
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
-    samples, nonfinite, dim, std, pair_sum, pairs, align_sum, align_count = rows.T
+    """{column: array} for EMBEDDING_COLUMNS from (reduced) rows of ``embedding_sums`` (n, 2 dim + 6),
+    on the host. std uses ddof 1 (as torch.std and lightly's std_of_l2_normalized)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows.reshape(-1, rows.shape[-1])
+    dim = (rows.shape[1] - 6) // 2
+    samples, nonfinite = rows[:, 0], rows[:, 1]
+    total, squares = rows[:, 2:2 + dim], rows[:, 2 + dim:2 + 2 * dim]
+    pair_sum, pairs, align_sum, align_count = rows[:, -4:].T
     with np.errstate(invalid="ignore", divide="ignore"):
+        n = samples[:, None]
+        var = np.maximum((squares - total * total / n) / (n - 1), 0.0)
+        std = np.where(samples > 1, np.sqrt(var).mean(axis=1), np.nan)
         uniformity = np.where(pairs > 0, np.log(pair_sum / np.where(pairs > 0, pairs, 1)), np.nan)
         alignment = np.where(align_count > 0, align_sum / np.where(align_count > 0, align_count, 1), np.nan)
-    return {"samples": samples, "nonfinite": nonfinite, "dim": dim, "std": std,
+    return {"samples": samples, "nonfinite": nonfinite, "dim": np.full(len(rows), float(dim)), "std": std,
             "uniformity": uniformity, "alignment": alignment}
 
 
@@ -141,18 +181,23 @@ class SpectrumWindow:
     def __init__(self, dim: int, device):
         self.dim = dim
         self.buffer = torch.zeros(dim * dim + dim + 1, dtype=torch.float64, device=device)
+        self.square = self.buffer[:dim * dim].view(dim, dim)
+        self.total = self.buffer[dim * dim:dim * dim + dim]
+        self.count = self.buffer[-1:]
         self.reference = None
         self.calls = 0
 
-    def add(self, x: torch.Tensor, valid: torch.Tensor, reference: torch.Tensor):
-        """Add one batch; ``reference`` (the batch's mean over all ranks) is used by the first call."""
+    def add(self, x: torch.Tensor, valid, reference: torch.Tensor):
+        """Add one batch (valid None: every sample kept); ``reference`` (the batch's mean over
+        all ranks) is used by the window's first call."""
         if self.reference is None:
             self.reference = reference
-        d = self.dim
-        y = torch.where(valid[:, None], x - self.reference, 0.0)
-        self.buffer[:d * d].view(d, d).add_(y.T @ y)
-        self.buffer[d * d:d * d + d].add_(y.sum(dim=0))
-        self.buffer[-1:].add_(valid.sum().double())
+        y = x - self.reference
+        if valid is not None:
+            y = torch.where(valid[:, None], y, 0.0)
+        self.square.addmm_(y.T, y)
+        self.total.add_(y.sum(dim=0))
+        self.count.add_(x.shape[0] if valid is None else valid.sum())
         self.calls += 1
 
 

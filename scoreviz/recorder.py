@@ -28,9 +28,7 @@ import numpy as np
 import torch
 
 from scoreviz import arguments
-from scoreviz.embeddings import (
-    SpectrumWindow, batch_mean, embedding_sums, finish_row, normalised, spectrum, summarize_embeddings,
-)
+from scoreviz.embeddings import SpectrumWindow, batch_mean, embedding_sums, normalised, spectrum, summarize_embeddings
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS, RowLayout, score_row, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
@@ -177,14 +175,13 @@ class Recorder:
             x, x2, valid = normalised(z, z2)
             distributed = self._in_process_group()
             gathered, offset = self._gather(x, valid) if distributed else (None, 0)
-            sums = embedding_sums(x, x2, valid, z.shape[0], gathered, offset)
+            row = embedding_sums(x, x2, valid, z.shape[0], gathered, offset)
             if distributed:
-                torch.distributed.all_reduce(sums, op=torch.distributed.ReduceOp.SUM)
-            row = finish_row(sums, dim)
+                torch.distributed.all_reduce(row, op=torch.distributed.ReduceOp.SUM)
             if self.rank == 0:
                 self._submit(("embeddings", tag, step, row, _event(row)))
             if spectrum_on:
-                self._add_to_window(tag, step, x, valid, batch_mean(sums, dim), distributed)
+                self._add_to_window(tag, step, x, valid, row, distributed)
 
     def _gather(self, x, valid):
         """Every rank's normalised embeddings (float32) and kept-sample mask, and where this
@@ -200,19 +197,21 @@ class Recorder:
             if any(not torch.equal(other, shape) for other in shapes):
                 raise ScorevizError("log_embeddings: under torch.distributed every rank must pass embeddings of the "
                                     f"same shape at a step; the ranks passed {[tuple(s.tolist()) for s in shapes]}")
-        local = torch.cat([x.float(), valid.float()[:, None]], dim=1).contiguous()
+        kept = torch.ones(x.shape[0], 1, device=x.device) if valid is None else valid.float()[:, None]
+        local = torch.cat([x.float(), kept], dim=1).contiguous()
         parts = [torch.empty_like(local) for _ in range(world)]
         torch.distributed.all_gather(parts, local)
         everything = torch.cat(parts)
         return (everything[:, :-1], everything[:, -1] > 0.5), self.rank * x.shape[0]
 
-    def _add_to_window(self, tag, step, x, valid, mean, distributed):
+    def _add_to_window(self, tag, step, x, valid, row, distributed):
         window = self._windows.get(tag)
         if window is None:
             window = self._windows[tag] = SpectrumWindow(x.shape[1], x.device)
         if x.device != window.buffer.device:  # the tag's embeddings moved: the window stays where it began
-            x, valid, mean = (t.to(window.buffer.device) for t in (x, valid, mean))
-        window.add(x, valid, mean)
+            x, row = x.to(window.buffer.device), row.to(window.buffer.device)
+            valid = None if valid is None else valid.to(window.buffer.device)
+        window.add(x, valid, batch_mean(row) if window.reference is None else None)
         window.last_step = step
         if window.calls >= self.spectrum_window:
             del self._windows[tag]

@@ -145,9 +145,12 @@ class FT:
 
 @dataclass
 class Scores:
-    """Positive (B,) and negative (B, K) scores, detached, for the Recorder."""
+    """Positive (B,) and negative (B, K) scores, detached, for the Recorder; the raw scores
+    also carry the query and key projections (B, dim) they came from."""
     pos: torch.Tensor
     neg: torch.Tensor
+    q: torch.Tensor = None
+    k: torch.Tensor = None
 
 
 class MoCo(nn.Module):
@@ -208,7 +211,7 @@ class MoCo(nn.Module):
         # A copy: the enqueue below writes into the queue that the backward pass still needs.
         queue = self.queue.clone().detach()
         pos, neg = (q * k).sum(1), q @ queue.T
-        raw = Scores(pos.detach(), neg.detach())
+        raw = Scores(pos.detach(), neg.detach(), q.detach(), k)
 
         if ft.pos_alpha or ft.neg_alpha:
             q_mix, k_mix, negatives = q, k, queue
