@@ -303,7 +303,13 @@ def _figures(dash_app, data):
             label = r if etag == tag else f"{r} ({etag})"
             frames[label] = _safe(lambda r=r, etag=etag: embeddings_frame(data, r, etag))
             spectra[label] = _safe(lambda r=r, etag=etag: spectrum_view(data, r, etag))
-        margins = {r: _safe(lambda r=r: data.scores(r, score_tag), pd.DataFrame()) for r in runs}
+        margins = {}
+        for r in runs:  # each run's scores under the tag, else under its first tag
+            tags = data.light_info(r).get("tags", [])
+            run_tag = score_tag if score_tag in tags else (tags[0] if tags else None)
+            if run_tag is not None:
+                margins[r if run_tag == score_tag else f"{r} ({run_tag})"] = _safe(
+                    lambda r=r, t=run_tag: data.scores(r, t), pd.DataFrame())
         return (representation.rank_std_figure(frames, title=f"Effective rank and std of the embeddings ({tag})"),
                 representation.spectrum_heatmap_figure(spectra),
                 representation.alignment_uniformity_figure(frames),

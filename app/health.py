@@ -25,11 +25,11 @@ non-finite
     non-finite loss or total gradient norm. First such step reported.
 complete collapse (from log_embeddings)
     The samples crowd around one point: the embedding ``std`` below
-    ``COMPLETE_COLLAPSE_STD`` (0.25) / sqrt(dim) for ``PERSIST`` records in a row
-    (spread-out embeddings have about 1 / sqrt(dim)).
+    ``COMPLETE_COLLAPSE_STD`` (0.3) / sqrt(dim) for ``COLLAPSE_RECORDS`` (20)
+    records in a row (spread-out embeddings have about 1 / sqrt(dim)).
 dimensional collapse (from log_embeddings)
     The embeddings span few directions: the effective rank (RankMe) below
-    ``DIMENSIONAL_COLLAPSE_RANK`` (0.15) x dim for ``RANK_PERSIST`` (2) windows
+    ``DIMENSIONAL_COLLAPSE_RANK`` (0.2) x dim for ``RANK_PERSIST`` (3) windows
     in a row, counting only windows with at least dim samples.
 """
 
@@ -166,24 +166,26 @@ def run_health(scores: pd.DataFrame | None, scalars: pd.DataFrame | None = None,
 # ---- the representation (log_embeddings) ------------------------------------------
 
 # Complete collapse: std (the mean per-dimension std of the l2-normalised embeddings) below this
-# many times 1/sqrt(dim), the std of spread-out embeddings: the samples crowd around one point
-# (a typical angle between two samples below about 20 degrees). Embeddings that still spread,
-# however few their directions, stay far above it: k random directions give about 1 (0.8 for a
-# single direction), and every healthy run measured stayed at 0.78 to 0.98 after its first
-# steps, the runs that collapsed fell to 0.09 to 0.19 (docs/simsiam_collapse.md). An embedding
-# along one coordinate axis, 1/sqrt(dim), is the exception this flags too.
-COMPLETE_COLLAPSE_STD = 0.25
+# many times 1/sqrt(dim), the std of spread-out embeddings, for COLLAPSE_RECORDS records in a row:
+# the samples crowd around one point. Embeddings that still spread, however few their directions,
+# stay far above it (k random directions give about 1, a single one 0.8); measured on digits
+# (docs/simsiam_collapse.md): healthy runs 0.77 to 0.98 once training began, SimSiam without
+# stop-gradient down to 0.20 (and still falling), MoCo v2 at random initialisation 0.25 to 0.35
+# for its first few steps, which the 20 records in a row leave unflagged. An embedding along one
+# coordinate axis, 1/sqrt(dim), is the exception this flags too.
+COMPLETE_COLLAPSE_STD = 0.3
+COLLAPSE_RECORDS = 20
 # Dimensional collapse: the effective rank (RankMe) below this fraction of dim, for RANK_PERSIST
-# windows in a row; windows with fewer samples than dim are not judged (their rank cannot
-# reach dim). Measured: healthy runs 0.24 to 0.56 of dim (MoCo v2 and SimSiam on digits), the
-# SimSiam run without stop-gradient 0.13, isotropic noise about 1 (docs/simsiam_collapse.md).
-DIMENSIONAL_COLLAPSE_RANK = 0.15
-RANK_PERSIST = 2
+# windows in a row; windows with fewer samples than dim are not judged (their rank cannot reach
+# dim). Measured on digits: healthy runs 0.23 to 0.58 of dim (MoCo v2, SimSiam), SimSiam without
+# stop-gradient (its own projector head) 0.15, isotropic noise about 1.
+DIMENSIONAL_COLLAPSE_RANK = 0.2
+RANK_PERSIST = 3
 REPRESENTATION_CHECKS = ("complete collapse", "dimensional collapse")
 
 REPRESENTATION_THRESHOLDS_TEXT = (
     f"complete collapse: embedding std below {COMPLETE_COLLAPSE_STD:g}/sqrt(dim) (spread-out embeddings have "
-    f"about 1/sqrt(dim)) for {PERSIST} consecutive records; dimensional collapse: effective rank (RankMe) below "
+    f"about 1/sqrt(dim)) for {COLLAPSE_RECORDS} consecutive records; dimensional collapse: effective rank (RankMe) below "
     f"{DIMENSIONAL_COLLAPSE_RANK:g} x dim for {RANK_PERSIST} consecutive windows with at least dim samples."
 )
 
@@ -193,7 +195,7 @@ def check_complete_collapse(embeddings: pd.DataFrame | None) -> Flag:
     if embeddings is None or embeddings.empty or "std" not in embeddings:
         return Flag("complete collapse", False, detail="no embeddings")
     scaled = embeddings["std"] * np.sqrt(embeddings["dim"].astype(float))
-    step = first_persistent(scaled < COMPLETE_COLLAPSE_STD)
+    step = first_persistent(scaled < COMPLETE_COLLAPSE_STD, COLLAPSE_RECORDS)
     if step is None:
         return Flag("complete collapse", False)
     return Flag("complete collapse", True, int(step),

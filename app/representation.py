@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app import health
 from app.figures import (
     MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, curves_figure, downsample_minmax, empty_figure,
 )
@@ -25,9 +26,10 @@ EIGENVALUE_FLOOR = 1e-12  # drawn as the floor of the log colour scale (an eigen
 
 def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effective rank and std of the embeddings",
                     max_points: int = MAX_POINTS) -> go.Figure:
-    """Two panels, one trace per run: RankMe's effective rank per window (dotted: each run's
-    dim), and the std of the l2-normalised embeddings per step on a log scale (dotted: each
-    run's 1/sqrt(dim), the std of spread-out embeddings)."""
+    """Two panels, one trace per run: RankMe's effective rank per window, and the std of the
+    l2-normalised embeddings per step on a log scale. Grey lines for each dim the runs have:
+    dotted, the level of spread-out embeddings (dim, 1/sqrt(dim)); dashed, the health
+    panel's thresholds (dimensional and complete collapse below)."""
     frames = {name: f for name, f in frames.items() if f is not None and not f.empty}
     if not frames:
         return empty_figure(title, "no embeddings recorded (Recorder.log_embeddings)")
@@ -45,15 +47,21 @@ def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effecti
         x, y = downsample_minmax(std.index.to_numpy(), std.to_numpy(), max_points)
         fig.add_trace(go.Scatter(x=x, y=y.astype(np.float32), name=name, legendgroup=name, showlegend=False,
                                  mode="lines", line=dict(color=color, width=1.5)), row=2, col=1)
-        dims = frame["dim"].dropna()
-        if len(dims):
-            dim, first, last = float(dims.iloc[-1]), frame.index[0], frame.index[-1]
-            for row, level, what in ((1, dim, "dim"), (2, 1 / math.sqrt(dim), "1/sqrt(dim)")):
-                fig.add_trace(go.Scatter(x=[first, last], y=[level, level], mode="lines", legendgroup=name,
-                                         showlegend=False, hoverinfo="skip", name=f"{name} {what}",
-                                         line=dict(color=color, width=1, dash="dot")), row=row, col=1)
+    dims = sorted({int(d) for f in frames.values() for d in f["dim"].dropna().unique()})
+    for dim in dims:
+        label = f" (dim {dim})" if len(dims) > 1 else ""
+        for row, level, dash, text in (
+                (1, dim, "dot", f"dim{label}"),
+                (1, health.DIMENSIONAL_COLLAPSE_RANK * dim, "dash", f"dimensional collapse below{label}"),
+                (2, 1 / math.sqrt(dim), "dot", f"spread out: 1/sqrt(dim){label}"),
+                (2, health.COMPLETE_COLLAPSE_STD / math.sqrt(dim), "dash", f"complete collapse below{label}")):
+            fig.add_hline(y=level, row=row, col=1, line=dict(color="#9aa5b1", width=1, dash=dash))
+            # placed by hand: on a log axis an hline's own annotation lands at 10**level
+            fig.add_annotation(x=0, xref="x domain" if row == 1 else "x2 domain", yref=f"y{'' if row == 1 else 2}",
+                               y=level if row == 1 else math.log10(level), text=text, showarrow=False,
+                               xanchor="left", yanchor="bottom", font=dict(size=10, color="#7b8794"))
     fig.update_yaxes(title_text="rank", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="std", type="log", row=2, col=1)
+    fig.update_yaxes(title_text="std", type="log", dtick="D2", tickformat=".2~g", row=2, col=1)
     fig.update_xaxes(title_text="step", row=2, col=1)
     fig.update_layout(template=TEMPLATE, title=title, height=640, hovermode="x unified",
                       margin=dict(l=60, r=20, t=80, b=40), uirevision="rank-std")
@@ -75,6 +83,7 @@ def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MA
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
                         subplot_titles=list(spectra))
     budget = max(2, max_cells // n)
+    everything = []
     for row, (name, (steps, eigenvalues)) in enumerate(spectra.items(), start=1):
         logs = np.log10(np.clip(np.asarray(eigenvalues, dtype=np.float64), EIGENVALUE_FLOOR, None))
         logs[np.isnan(eigenvalues)] = np.nan  # past a row's own dim
@@ -82,14 +91,20 @@ def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MA
         rows = max(2, min(MAX_ROWS, budget // min(dim, 512)))  # at least 512 columns' worth of cells per step
         bsteps, logs = bucket_rows(steps, logs, rows, how="mean")
         index, logs = _group_columns(logs, max(1, budget // max(1, len(bsteps))))
+        everything.append(logs[np.isfinite(logs)])
         fig.add_trace(go.Heatmap(
             x=bsteps, y=index, z=logs.T.astype(np.float32), coloraxis="coloraxis", name=name,
             hovertemplate="step %{x}<br>eigenvalue %{y}<br>log10 %{z:.2f}<extra>" + name + "</extra>"),
             row=row, col=1)
         fig.update_yaxes(title_text="index (largest first)", autorange="reversed", row=row, col=1)
     fig.update_xaxes(title_text="step", row=n, col=1)
+    # One colour scale for every run, from the 1st to the last percentile of what is drawn: a few
+    # eigenvalues at the floor (zero) would otherwise squeeze every panel into one colour.
+    values = np.concatenate(everything) if everything else np.zeros(1)
+    low, high = (np.percentile(values, [1, 100]) if values.size else (0.0, 1.0))
     fig.update_layout(template=TEMPLATE, title=title, height=max(340, 240 * n + 80),
-                      coloraxis=dict(colorscale="Viridis", colorbar_title="log10 eigenvalue"),
+                      coloraxis=dict(colorscale="Viridis", colorbar_title="log10 eigenvalue", cmin=float(low),
+                                     cmax=float(max(high, low + 1e-6))),
                       margin=dict(l=60, r=20, t=80, b=40))
     return fig
 
@@ -132,8 +147,8 @@ def alignment_uniformity_figure(frames: Mapping[str, pd.DataFrame], *, max_point
         steps = both.index.to_numpy()
         fig.add_trace(go.Scatter(
             x=both["uniformity"].to_numpy(np.float32), y=both["alignment"].to_numpy(np.float32), name=name,
-            mode="lines+markers", line=dict(color=palette[i % len(palette)], width=1),
-            marker=dict(size=6, color=steps, coloraxis="coloraxis", line=dict(color=palette[i % len(palette)], width=1)),
+            mode="lines+markers", line=dict(color=palette[i % len(palette)], width=2.5),
+            marker=dict(size=5, color=steps, coloraxis="coloraxis", line=dict(width=0)),
             customdata=steps, hovertemplate="step %{customdata}<br>uniformity %{x:.3f}<br>alignment %{y:.3f}"
                                             "<extra>" + name + "</extra>"))
         fig.add_annotation(x=float(both["uniformity"].iloc[-1]), y=float(both["alignment"].iloc[-1]), text=name,

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     if args.extra:
         query += "&" + args.extra
     graph = {"curves": "curves-graph", "distribution": "hist-graph", "gradients": "grad-heatmap-graph",
-             "waterfall": "waterfall-graph"}.get(args.view)
+             "waterfall": "waterfall-graph", "representation": "spectrum-graph"}.get(args.view)
     with serving(args.runs_dir, refresh=60) as url, chromium(width=1400, height=args.height) as driver:
         driver.get(f"{url}?{query}")
         if graph:

@@ -27,7 +27,7 @@ def collapsing_embeddings(step, collapse_at, gen):
     return z, z + 0.1 * torch.randn(64, DIM, generator=gen) * z.std()
 
 
-def make_positive_only_run(root, name, steps=40, collapse_at=None):
+def make_positive_only_run(root, name, steps=50, collapse_at=None):
     """A BYOL/SimSiam-like run: positive scores only (no negatives), embeddings with two views."""
     gen = torch.Generator().manual_seed(7)
     model = torch.nn.Linear(4, 2)
@@ -70,8 +70,10 @@ def test_rank_and_std_curves_one_trace_per_run_and_panel_with_the_reference_leve
     assert [t.name for t in named] == ["a", "a", "b", "b"]
     assert len(named[0].x) == 10 and named[0].mode == "lines+markers"  # rank: one point per window
     assert len(named[1].x) == 100
-    levels = sorted({float(t.y[0]) for t in fig.data if t.name.endswith("dim)") or t.name.endswith("dim")})
-    assert levels == pytest.approx([1 / np.sqrt(DIM), DIM])
+    assert len(fig.data) == 4
+    levels = sorted(shape.y0 for shape in fig.layout.shapes)
+    assert levels == pytest.approx(sorted([DIM, health.DIMENSIONAL_COLLAPSE_RANK * DIM, 1 / np.sqrt(DIM),
+                                           health.COMPLETE_COLLAPSE_STD / np.sqrt(DIM)]))
     assert fig.layout.yaxis2.type == "log"
     assert "no embeddings" in json.dumps(representation.rank_std_figure({"a": None}).to_dict())
 
@@ -122,7 +124,7 @@ def test_complete_collapse_is_flagged_from_its_first_persistent_step():
 
 
 def test_dimensional_collapse_needs_low_rank_in_windows_with_enough_samples():
-    f = frame(100)  # rank falls linearly from 14.4 to 2 over 10 windows; 0.1 x 16 = 1.6
+    f = frame(100)  # rank falls linearly from 14.4 to 2 over 10 windows; 0.2 x 16 = 3.2
     assert not health.check_dimensional_collapse(f).fired
     f.loc[[69, 79, 89, 99], "rank"] = [1.0, 1.2, 1.5, 1.5]
     flag = health.check_dimensional_collapse(f)
@@ -172,12 +174,16 @@ def test_every_view_draws_runs_without_negatives(runs):
     assert "from step" in json.dumps(drawn["health-table"]["children"])
 
 
-def test_representation_callback_draws_both_runs(runs):
+def view_of_both_runs(runs, output, view):
+    """The response of the callback of `output` with both runs selected and tag "train"."""
     dash_app = create_app(runs, refresh=60)
-    client = dash_app.server.test_client()
     selection = {"runs": ["collapsing", "healthy"], "stamps": {}, "errors": {}}
-    out = post_callback(client, dash_app, callback_key(dash_app, "rep-curves-graph"),
-                        [selection, "representation", "train"]).get_json()["response"]
+    return post_callback(dash_app.server.test_client(), dash_app, callback_key(dash_app, output),
+                         [selection, view, "train"]).get_json()["response"]
+
+
+def test_representation_callback_draws_both_runs(runs):
+    out = view_of_both_runs(runs, "rep-curves-graph", "representation")
     curves = [t["name"] for t in out["rep-curves-graph"]["figure"]["data"] if t["name"] in ("collapsing", "healthy")]
     assert curves == ["collapsing", "collapsing", "healthy", "healthy"]
     assert [t["type"] for t in out["spectrum-graph"]["figure"]["data"]] == ["heatmap", "heatmap"]
@@ -186,11 +192,7 @@ def test_representation_callback_draws_both_runs(runs):
 
 
 def test_health_panel_flags_the_collapsing_run_only(runs):
-    dash_app = create_app(runs, refresh=60)
-    client = dash_app.server.test_client()
-    selection = {"runs": ["collapsing", "healthy"], "stamps": {}, "errors": {}}
-    out = post_callback(client, dash_app, callback_key(dash_app, "health-table"),
-                        [selection, "health", "train"]).get_json()["response"]
+    out = view_of_both_runs(runs, "health-table", "health")
     text = json.dumps(out["health-table"]["children"])
     assert "complete collapse" in text and "dimensional collapse" in text
     flags = {name: dict(zip(health.REPRESENTATION_CHECKS, health.representation_health(
