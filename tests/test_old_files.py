@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -77,3 +78,25 @@ def test_recording_into_an_old_file_needs_its_bins(old_run):
     with pytest.raises(ScorevizError, match="recorded with 16 histogram bins"):
         Recorder(old_run)
     assert (old_run / "scores.h5").read_bytes() == before
+
+
+def test_a_rebuilt_file_keeps_every_embedding_and_spectrum_row(tmp_path):
+    """The rebuild that upgrades old files (and rescues files a killed writer left open) copies the
+    new streams too, also spectra of two dims under one tag (a run resumed with a wider embedding)."""
+    from scoreviz.store import StoreReader
+    from scoreviz.store.writer import rebuild
+
+    for dim, steps in ((6, range(0, 6)), (9, range(6, 12))):
+        with Recorder(tmp_path, spectrum_window=3) as rec:
+            for step in steps:
+                rec.log_embeddings(step, torch.randn(16, dim), torch.randn(16, dim))
+                rec.log_scores(step, torch.rand(16), torch.rand(16, 4))
+    before = open_run(tmp_path)
+    embeddings, (steps, eigenvalues) = before.embeddings(), before.spectrum()
+    assert eigenvalues.shape == (4, 9) and np.isnan(eigenvalues[:2, 6:]).all()
+    rebuild(tmp_path / "scores.h5", StoreReader(tmp_path / "scores.h5"))
+    after = open_run(tmp_path)
+    pd.testing.assert_frame_equal(after.embeddings(), embeddings)
+    np.testing.assert_array_equal(after.spectrum()[0], steps)
+    np.testing.assert_array_equal(after.spectrum()[1], eigenvalues)
+    pd.testing.assert_frame_equal(after.scores(), before.scores())

@@ -138,8 +138,8 @@ class StoreReader:
     # ------------------------------------------------------------ what is there
 
     def rows(self) -> dict:
-        """{stream: (rows, names)} complete in every dataset, checked (0, 0) for a stream the
-        file's schema does not have."""
+        """{stream: (rows, names)} complete in every dataset, sizes checked; (0, 0) for a stream
+        the file's schema does not have."""
         def read(f):
             committed = self._committed(f)
             extents = {name: self._extent(f, name, committed) for name in STREAMS}
