@@ -168,17 +168,18 @@ def run_health(scores: pd.DataFrame | None, scalars: pd.DataFrame | None = None,
 # Complete collapse: std (the mean per-dimension std of the l2-normalised embeddings) below this
 # many times 1/sqrt(dim), the std of spread-out embeddings, for COLLAPSE_RECORDS records in a row:
 # the samples crowd around one point. Embeddings that still spread, however few their directions,
-# stay far above it (k random directions give about 1, a single one 0.8); measured on digits
-# (docs/simsiam_collapse.md): healthy runs 0.77 to 0.98 once training began, SimSiam without
-# stop-gradient down to 0.20 (and still falling), MoCo v2 at random initialisation 0.25 to 0.35
-# for its first few steps, which the 20 records in a row leave unflagged. An embedding along one
-# coordinate axis, 1/sqrt(dim), is the exception this flags too.
+# stay far above it (k random directions give about 1, a single one 0.8). Measured on digits
+# (docs/simsiam_collapse.md): healthy runs 0.81 to 1.0 after their first 20 steps, SimSiam without
+# stop-gradient 0.20 to 0.39 and falling, MoCo v2 at random initialisation 0.25 to 0.35 over its
+# first 7 steps, which the 20 records in a row leave unflagged. An embedding along one coordinate
+# axis, 1/sqrt(dim) in these units, is the exception this flags too.
 COMPLETE_COLLAPSE_STD = 0.3
 COLLAPSE_RECORDS = 20
 # Dimensional collapse: the effective rank (RankMe) below this fraction of dim, for RANK_PERSIST
 # windows in a row; windows with fewer samples than dim are not judged (their rank cannot reach
-# dim). Measured on digits: healthy runs 0.23 to 0.58 of dim (MoCo v2, SimSiam), SimSiam without
-# stop-gradient (its own projector head) 0.15, isotropic noise about 1.
+# dim). Measured on digits: MoCo v2 projections 0.24 to 0.29 of dim, SimSiam with stop-gradient
+# 0.48 to 0.53 at the end, SimSiam without stop-gradient (its own head) 0.14 to 0.15 at the end,
+# isotropic Gaussian embeddings above 0.95.
 DIMENSIONAL_COLLAPSE_RANK = 0.2
 RANK_PERSIST = 3
 REPRESENTATION_CHECKS = ("complete collapse", "dimensional collapse")
