@@ -9,8 +9,9 @@ batch 64, queue 4096, momentum encoder), recording every step.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
 Setting 4: log_embeddings at dim 128 and 2048 (per call, and the spectrum's
-eigen-decomposition per window on the writer thread), and the Recorder with
-embeddings as a share of setting 1's training step.
+eigen-decomposition per window on the writer thread), and the Recorder alone with
+and without embeddings as a share of setting 1's training step (setting 1 also
+has a row with log_embeddings of the query and key projections).
 In setting 1 the recordings take turns in blocks of steps and each row is the
 median over rounds (robust to the noise of a shared machine); the Recorder is
 also timed alone there, and in settings 2 and 3 every time includes the recorder's deferred
@@ -124,6 +125,19 @@ class TensorBoardRecording(NoRecording):
 RECORDINGS = (NoRecording, ScorevizRecording, NaiveRecording, TensorBoardRecording)
 
 
+class ScorevizEmbeddingsRecording(ScorevizRecording):
+    """The Recorder as above, plus log_embeddings of the step's query and key projections."""
+
+    name = "scoreviz Recorder + log_embeddings (64 x 128, two views)"
+
+    def record(self, step, logits, temperature, model, loss):
+        super().record(step, logits, temperature, model, loss)
+        self.rec.log_embeddings(step, *model.last_embeddings)
+
+
+TRAINING_RECORDINGS = RECORDINGS + (ScorevizEmbeddingsRecording,)  # setting 1 only
+
+
 # ---------------------------------------------------------------- the MoCo-like step
 
 
@@ -174,6 +188,7 @@ class MocoStep:
         self.opt.step()
         self.queue[self.ptr:self.ptr + self.batch] = k
         self.ptr = (self.ptr + self.batch) % len(self.queue)
+        self.q.last_embeddings = (q.detach(), k)  # for ScorevizEmbeddingsRecording
         return logits.detach(), loss.detach()
 
 
@@ -191,8 +206,8 @@ def training_step_setting(workdir, rounds, steps):
     train = MocoStep()
     for _ in range(10):  # warm up
         train()
-    times = {cls: [] for cls in RECORDINGS}
-    recordings = {cls: cls(os.path.join(workdir, f"train-{i}")) for i, cls in enumerate(RECORDINGS)}
+    times = {cls: [] for cls in TRAINING_RECORDINGS}
+    recordings = {cls: cls(os.path.join(workdir, f"train-{i}")) for i, cls in enumerate(TRAINING_RECORDINGS)}
     step = 0
     for r in range(rounds):
         for cls, recording in recordings.items():
@@ -301,32 +316,44 @@ def spectrum_host_cost(dim, repeats=3):
     return min(times)
 
 
-def recorder_with_embeddings_share(calls=200, steps=30):
-    """The Recorder alone at setting 1's sizes with log_embeddings of the query and key projections
-    (64 x 128) added, as a share of the bare MoCo-like step, both measured here."""
+def recorder_alone_with_and_without_embeddings(calls=100, rounds=5):
+    """The Recorder's own time per step at setting 1's sizes, without and with log_embeddings of
+    the query and key projections (64 x 128), rounds alternating; medians (writer work included)."""
     torch.manual_seed(0)
     train = MocoStep()
-    for _ in range(5):
-        train()
-    start = time.perf_counter()
-    for _ in range(steps):
-        logits, loss = train()
-    step_time = (time.perf_counter() - start) / steps
-    q, k = F.normalize(torch.randn(train.batch, 128), dim=1), F.normalize(torch.randn(train.batch, 128), dim=1)
+    logits, loss = train()
+    times = {False: [], True: []}
+    step = 0
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the last, incomplete window has few samples
-        recording = ScorevizRecording(folder)
-        recording.record(0, logits, train.temperature, train.q, loss)
-        recording.rec.log_embeddings(0, q, k)
-        start = time.perf_counter()
-        for step in range(1, calls + 1):
-            recording.record(step, logits, train.temperature, train.q, loss)
-            recording.rec.log_embeddings(step, q, k)
-        recording.close()
-        return (time.perf_counter() - start) / calls, step_time
+        for r in range(rounds):
+            for embeddings in (False, True):
+                recording = (ScorevizEmbeddingsRecording if embeddings else ScorevizRecording)(
+                    os.path.join(folder, f"alone-{r}-{embeddings}"))
+                recording.record(step, logits, train.temperature, train.q, loss)  # creates the file
+                start = time.perf_counter()
+                for _ in range(calls):
+                    step += 1
+                    recording.record(step, logits, train.temperature, train.q, loss)
+                recording.close()
+                times[embeddings].append((time.perf_counter() - start) / calls)
+    return statistics.median(times[False]), statistics.median(times[True])
 
 
-def print_embedding_tables(calls):
+def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
+    """File bytes per recorded step of log_embeddings alone (two views), flushed every 10 steps."""
+    torch.manual_seed(0)
+    folder = os.path.join(workdir, f"embedding-size-{dim}")
+    with scoreviz.Recorder(folder, spectrum_window=window) as rec:
+        for step in range(steps):
+            z = torch.randn(batch, dim)
+            rec.log_embeddings(step, z, z + 0.1 * torch.randn(batch, dim))
+            if (step + 1) % 10 == 0:
+                rec.flush()
+    return folder_bytes(folder) / steps
+
+
+def print_embedding_tables(calls, step_ms, size_steps, workdir):
     print("\n4. Embedding statistics: log_embeddings with two views, CPU, spectrum window 50\n")
     print("| embeddings (batch x dim) | per call, training thread (ms) | per call, writer work included (ms) "
           "| spectrum per window, writer thread (ms) | spectrum per step at window 50 (ms) |")
@@ -335,10 +362,13 @@ def print_embedding_tables(calls):
         on_thread, total = embeddings_call_cost(batch, dim, calls if dim <= 128 else 50)  # 50: one window
         host = spectrum_host_cost(dim)
         print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
-    alone, step = recorder_with_embeddings_share()
-    print(f"\nThe Recorder alone at setting 1's sizes with log_embeddings(step, q, k) added (64 x 128): "
-          f"{alone * 1e3:.2f} ms per step = {100 * alone / step:.1f}% of the {step * 1e3:.1f} ms MoCo-like step "
-          "measured in the same run.")
+    print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
+          f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
+    without, with_embeddings = recorder_alone_with_and_without_embeddings()
+    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, rounds alternating): "
+          f"{without * 1e3:.2f} ms per step, {with_embeddings * 1e3:.2f} ms with log_embeddings(step, q, k) "
+          f"(64 x 128); {step_ms:.1f} ms MoCo-like step from setting 1: {100 * without / (step_ms / 1e3):.1f}% and "
+          f"{100 * with_embeddings / (step_ms / 1e3):.1f}%.")
 
 
 def main():
@@ -380,7 +410,7 @@ def main():
             size = file_size_setting(workdir, args.size_steps, rows_per_flush)
             print(f"| {rows_per_flush} | {size:,.0f} |")
 
-    print_embedding_tables(args.embedding_calls)
+        print_embedding_tables(args.embedding_calls, rows[0][1], args.size_steps, workdir)
 
 
 if __name__ == "__main__":

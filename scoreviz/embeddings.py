@@ -45,17 +45,17 @@ _PAIR_BLOCK = 1024  # rows of the pairwise distance matrix computed at once
 
 
 def normalised(z: torch.Tensor, z2: torch.Tensor = None):
-    """(x, x2 or None, valid): l2-normalised views (float64), zero where a sample is left out,
-    and the mask of samples kept (finite in every view).
+    """(x, x2 or None, valid): l2-normalised views, zero where a sample is left out, and the
+    mask of samples kept (finite in every view); float64.
 
     On the CPU, where a look at the values costs no device sync, valid is None when every
-    sample is kept (the fast path: normalised in float32, whose rounding, about 6e-8, stays
-    far below anything the statistics resolve)."""
+    sample is kept: the fast path, normalised in float32 (its rounding, about 6e-8, stays far
+    below anything the statistics resolve; every sum over them is taken in float64)."""
     if z.device.type == "cpu":
         fast = _unit_if_finite(z)
         fast2 = None if fast is None or z2 is None else _unit_if_finite(z2)
         if fast is not None and (z2 is None or fast2 is not None):
-            return fast.double(), None if fast2 is None else fast2.double(), None
+            return fast, fast2, None
     z = z.detach().double()
     valid = torch.isfinite(z).all(dim=1)
     if z2 is not None:
@@ -95,15 +95,19 @@ def embedding_sums(x, x2, valid, batch: int, gathered=None, offset: int = 0) -> 
     ``gathered`` is (every rank's x as float32, every rank's valid mask) under
     torch.distributed, where this rank's rows start at ``offset``; else None.
     """
-    x32 = x.float()
+    x32 = x.float()  # x itself on the fast path
     others, others_valid = gathered if gathered is not None else (x32, valid)
     pairs = _pair_sums(x32, valid, others, others_valid, offset)
+    f64 = torch.float64
     if valid is None:
         samples = x.shape[0]
-        head = x.new_tensor([samples, batch - samples])
-        align = torch.linalg.vector_norm(x32 - x2.float()).square().double() if x2 is not None else x.new_zeros(())
-        tail = torch.cat([pairs, torch.stack([align, x.new_tensor(samples if x2 is not None else 0.0)])])
-        return torch.cat([head, x.sum(dim=0), torch.linalg.vector_norm(x, dim=0).square(), tail])
+        if x2 is not None:
+            align = torch.linalg.vector_norm(x32 - x2.float(), dtype=f64).square()
+            tail = torch.cat([pairs, torch.stack([align, align.new_tensor(samples)])])
+        else:
+            tail = torch.cat([pairs, pairs.new_zeros(2)])
+        return torch.cat([pairs.new_tensor([samples, batch - samples]), torch.sum(x, dim=0, dtype=f64),
+                          torch.linalg.vector_norm(x, dim=0, dtype=f64).square(), tail])
     kept = valid.double()
     samples = kept.sum()
     if x2 is not None:
@@ -193,7 +197,7 @@ class SpectrumWindow:
         if self.reference is None:
             self.reference = reference
         y = x - self.reference
-        if valid is not None:
+        if valid is not None:  # (x in float32 on the fast path: y, with the float64 reference, is float64)
             y = torch.where(valid[:, None], y, 0.0)
         self.square.addmm_(y.T, y)
         self.total.add_(y.sum(dim=0))
