@@ -97,6 +97,9 @@ def check_collapse(scores: pd.DataFrame) -> Flag:
     """Positive and negative scores both near 1, or negatives all alike."""
     if scores is None or scores.empty or "pos_mean" not in scores:
         return Flag("collapse", False, detail="no scores")
+    if "neg_mean" not in scores or scores["neg_mean"].isna().all():
+        # positives only (BYOL, SimSiam): the embedding checks judge collapse there
+        return Flag("collapse", False, detail="no negatives")
     pos_high = scores["pos_mean"] > COLLAPSE_MEAN
     both_high = pos_high & (scores.get("neg_mean", pd.Series(np.nan, scores.index)) > COLLAPSE_MEAN)
     neg_var = negative_variance(scores)

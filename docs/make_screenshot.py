@@ -42,6 +42,8 @@ def main(argv=None) -> int:
         driver.get(f"{url}?{query}")
         if graph:
             wait_for(driver, lambda d: len(traces(d, graph) or []) >= 1, timeout=120)
+        elif args.view == "health":
+            wait_for(driver, lambda d: d.find_elements("css selector", "#health-table table"), timeout=120)
         wait_for(driver, lambda d: not d.find_elements("css selector", '[data-dash-is-loading="true"]'),
                  timeout=120)
         driver.execute_script("return new Promise(r => setTimeout(r, 1500))")

@@ -172,6 +172,7 @@ def test_every_view_draws_runs_without_negatives(runs):
     assert [t["type"] for t in drawn["grad-heatmap-graph"]["figure"]["data"]] == ["heatmap"]
     assert "collapsing" in names("rep-curves-graph")
     assert "from step" in json.dumps(drawn["health-table"]["children"])
+    assert "no negatives" in json.dumps(drawn["health-table"]["children"])  # the score check cannot judge
 
 
 def view_of_both_runs(runs, output, view):
