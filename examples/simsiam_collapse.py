@@ -17,7 +17,7 @@ where its collapse began, and not the other. Two projector heads:
   one point: without the stop-gradient they collapse into a few directions
   instead (the effective rank falls): *dimensional collapse*.
 
-    python examples/simsiam_collapse.py                  # four runs, a few minutes on 2 CPU cores
+    python examples/simsiam_collapse.py                  # four runs, 8 to 14 minutes on 2 busy CPU cores
     scoreviz serve runs/simsiam-collapse                 # the Representation and Health views
 
 It prints a table (onset steps, std and rank, kNN accuracy) and writes
