@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.io as pio
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from app import figures, images, layout
+from app import figures, health, images, layout, representation
 from app.data import RefusedRunId, RunData
 
 # Controls whose values live in the URL: query key -> (component id, is a list).
@@ -162,7 +162,8 @@ def _selection(dash_app, data):
         if selection == previous:
             return [no_update] * 7
         infos = [data.light_info(r) for r in valid]
-        tags = _union(t for info in infos for t in info.get("tags", [])) or ["train"]
+        tags = _union([t for info in infos for t in info.get("tags", [])]
+                      + [t for r in selection["runs"] for t in embedding_tags(data, r)]) or ["train"]
         tags = _union(tags + list(previous_tags or []))  # keep the current choice valid
         scalar_names = _union(c for r in selection["runs"]
                               for c in _safe(lambda r=r: data.scalars(r).columns, []))
@@ -285,17 +286,48 @@ def _figures(dash_app, data):
                 figures.total_norm_figure(totals))
 
     @dash_app.callback(
+        Output("rep-curves-graph", "figure"), Output("spectrum-graph", "figure"), Output("plane-graph", "figure"),
+        Output("margin-graph", "figure"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
+    )
+    def update_representation(selection, view, tag):
+        if view != "representation":
+            return [no_update] * 4
+        runs = _runs(selection)
+        score_tag = pick_tag(data, runs, tag)
+        frames, spectra = {}, {}
+        for r in runs:
+            etag = embedding_tag(data, r, tag)
+            if etag is None:
+                continue
+            label = r if etag == tag else f"{r} ({etag})"
+            frames[label] = _safe(lambda r=r, etag=etag: embeddings_frame(data, r, etag))
+            spectra[label] = _safe(lambda r=r, etag=etag: spectrum_view(data, r, etag))
+        margins = {}
+        for r in runs:  # each run's scores under the tag, else under its first tag
+            tags = data.light_info(r).get("tags", [])
+            run_tag = score_tag if score_tag in tags else (tags[0] if tags else None)
+            if run_tag is not None:
+                margins[r if run_tag == score_tag else f"{r} ({run_tag})"] = _safe(
+                    lambda r=r, t=run_tag: data.scores(r, t), pd.DataFrame())
+        return (representation.rank_std_figure(frames, title=f"Effective rank and std of the embeddings ({tag})"),
+                representation.spectrum_heatmap_figure(spectra),
+                representation.alignment_uniformity_figure(frames),
+                representation.margin_figure(margins))
+
+    @dash_app.callback(
         Output("health-table", "children"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
     )
     def update_health(selection, view, tag):
         if view != "health":
             return no_update
-        tag = pick_tag(data, _runs(selection), tag)
+        runs = _runs(selection)
+        score_tag = pick_tag(data, runs, tag)
         results = {}
-        for r in _runs(selection):
+        for r in runs:
             try:
-                results[r] = data.health(r, tag)
+                results[r] = data.health(r, score_tag) + representation_health(data, r, tag)
             except ValueError as err:
                 results[r] = str(err)
         return layout.health_table(results)
@@ -316,6 +348,47 @@ def curve_frame(data: RunData, run_id: str, tag: str, columns) -> pd.DataFrame:
     scalars = _safe(lambda: data.scalars(run_id), pd.DataFrame())
     extra = scalars[[c for c in wanted_scalars if c in scalars.columns]]
     return extra if scores.empty else scores.join(extra, how="outer")
+
+
+def embedding_tags(data: RunData, run_id: str) -> list:
+    """The run's tags of logged embeddings (empty for a run that cannot be read)."""
+    return _safe(lambda: data.memo(run_id, ("embedding-tags",), lambda: _open(data, run_id).embedding_tags), [])
+
+
+def embedding_tag(data: RunData, run_id: str, tag):
+    """``tag`` where the run logged embeddings under it, else its first embedding tag (None without any):
+    scores and embeddings may be logged under different tags (the trainer's ``ft`` has scores only)."""
+    tags = embedding_tags(data, run_id)
+    return tag if tag in tags else (tags[0] if tags else None)
+
+
+def embeddings_frame(data: RunData, run_id: str, tag: str) -> pd.DataFrame:
+    """run.embeddings(tag), cached until the run's file changes."""
+    return data.memo(run_id, ("embeddings", tag), lambda: _open(data, run_id).embeddings(tag))
+
+
+def spectrum_view(data: RunData, run_id: str, tag: str):
+    """run.spectrum(tag) with its steps averaged into at most figures.MAX_ROWS buckets."""
+    def read():
+        steps, eigenvalues = _open(data, run_id).spectrum(tag)
+        steps, eigenvalues = figures.bucket_rows(steps, eigenvalues.astype("float32"), figures.MAX_ROWS)
+        return steps, eigenvalues
+    return data.memo(run_id, ("spectrum", tag), read)
+
+
+def representation_health(data: RunData, run_id: str, tag) -> list:
+    """health.representation_health of the run's embeddings under ``tag`` (or its first embedding tag)."""
+    etag = embedding_tag(data, run_id, tag)
+    if etag is None:
+        return health.representation_health(None)
+    return data.memo(run_id, ("representation-health", etag),
+                     lambda: health.representation_health(embeddings_frame(data, run_id, etag)))
+
+
+def _open(data: RunData, run_id: str):
+    import scoreviz  # loaded already by RunData; imported here so the figure tests need no torch
+
+    return scoreviz.open_run(data.resolve(run_id))
 
 
 def histogram_pair(data: RunData, run_id: str, tag: str) -> dict:

@@ -31,7 +31,7 @@ SCORE_COLUMNS = tuple(
     f"{kind}_{stat}" for kind in ("pos", "neg")
     for stat in ("mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
                  "count", "nonfinite", "out_of_range")
-) + ("neg_sample_var",)
+) + ("neg_sample_var", "margin", "hard_frac")
 TEMPLATE = "plotly_white"
 
 STAT_LABELS = {
@@ -40,6 +40,8 @@ STAT_LABELS = {
     "neg_var": "negative variance (all scores)",
     "pos_var": "positive variance",
     "neg_sample_var": "negative variance (per sample)",
+    "margin": "margin: positive - hardest negative (mean over samples)",
+    "hard_frac": "fraction of samples whose hardest negative beats the positive",
 }
 
 
@@ -235,9 +237,11 @@ def score_heatmap_figure(
     are averaged into buckets so the figure holds at most ``max_cells`` cells.
     """
     title = title or f"{'Positive' if kind == 'pos' else 'Negative'} score distribution over steps"
-    histograms = {k: v for k, v in histograms.items() if v is not None and len(v[0])}
+    # A run without scores of this kind (BYOL, SimSiam: no negatives) has empty histograms only.
+    histograms = {k: v for k, v in histograms.items()
+                  if v is not None and len(v[0]) and np.asarray(v[2]).sum() > 0 and not np.isnan(v[2]).all()}
     if not histograms:
-        return empty_figure(title, "no histograms recorded")
+        return empty_figure(title, f"no {'positive' if kind == 'pos' else 'negative'} scores recorded")
     n = len(histograms)
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
                         subplot_titles=list(histograms))
@@ -296,6 +300,8 @@ def histograms_at_step_figure(
             r = row_at_step(steps, step)
             centers = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
             density = to_density(counts[r])
+            if np.isnan(density).all():  # no scores of this kind at that step (e.g. no negatives)
+                continue
             fig.add_trace(go.Scatter(
                 x=centers.astype(np.float32), y=density.astype(np.float32),
                 name=f"{name} {kind}", mode="lines", line_shape="hvh",

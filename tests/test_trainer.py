@@ -33,6 +33,9 @@ def test_two_step_run(tmp_path, version, ft):
     assert set(run.tags) == {"raw", "ft"}
     raw, after = run.scores("raw"), run.scores("ft")
     assert list(raw.index) == [1, 2] and list(after.index) == [1, 2]
+    # the query and key projections: alignment of unit vectors is 2 - 2 x their positive score
+    assert run.embedding_tags == ["raw"] and (run.embeddings("raw")["dim"] == 128).all()
+    assert (run.embeddings("raw")["alignment"] - (2 - 2 * raw["pos_mean"])).abs().max() < 1e-5
     if ft:
         # Positive extrapolation makes every positive harder.
         assert (after["pos_mean"] < raw["pos_mean"]).all()
