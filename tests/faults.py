@@ -23,8 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 WRITER = r'''
-import sys, time
+import os, sys, time
 print("started", flush=True)
+HOLD = None  # a setup line may name a file: the writer stays open (before close) while it exists
 import torch, scoreviz
 run_dir, steps, pause, flush_every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 for line in sys.argv[5:]:
@@ -55,6 +56,8 @@ try:
             rec.flush()
             print("flushed", step, flush=True)
         time.sleep(pause)
+    while HOLD and os.path.exists(HOLD):
+        time.sleep(0.01)
     rec.close()
     print("closed", flush=True)
 except scoreviz.ScorevizError as err:

@@ -84,7 +84,8 @@ def test_simsiam_collapse_example_trains_four_runs_then_reuses_them(tmp_path, py
     args = [python, str(EXAMPLES / "simsiam_collapse.py"), "--out", str(tmp_path / "simsiam"), "--epochs", "2",
             "--steps-per-epoch", "3", "--figures", str(tmp_path / "figures")]
     out = run(args, subprocess_env).stdout
-    rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "/" in line]
+    rows = [line.split("|")[1].strip() for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| run |")]
     assert rows == ["linear/stop-gradient", "linear/no-stop-gradient", "simsiam/stop-gradient",
                     "simsiam/no-stop-gradient"], out
     for name in rows:

@@ -21,11 +21,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_a_second_writer_is_refused_and_the_first_loses_nothing(tmp_path, subprocess_env):
-    first = start_writer(tmp_path, subprocess_env, steps=400, pause=0.005, flush_every=10)
+    hold = tmp_path.parent / f"{tmp_path.name}-hold"  # the first stays open until the second is done
+    hold.touch()
+    first = start_writer(tmp_path, subprocess_env, steps=400, pause=0.005, flush_every=10,
+                         setup=[f"HOLD = {str(hold)!r}"])
     wait_for(first, "flushed")
     inode = os.stat(tmp_path / "scores.h5").st_ino
     second = start_writer(tmp_path, subprocess_env, steps=400, pause=0.0, flush_every=10)
     second.wait(timeout=120)
+    hold.unlink()
     err = second.stderr.read()
     assert second.returncode != 0
     assert "scores.h5: already being recorded by another Recorder (pid" in err and f"pid {first.pid} on" in err
