@@ -24,61 +24,11 @@ from scoreviz.trainer.augment import Augment
 from scoreviz.trainer.data import IndexSampler, epoch_indices, load_dataset
 from scoreviz.trainer.evaluate import knn_accuracy
 from scoreviz.trainer.model import FT, MoCo, build_backbone
+from scoreviz.trainer.options import DATASET_DEFAULTS, VERSION_DEFAULTS, add_arguments  # noqa: F401 (add_arguments: the trainer's API)
 
-# The paper's settings per MoCo version (the rest of v1 is v2's, as in the authors' code).
-VERSION_DEFAULTS = {
-    1: dict(mlp=False, moco_t=0.07, cos=False),
-    2: dict(mlp=True, moco_t=0.2, cos=True),
-}
-# Sizes per dataset: ImageNet-100 as in the paper, CIFAR as in MoCo's CIFAR
-# demo, digits sized to train on a laptop CPU in a few minutes.
-DATASET_DEFAULTS = {
-    "imagefolder": dict(arch="resnet50", batch_size=256, lr=0.03, wd=1e-4, moco_k=65536, moco_m=0.99, epochs=200, crop_min=0.2, flip=True),
-    "cifar10": dict(arch="resnet18", batch_size=512, lr=0.06, wd=5e-4, moco_k=4096, moco_m=0.99, epochs=200, crop_min=0.2, flip=True),
-    "cifar100": dict(arch="resnet18", batch_size=512, lr=0.06, wd=5e-4, moco_k=4096, moco_m=0.99, epochs=200, crop_min=0.2, flip=True),
-    # Digits are not mirror-symmetric and only 8 px wide: no flip, milder crops.
-    "digits": dict(arch="small", batch_size=128, lr=0.06, wd=5e-4, moco_k=1024, moco_m=0.99, epochs=100, crop_min=0.5, flip=False),
-}
+# The option tables and add_arguments live in options.py (no torch: `scoreviz train --help` is quick).
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
-
-
-def add_arguments(parser):
-    """Add the training options to an argparse parser (used by ``scoreviz train``)."""
-    a = parser.add_argument
-    a("--dataset", default="digits", choices=sorted(DATASET_DEFAULTS), help="training data (default: digits, bundled)")
-    a("--data", metavar="PATH", help="local folder of the dataset (cifar10, cifar100, imagefolder)")
-    a("--run-dir", metavar="PATH", help="where the record, checkpoints and results go (default: a new folder under runs/)")
-    a("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, with its saved settings (only --epochs may change)")
-    a("--moco-version", type=int, default=2, choices=[1, 2], help="MoCo v1 (linear head, t 0.07) or v2 (MLP head, t 0.2, cosine lr)")
-    a("--arch", choices=["small", "resnet18", "resnet50"], help="backbone (default per dataset)")
-    a("--image-size", type=int, help="crop size for imagefolder (default 224)")
-    a("--epochs", type=int)
-    a("--batch-size", type=int, help="total batch over all processes")
-    a("--lr", type=float, help="base learning rate")
-    a("--momentum", type=float, default=0.9, help="SGD momentum")
-    a("--wd", type=float, help="weight decay")
-    a("--schedule", type=int, nargs="*", help="v1 step schedule: epochs where lr drops 10x (default 60%% and 80%% of epochs)")
-    a("--cos", action=argparse.BooleanOptionalAction, default=None, help="cosine lr schedule (default: on for v2)")
-    a("--moco-dim", type=int, default=128, help="feature dimension")
-    a("--moco-k", type=int, help="queue size K")
-    a("--moco-m", type=float, help="momentum of the key encoder")
-    a("--moco-t", type=float, help="softmax temperature")
-    a("--crop-min", type=float, help="smallest area fraction of RandomResizedCrop")
-    a("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip (default: on, off for digits)")
-    a("--pos-alpha", type=float, help="positive extrapolation, lambda = 1 + Beta(a, a) (off when unset; paper: 2.0)")
-    a("--neg-alpha", type=float, help="negative interpolation, lambda = Beta(a, a) (off when unset; paper: 1.6)")
-    a("--per-dim", default="none", choices=["none", "pos", "neg", "both"], help="which transformation draws one lambda per dimension")
-    a("--ft-start-epoch", type=int, default=0, help="first epoch with feature transformation")
-    a("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks)")
-    a("--knn-k", type=int, default=200)
-    a("--knn-t", type=float, default=0.1)
-    a("--record-every", type=int, default=1, help="Recorder: record every N steps")
-    a("--workers", type=int, default=4, help="DataLoader workers (imagefolder)")
-    a("--seed", type=int, default=0)
-    a("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    a("--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def resolve(args):
@@ -114,6 +64,11 @@ def default_run_name(args):
     if args.per_dim != "none" and (args.pos_alpha or args.neg_alpha):
         name += f"-dim{args.per_dim}"
     return name + datetime.now().strftime("-%Y%m%d-%H%M%S")
+
+
+def uses_ft(args) -> bool:
+    """Whether the run transforms features at all (it then records tag ``ft`` at every step)."""
+    return args.pos_alpha is not None or args.neg_alpha is not None
 
 
 def ft_for_epoch(args, epoch):
@@ -199,11 +154,14 @@ def save_checkpoint(run_dir, model, optimizer, args, epoch, step, results):
         json.dump(results, f, indent=2)
 
 
-def load_checkpoint(run_dir, map_location="cpu"):
-    """The checkpoint dict of a run; ScorevizError when there is none or it is damaged."""
+def load_checkpoint(run_dir, map_location="cpu", missing=None):
+    """The checkpoint dict of a run; ScorevizError when there is none or it is damaged.
+
+    ``missing``: the message when there is no checkpoint (default: the one for ``--resume``).
+    """
     path = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(path):
-        raise ScorevizError(f"--run-dir: no checkpoint at {path} to resume from")
+        raise ScorevizError(missing or f"--run-dir: no checkpoint at {path} to resume from")
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
@@ -253,7 +211,8 @@ def train_one_epoch(model, ddp_model, data, augment, optimizer, rec, args, epoch
         loss.backward()
 
         rec.log_scores(step, raw.pos, raw.neg, tag="raw")
-        rec.log_scores(step, after.pos, after.neg, tag="ft")
+        if uses_ft(args):  # a run without FT would record its raw scores again under "ft"
+            rec.log_scores(step, after.pos, after.neg, tag="ft")
         rec.log_gradients(step, model.encoder_q)
         rec.log_scalars(step, loss=loss.detach(), lr=lr)
         optimizer.step()
