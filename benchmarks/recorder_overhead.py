@@ -3,9 +3,14 @@ recorder (copy every score to the CPU and append it with h5py, the paper's tool'
 way) and TensorBoard's SummaryWriter.add_histogram on the same scores.
 
     python benchmarks/recorder_overhead.py            # prints markdown tables
+    python benchmarks/recorder_overhead.py --device cuda --arch resnet50 --batch 256 --queue 65536 \
+        --image-size 224 --settings 1 2               # setting 1 with the trainer's ResNet-50 MoCo step, bf16
 
 Setting 1: a MoCo-like CPU training step (small conv encoder on 32x32 images,
-batch 64, queue 4096, momentum encoder), recording every step.
+batch 64, queue 4096, momentum encoder), recording every step; with --arch, the
+reference trainer's own MoCo step instead (scoreviz.trainer.model, shuffle-BN
+with 8 BN groups; on CUDA with bf16 autocast and channels_last, as `scoreviz
+train` runs it), at --batch, --queue and --image-size, on --device.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
 In setting 1 the recordings take turns in blocks of steps and each row is the
@@ -173,10 +178,43 @@ class MocoStep:
         return logits.detach(), loss.detach()
 
 
+class TrainerStep:
+    """The reference trainer's MoCo v2 step, on random images (no augmentation), as the trainer runs it."""
+
+    def __init__(self, arch, device, batch, queue, image_size, temperature=0.2):
+        from scoreviz.trainer.model import MoCo, build_backbone
+
+        self.device, self.batch, self.temperature = torch.device(device), batch, temperature
+        self.cuda = self.device.type == "cuda"
+        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.model = MoCo(build_backbone(arch, 3, image_size, bn_splits=8), 128, queue, 0.99, temperature, True)
+        self.model = self.model.to(self.device, memory_format=memory_format)
+        self.q = self.model.encoder_q  # the module whose gradients are recorded
+        self.opt = torch.optim.SGD(self.q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+        self.views = [torch.randn(batch, 3, image_size, image_size, device=self.device).contiguous(memory_format=memory_format)
+                      for _ in range(2)]
+        self.labels = torch.zeros(batch, dtype=torch.long, device=self.device)
+
+    def __call__(self):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            logits, _, _ = self.model(*self.views)
+        loss = F.cross_entropy(logits, self.labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return logits.detach(), loss.detach()
+
+
+def _wait(device):
+    """Let queued GPU work finish, so that a timing covers it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # ---------------------------------------------------------------- settings
 
 
-def training_step_setting(workdir, rounds, steps):
+def training_step_setting(workdir, rounds, steps, make_step=MocoStep, device="cpu"):
     """Median over rounds of the mean training-step time with each recording.
 
     The recordings take turns in blocks of `steps` steps: finer interleaving lets
@@ -184,7 +222,7 @@ def training_step_setting(workdir, rounds, steps):
     threads) land in the next one's steps on a 2-core machine.
     """
     torch.manual_seed(0)
-    train = MocoStep()
+    train = make_step()
     for _ in range(10):  # warm up
         train()
     times = {cls: [] for cls in RECORDINGS}
@@ -192,6 +230,7 @@ def training_step_setting(workdir, rounds, steps):
     step = 0
     for r in range(rounds):
         for cls, recording in recordings.items():
+            _wait(device)
             start = time.perf_counter()
             for _ in range(steps):
                 logits, loss = train()
@@ -199,6 +238,7 @@ def training_step_setting(workdir, rounds, steps):
                 step += 1
             if r == rounds - 1:
                 recording.close()  # its deferred work counts too
+            _wait(device)
             times[cls].append((time.perf_counter() - start) / steps)
     base = statistics.median(times[NoRecording])
     rows = []
@@ -209,35 +249,39 @@ def training_step_setting(workdir, rounds, steps):
     return rows
 
 
-def recorder_call_cost(calls=300):
+def recorder_call_cost(calls=300, make_step=MocoStep, device="cpu"):
     """The Recorder's own time per step at setting 1's sizes, measured alone (less noise)."""
     torch.manual_seed(0)
-    train = MocoStep()
+    train = make_step()
     logits, loss = train()
     with tempfile.TemporaryDirectory() as folder:
         recording = ScorevizRecording(folder)
         recording.record(0, logits, train.temperature, train.q, loss)
+        _wait(device)
         start = time.perf_counter()
         for step in range(1, calls + 1):
             recording.record(step, logits, train.temperature, train.q, loss)
         recording.close()
+        _wait(device)
         return (time.perf_counter() - start) / calls
 
 
-def bare_setting(workdir, calls, batch=256, negatives=65536, temperature=0.2):
+def bare_setting(workdir, calls, batch=256, negatives=65536, temperature=0.2, device="cpu"):
     """Time per record call (deferred work included) on (batch, 1 + negatives) logits."""
     torch.manual_seed(0)
     scores = torch.empty(batch, 1 + negatives).uniform_(-0.3, 0.3)
     scores[:, 0] = torch.empty(batch).uniform_(0.5, 1.0)
-    logits = scores / temperature
+    logits = (scores / temperature).to(device)
     rows = []
     for i, cls in enumerate(RECORDINGS[1:]):
         recording = cls(os.path.join(workdir, f"bare-{i}"))
         recording.record(0, logits, temperature, None, 1.0)  # warm up (creates datasets)
+        _wait(device)
         start = time.perf_counter()
         for step in range(1, calls + 1):
             recording.record(step, logits, temperature, None, 1.0)
         recording.close()
+        _wait(device)
         t = (time.perf_counter() - start) / calls
         rows.append((cls.name, t * 1e3, folder_bytes(recording.folder) / (calls + 1)))
     return rows
@@ -260,43 +304,74 @@ def file_size_setting(workdir, steps, rows_per_flush):
     return folder_bytes(folder) / steps
 
 
+def setting_one(workdir, args, make_step, title, device):
+    print(f"\n1. {title}, every step recorded\n")
+    print("| recording | time per step (ms) | cost per step (ms) | overhead | bytes written per step* |")
+    print("|---|---:|---:|---:|---:|")
+    rows = training_step_setting(workdir, args.rounds, args.steps, make_step, device)
+    for name, ms, cost, overhead, size in rows:
+        print(f"| {name} | {ms:.1f} | {cost:+.2f} | {overhead:+.1f}% | {size:,.0f} |")
+    alone = recorder_call_cost(30 if args.arch else 300, make_step, device)
+    print(f"\nThe Recorder measured alone at these sizes (log_logits, log_gradients, log_scalars, "
+          f"writer work included): {alone * 1e3:.2f} ms per step = {100 * alone / (rows[0][1] / 1e3):.1f}% "
+          f"of the {rows[0][1]:.1f} ms step.")
+    print("* over this short run: HDF5 allocates whole chunks up front; table 3 gives the size of a long run.")
+
+
+def setting_two(workdir, args, device):
+    print(f"\n2. Bare recording cost at MoCo-ImageNet size (256 x 65536 negative scores, on {device})\n")
+    print("| recording | time per step (ms) | bytes written per step |")
+    print("|---|---:|---:|")
+    bare = bare_setting(workdir, args.bare_calls, device=device)
+    for name, ms, size in bare:
+        print(f"| {name} | {ms:.1f} | {size:,.0f} |")
+    ours = bare[0][1]
+    print(f"\nscoreviz is {bare[2][1] / ours:.1f}x cheaper than TensorBoard add_histogram, "
+          f"{bare[1][1] / ours:.1f}x cheaper than the naive recorder.")
+
+
+def setting_three(workdir, args):
+    print("\n3. File size: 2 tags, 100 bins, 100 layers, loss and lr\n")
+    print("| rows per flush | bytes per recorded step |")
+    print("|---:|---:|")
+    for rows_per_flush in (1, 10, 1000):
+        size = file_size_setting(workdir, args.size_steps, rows_per_flush)
+        print(f"| {rows_per_flush} | {size:,.0f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description="Measure what recording costs per training step.")
     parser.add_argument("--rounds", type=int, default=7, help="rounds in setting 1")
     parser.add_argument("--steps", type=int, default=25, help="training steps per round and recording in setting 1")
     parser.add_argument("--bare-calls", type=int, default=3, help="record calls per recorder in setting 2")
     parser.add_argument("--size-steps", type=int, default=5000, help="recorded steps in setting 3")
+    parser.add_argument("--settings", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3], help="which to run")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where setting 1 trains and setting 2's scores live")
+    parser.add_argument("--arch", choices=["small", "resnet18", "resnet50"],
+                        help="setting 1 times the reference trainer's MoCo step with this backbone "
+                             "(default: the small conv step above)")
+    parser.add_argument("--batch", type=int, default=64, help="setting 1 with --arch: batch")
+    parser.add_argument("--queue", type=int, default=4096, help="setting 1 with --arch: queue size K")
+    parser.add_argument("--image-size", type=int, default=32, help="setting 1 with --arch: image size")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}")
+    if args.arch:
+        def make_step():
+            return TrainerStep(args.arch, device, args.batch, args.queue, args.image_size)
+        precision = ", bf16 autocast, channels_last" if device.type == "cuda" else ""
+        title = (f"the trainer's MoCo v2 step on {where} ({args.arch} at {args.image_size} px, batch {args.batch}, "
+                 f"queue {args.queue}, 8 BN groups{precision})")
+    else:
+        make_step, title = MocoStep, "MoCo-like training step on CPU (conv encoder, batch 64, queue 4096)"
     with tempfile.TemporaryDirectory() as workdir:
-        print("\n1. MoCo-like training step on CPU (conv encoder, batch 64, queue 4096), every step recorded\n")
-        print("| recording | time per step (ms) | cost per step (ms) | overhead | bytes written per step* |")
-        print("|---|---:|---:|---:|---:|")
-        rows = training_step_setting(workdir, args.rounds, args.steps)
-        for name, ms, cost, overhead, size in rows:
-            print(f"| {name} | {ms:.1f} | {cost:+.2f} | {overhead:+.1f}% | {size:,.0f} |")
-        alone = recorder_call_cost()
-        print(f"\nThe Recorder measured alone at these sizes (log_logits, log_gradients, log_scalars, "
-              f"writer work included): {alone * 1e3:.2f} ms per step = {100 * alone / (rows[0][1] / 1e3):.1f}% "
-              f"of the {rows[0][1]:.1f} ms step.")
-        print("* over this short run: HDF5 allocates whole chunks up front; table 3 gives the size of a long run.")
-
-        print("\n2. Bare recording cost at MoCo-ImageNet size (256 x 65536 negative scores)\n")
-        print("| recording | time per step (ms) | bytes written per step |")
-        print("|---|---:|---:|")
-        bare = bare_setting(workdir, args.bare_calls)
-        for name, ms, size in bare:
-            print(f"| {name} | {ms:.1f} | {size:,.0f} |")
-        ours = bare[0][1]
-        print(f"\nscoreviz is {bare[2][1] / ours:.1f}x cheaper than TensorBoard add_histogram, "
-              f"{bare[1][1] / ours:.1f}x cheaper than the naive recorder.")
-
-        print("\n3. File size: 2 tags, 100 bins, 100 layers, loss and lr\n")
-        print("| rows per flush | bytes per recorded step |")
-        print("|---:|---:|")
-        for rows_per_flush in (1, 10, 1000):
-            size = file_size_setting(workdir, args.size_steps, rows_per_flush)
-            print(f"| {rows_per_flush} | {size:,.0f} |")
+        if 1 in args.settings:
+            setting_one(workdir, args, make_step, title, device)
+        if 2 in args.settings:
+            setting_two(workdir, args, device)
+        if 3 in args.settings:
+            setting_three(workdir, args)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,33 @@
 """The paper's momentum experiment (Zhu et al. 2021, Table 1) in small.
 
-MoCo v2 on the bundled digits, once per key-encoder momentum m, each run in its
-own folder (``<out>/m<value>``); then the app's 3D waterfall of the per-sample
-negative-score variance over m, a 2D plot of the same curves, and a markdown
-table per m of kNN accuracy, score statistics and the app's health flags.
+MoCo on the bundled digits for each key-encoder momentum m, with MoCo v1's
+settings (t 0.07, linear head, v1 augmentation, step lr; the paper's momentum
+runs) and v2's (t 0.2, MLP head, blur, cosine lr), several seeds each,
+shuffle-BN on, a queue 32 batches deep. Every run is a `scoreviz train` run in
+its own folder (``<out>/v<version>/m<m>-s<seed>``). Then, per version, a
+markdown table of kNN accuracy, score statistics, gradient roughness and the
+app's health flags as mean and spread over the seeds, the app's 3D waterfall
+of the per-sample negative variance (seed means) and the same curves with
+their spread over seeds.
 
-    python examples/momentum_study.py                       # 5 momenta, about 5 minutes on 2 CPU cores
-    python examples/momentum_study.py --momenta 0.6 0.99 --epochs 20
+    python examples/momentum_study.py                  # 2 versions x 6 momenta x 3 seeds; about 1.5 hours on 2 cores
+    python examples/momentum_study.py --versions 1 --momenta 0.6 0.99 --seeds 2 --epochs 10
 
-Re-running reuses every run that already finished with the requested epochs
-and continues an interrupted one from its last checkpoint, so only the table
-and the figures are made again.
+Re-running reuses every run that finished with the requested settings and
+continues an interrupted one from its last checkpoint, so only the tables and
+the figures are made again. The app cannot yet group runs by a config key, so
+the seed means and spreads are computed here from ``scoreviz.open_run`` data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 # The app package lives next to scoreviz at the root of the checkout; make the
@@ -28,30 +37,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scoreviz  # noqa: E402
 from scoreviz.errors import ScorevizError  # noqa: E402
 
-MOMENTA = (0.5, 0.6, 0.9, 0.99, 0.999)
-# One digits epoch (11 steps of batch 128, kNN evaluation included) took about
-# 0.3 s on 2 shared CPU cores: 5 runs x 150 epochs measured 3 min 55 s in all,
-# figures included, which leaves room for a busier machine within 5 minutes.
-DEFAULT_EPOCHS = 150
+VERSIONS = (1, 2)
+MOMENTA = (0.5, 0.6, 0.9, 0.99, 0.999, 1.0)
+SEEDS = 3
+# Batch 32 and queue 1024: the queue holds the keys of the last 32 batches
+# (8 in the trainer's digits default, 256 in the paper's ImageNet-100 runs) and
+# 71% of the 1,438 training images (the paper's: 52% of ImageNet-100). The lr
+# is the digits default scaled with the batch (0.06 x 32 / 128); 4 BN groups
+# of 8 images each, the keys shuffled (shuffle-BN on one device).
+DEFAULT_EPOCHS = 40  # 44 steps each: 1,760 steps per run
+BATCH, QUEUE, BN_SPLITS, LR = 32, 1024, 4, 0.015
 TAG = "raw"  # no feature transformation here, so raw is what the loss saw
 STAT = "neg_sample_var"  # the paper's curve: mean over samples of each sample's negative variance
+# The paper's ImageNet-100 linear accuracy by m (MoCo, t 0.07, Table 1); m = 0.5 collapsed.
+PAPER = {0.5: "collapse", 0.6: "21.2", 0.7: "32.8", 0.8: "39.3", 0.9: "46.5", 0.99: "56.2", 0.999: "53.1", 1.0: "31.2"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/momentum-study",
-                        help="folder of the runs, one m<value> folder per momentum (default runs/momentum-study)")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                        help=f"epochs per run (default {DEFAULT_EPOCHS}: the whole study in about 5 minutes on 2 CPU cores)")
+                        help="folder of the runs, v<version>/m<m>-s<seed> each (default runs/momentum-study)")
+    parser.add_argument("--versions", type=int, nargs="+", default=list(VERSIONS), choices=[1, 2],
+                        help="MoCo versions (default: 1 2)")
     parser.add_argument("--momenta", type=float, nargs="+", default=list(MOMENTA),
                         help="key-encoder momenta m (default: " + " ".join(f"{m:g}" for m in MOMENTA) + ")")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per m and version: 0, 1, ... (default {SEEDS})")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per run (default {DEFAULT_EPOCHS})")
     parser.add_argument("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs trained at once, one CPU thread each (default 2); 1 trains in this process")
     parser.add_argument("--figures", default="docs",
-                        help="folder for momentum_waterfall.png and momentum_neg_var.png (default docs)")
+                        help="folder for momentum_v<version>_waterfall.png and momentum_v<version>_neg_var.png (default docs)")
     return parser
 
 
-def run_dir_for(out: Path, m: float) -> Path:
-    return out / f"m{m:g}"
+def run_dir_for(out: Path, version: int, m: float, seed: int) -> Path:
+    return out / f"v{version}" / f"m{m:g}-s{seed}"
+
+
+def settings(version: int, m: float, seed: int, epochs: int, steps_per_epoch: int | None) -> dict:
+    """The trainer settings of one run, as its config records them."""
+    return dict(moco_version=version, moco_m=m, seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                batch_size=BATCH, moco_k=QUEUE, bn_splits=BN_SPLITS, lr=LR)
 
 
 def finished_epochs(run_dir: Path) -> int:
@@ -62,7 +88,7 @@ def finished_epochs(run_dir: Path) -> int:
         return 0
 
 
-def plan(run_dir: Path, m: float, epochs: int, steps_per_epoch: int | None) -> str:
+def plan(run_dir: Path, wanted: dict) -> str:
     """What to do with ``run_dir``: "new", "resume" or "reuse".
 
     A folder recorded with other settings is an error rather than something to
@@ -71,86 +97,178 @@ def plan(run_dir: Path, m: float, epochs: int, steps_per_epoch: int | None) -> s
     if not (run_dir / "scores.h5").exists():
         return "new"
     config = scoreviz.open_run(run_dir).config
-    wanted = dict(moco_m=m, epochs=epochs, steps_per_epoch=steps_per_epoch)
     differ = {k: config.get(k) for k, v in wanted.items() if config.get(k) != v}
     if differ:
         raise ScorevizError(f"{run_dir}: recorded with {differ}, not {wanted}; delete it or choose another --out")
-    if finished_epochs(run_dir) >= epochs:
+    if finished_epochs(run_dir) >= wanted["epochs"]:
         return "reuse"
     # Killed before its first checkpoint: train afresh; the rows it wrote are
     # replaced, since a step recorded twice keeps its later row.
     return "resume" if (run_dir / "checkpoint.pt").exists() else "new"
 
 
-def train_run(run_dir: Path, m: float, epochs: int, steps_per_epoch: int | None) -> str:
-    """Train (or reuse, or resume) the run of momentum ``m``; returns what was done."""
-    from scoreviz.trainer import train  # torch is imported only when something trains
+def train_run(run_dir: Path, wanted: dict, threads: int | None = None) -> tuple[str, float]:
+    """Train (or reuse, or resume) one run; returns what was done and the seconds it took."""
+    import torch
 
-    action = plan(run_dir, m, epochs, steps_per_epoch)
+    from scoreviz.trainer import train
+
+    if threads:
+        torch.set_num_threads(threads)  # parallel runs on a small machine: one thread each, no oversubscription
+    start = time.perf_counter()
+    action = plan(run_dir, wanted)
     if action == "reuse":
-        return action
-    argv = ["--dataset", "digits", "--run-dir", str(run_dir), "--epochs", str(epochs), "--quiet"]
+        return action, 0.0
+    argv = ["--dataset", "digits", "--run-dir", str(run_dir), "--epochs", str(wanted["epochs"]), "--quiet"]
     if action == "resume":
-        argv.append("--resume")  # the run's own saved settings, including m
+        argv.append("--resume")  # the run's own saved settings
     else:
-        argv += ["--moco-m", str(m)]
-        if steps_per_epoch:
-            argv += ["--steps-per-epoch", str(steps_per_epoch)]
-    # In-process rather than a subprocess: one torch import for the whole study,
-    # and a trainer error arrives as a ScorevizError with its message.
+        for key, value in wanted.items():
+            if value is not None and key != "epochs":
+                argv += [f"--{key.replace('_', '-')}", str(value)]
     train.main(train.add_arguments(argparse.ArgumentParser()).parse_args(argv))
-    return action
+    return action, time.perf_counter() - start
 
+
+def train_all(jobs: list, workers: int) -> None:
+    """Train every (run_dir, settings) job, ``workers`` at a time, with a progress bar."""
+    from tqdm import tqdm
+
+    verbs = {"reuse": "reused", "resume": "resumed", "new": "trained"}
+    with tqdm(total=len(jobs), desc="momentum study", unit="run") as bar:
+        def done(run_dir, action, seconds):
+            bar.update(1)
+            bar.write(f"  {run_dir}: {verbs[action]}" + (f" in {seconds:.0f} s" if seconds else ""))
+
+        if workers <= 1:
+            for run_dir, wanted in jobs:
+                done(run_dir, *train_run(run_dir, wanted))
+            return
+        # Fresh interpreters (spawn): forking a process that already holds torch's thread pools is unsafe.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(train_run, run_dir, wanted, 1): run_dir for run_dir, wanted in jobs}
+            try:
+                for future in as_completed(futures):
+                    done(futures[future], *future.result())
+            except BaseException:  # one run failed: report it now, not after every other run
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+
+# ---------------------------------------------------------------- one run, then a group of seeds
 
 def summarize(run_dir: Path) -> dict:
-    """One row of the table: accuracies, final/max statistics and health flags of a run."""
+    """Accuracies, final statistics, gradient roughness and health flags of one run."""
     from app import health
 
     run = scoreviz.open_run(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
-    scores = run.scores(TAG)
-    flags = {f.check: f for f in health.run_health(scores, run.scalars(), run.total_gradient_norm())}
+    scores, total = run.scores(TAG), run.total_gradient_norm()
+    flags = {f.check: f for f in health.run_health(scores, run.scalars(), total)}
     return dict(
-        m=run.config["moco_m"], name=run_dir.name, steps=int(scores.index[-1]),
-        knn_init=results["knn_acc_init"], knn_final=results["knn_acc_final"], knn_max=max(results["knn_acc"]),
-        var_final=float(scores[STAT].iloc[-1]), var_max=float(scores[STAT].max()),
-        var_max_step=int(scores[STAT].idxmax()),
-        pos_final=float(scores["pos_mean"].iloc[-1]), neg_final=float(scores["neg_mean"].iloc[-1]),
+        version=run.config["moco_version"], m=run.config["moco_m"], seed=run.config["seed"],
+        knn_init=results["knn_acc_init"], knn_final=results["knn_acc_final"], knn_best=max(results["knn_acc"]),
+        var_final=float(scores[STAT].iloc[-1]), pos_final=float(scores["pos_mean"].iloc[-1]),
+        neg_final=float(scores["neg_mean"].iloc[-1]),
+        # How rough the gradient landscape is: the 99th percentile of the total norm over its median.
+        grad_rough=float(total.quantile(0.99) / total.median()),
         collapse=flags["collapse"], instability=flags["instability"], nonfinite=flags["non-finite"],
         series=scores[STAT],
     )
 
 
-def _flag_text(flag) -> str:
-    return f"step {flag.step}" if flag.fired else "no"
+def group(rows: list) -> dict:
+    """The runs of one version and m (one per seed) folded into means, spreads and flag counts."""
+    def values(key):
+        return [r[key] for r in rows]
+
+    def flag(check):
+        fired = [r[check].step for r in rows if r[check].fired]
+        return len(fired), fired
+
+    import pandas as pd
+
+    curves = pd.concat([r["series"] for r in rows], axis=1)
+    return dict(version=rows[0]["version"], m=rows[0]["m"], n=len(rows), values=values,
+                collapse=flag("collapse"), instability=flag("instability"), nonfinite=flag("nonfinite"),
+                mean_curve=curves.mean(axis=1), low=curves.min(axis=1), high=curves.max(axis=1))
 
 
-def _mean_text(value: float) -> str:
-    return f"{value:.3f}".replace("-0.000", "0.000")  # a mean of -0.0001 is no news
+def _mean_sd(numbers: list, digits: int = 1, fmt: str = "f") -> str:
+    mean = statistics.fmean(numbers)
+    sd = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+    text = f"{mean:.{digits}{fmt}} ± {sd:.{digits}{fmt}}"
+    return text.replace("-0.000", "0.000")  # a mean of -0.0001 is no news
 
 
-def markdown_table(rows: list) -> str:
-    """The per-m results as a markdown table (rows in the order given)."""
+def _flag_text(count_steps: tuple, n: int) -> str:
+    count, steps = count_steps
+    if not count:
+        return f"0/{n}"
+    where = f"step {min(steps)}" if min(steps) == max(steps) else f"steps {min(steps)}-{max(steps)}"
+    return f"{count}/{n} ({where})"
+
+
+def markdown_table(groups: list) -> str:
+    """One version's results per m: mean ± sample sd over the seeds, flags as runs flagged / runs."""
     lines = [
-        "| m | kNN final (%) | kNN max (%) | kNN at init (%) | neg var final | neg var max (step) "
-        "| pos mean final | neg mean final | collapse | instability |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| m | kNN final (%) | kNN best (%) | kNN range (%) | neg var final | pos mean final | neg mean final "
+        "| grad p99/median | collapse | instability | paper, IN-100 linear (%) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
-    for r in rows:
+    for g in groups:
+        v = g["values"]
         lines.append(
-            f"| {r['m']:g} | {r['knn_final']:.1f} | {r['knn_max']:.1f} | {r['knn_init']:.1f} "
-            f"| {r['var_final']:.2e} | {r['var_max']:.2e} ({r['var_max_step']}) "
-            f"| {_mean_text(r['pos_final'])} | {_mean_text(r['neg_final'])} "
-            f"| {_flag_text(r['collapse'])} | {_flag_text(r['instability'])} |")
+            f"| {g['m']:g} | {_mean_sd(v('knn_final'))} | {_mean_sd(v('knn_best'))} "
+            f"| {min(v('knn_final')):.1f}-{max(v('knn_final')):.1f} | {_mean_sd(v('var_final'), 2, 'e')} "
+            f"| {_mean_sd(v('pos_final'), 3)} | {_mean_sd(v('neg_final'), 3)} | {_mean_sd(v('grad_rough'), 2)} "
+            f"| {_flag_text(g['collapse'], g['n'])} | {_flag_text(g['instability'], g['n'])} "
+            f"| {PAPER.get(g['m'], '')} |")
     return "\n".join(lines)
 
 
-def write_figures(rows: list, folder: Path) -> list:
-    """The app's waterfall and curve figures of the runs as PNG; returns the paths written.
+# ---------------------------------------------------------------- figures
 
-    Uses the figure functions the app's views use, and the app's kaleido
-    export with the local Chromium; when that is unavailable, says why and
-    writes nothing.
+def spread_figure(groups: list, title: str):
+    """Seed-mean curves of the statistic per m, each with its min-max band over seeds, log scale."""
+    import plotly.graph_objects as go
+
+    from app import figures
+
+    fig = go.Figure()
+    palette = figures._palette()
+    for i, g in enumerate(groups):
+        color = palette[i % len(palette)]
+        x, low = figures.downsample_minmax(g["low"].index.to_numpy(), g["low"].to_numpy(), 1000)
+        _, high = figures.downsample_minmax(g["high"].index.to_numpy(), g["high"].to_numpy(), 1000)
+        xm, mean = figures.downsample_minmax(g["mean_curve"].index.to_numpy(), g["mean_curve"].to_numpy(), 1000)
+        name = f"m={g['m']:g}"
+        fig.add_trace(go.Scatter(x=x, y=high, mode="lines", line=dict(width=0), legendgroup=name, showlegend=False,
+                                 hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=low, mode="lines", line=dict(width=0), fill="tonexty",
+                                 fillcolor=_transparent(color), legendgroup=name, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xm, y=mean, mode="lines", name=name, legendgroup=name,
+                                 line=dict(color=color, width=1.5)))
+    fig.update_yaxes(type="log", title_text=figures.stat_label(STAT))
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(template=figures.TEMPLATE, title=title, height=480, margin=dict(l=70, r=20, t=70, b=50))
+    return fig
+
+
+def _transparent(color: str, alpha: float = 0.18) -> str:
+    """A plotly colour ("#rrggbb" or "rgb(r, g, b)") as rgba with ``alpha``."""
+    if color.startswith("#"):
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        r, g, b = (int(float(c)) for c in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def write_figures(groups: list, version: int, folder: Path) -> list:
+    """The waterfall (the app's figure, seed means) and the spread curves of one version as PNG.
+
+    Uses the app's kaleido export with the local Chromium; when that is
+    unavailable, says why and writes nothing.
     """
     from app import figures, images
 
@@ -159,53 +277,58 @@ def write_figures(rows: list, folder: Path) -> list:
         print(f"momentum study: no PNG written. {reason}", file=sys.stderr)
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    series = {r["name"]: r["series"] for r in rows}
-    # Ordered by the config key, exactly as the app's waterfall view does it.
-    waterfall = figures.waterfall_figure(series, {r["name"]: r["m"] for r in rows}, key="moco_m", stat=STAT)
+    names = {f"m={g['m']:g}": g for g in groups}
+    waterfall = figures.waterfall_figure({k: g["mean_curve"] for k, g in names.items()},
+                                         {k: g["m"] for k, g in names.items()}, key="moco_m", stat=STAT)
     # A still image cannot be turned, so pick the view here: the largest m in
     # front, steps left to right, a wide box; the step axis is reversed because
     # the camera looks from the far side of the m axis.
-    waterfall.update_layout(scene_camera=dict(eye=dict(x=1.0, y=2.5, z=1.2)), scene_xaxis_autorange="reversed",
+    waterfall.update_layout(title=f"MoCo v{version}: {waterfall.layout.title.text} (mean of {groups[0]['n']} seeds)",
+                            scene_camera=dict(eye=dict(x=1.0, y=2.5, z=1.2)), scene_xaxis_autorange="reversed",
                             scene_aspectratio=dict(x=2, y=1.2, z=0.8), legend=dict(x=0.02, y=0.95))
-    # Log scale: a collapsed run's variance falls by orders of magnitude.
-    curves = figures.curves_figure({f"m={r['m']:g}": r["series"].to_frame() for r in rows}, [STAT], log_y=True,
-                                   title="Negative-score variance (per sample) over steps, by key-encoder momentum m")
-    curves.update_layout(height=450)
+    curves = spread_figure(groups, f"MoCo v{version}: negative-score variance (per sample) by momentum m, "
+                                   f"mean and min-max of {groups[0]['n']} seeds")
     written = []
-    for fig, name in ((waterfall, "momentum_waterfall.png"), (curves, "momentum_neg_var.png")):
+    for fig, name in ((waterfall, f"momentum_v{version}_waterfall.png"), (curves, f"momentum_v{version}_neg_var.png")):
         path = folder / name
         path.write_bytes(images.to_image(fig.to_dict(), "png"))
         written.append(path)
     return written
 
 
+# ---------------------------------------------------------------- main
+
 def main(args: argparse.Namespace) -> int:
     if args.epochs <= 0:
         raise ScorevizError(f"--epochs: must be positive, got {args.epochs}")
+    if args.seeds <= 0 or args.jobs <= 0:
+        raise ScorevizError(f"--seeds and --jobs: must be positive, got {args.seeds} and {args.jobs}")
     if any(not 0 <= m <= 1 for m in args.momenta):
         raise ScorevizError(f"--momenta: each must lie in [0, 1], got {args.momenta}")
     out = Path(args.out)
-    momenta = sorted(set(args.momenta))
-    print(f"momentum study: MoCo v2 on digits, {args.epochs} epochs per run, m in "
-          f"{', '.join(f'{m:g}' for m in momenta)}, into {out}/", flush=True)
+    versions, momenta, seeds = sorted(set(args.versions)), sorted(set(args.momenta)), range(args.seeds)
+    print(f"momentum study: MoCo v{' and v'.join(map(str, versions))} on digits, m in "
+          f"{', '.join(f'{m:g}' for m in momenta)}, {args.seeds} seeds, {args.epochs} epochs of batch {BATCH}, "
+          f"queue {QUEUE}, {BN_SPLITS} BN groups; {args.jobs} at a time, into {out}/", flush=True)
     start = time.perf_counter()
-    for m in momenta:
-        run_dir = run_dir_for(out, m)
-        t0 = time.perf_counter()
-        action = train_run(run_dir, m, args.epochs, args.steps_per_epoch)
-        verb = {"reuse": "reused", "resume": "resumed", "new": "trained"}[action]
-        print(f"  m={m:g}: {verb} {run_dir} in {time.perf_counter() - t0:.1f} s", flush=True)
-    rows = [summarize(run_dir_for(out, m)) for m in momenta]
-    for path in write_figures(rows, Path(args.figures)):
-        print(f"  wrote {path}")
+    jobs = [(run_dir_for(out, v, m, s), settings(v, m, s, args.epochs, args.steps_per_epoch))
+            for v in versions for m in momenta for s in seeds]
+    for run_dir, wanted in jobs:  # refuse a clash before hours of training, not after
+        plan(run_dir, wanted)
+    train_all(jobs, args.jobs)
+
+    tables = []
+    for v in versions:
+        groups = [group([summarize(run_dir_for(out, v, m, s)) for s in seeds]) for m in momenta]
+        for path in write_figures(groups, v, Path(args.figures)):
+            print(f"  wrote {path}")
+        init = statistics.fmean(x for g in groups for x in g["values"]("knn_init"))
+        notes = [f"- m={g['m']:g}: non-finite values in {g['nonfinite'][0]} of {g['n']} runs"
+                 for g in groups if g["nonfinite"][0]]
+        tables.append(f"### MoCo v{v}\n\nkNN accuracy of the encoder at random initialisation: {init:.1f}% "
+                      f"(mean over the runs).\n\n{markdown_table(groups)}" + ("\n\n" + "\n".join(notes) if notes else ""))
     print(f"momentum study: done in {time.perf_counter() - start:.0f} s\n")
-    print(markdown_table(rows))
-    # What the flags' steps mean, under the table; non-finite is no column as it
-    # is rare, but it is reported when it fires.
-    notes = [f"- m={r['m']:g}: {flag.check} from step {flag.step}: {flag.detail}"
-             for r in rows for flag in (r["collapse"], r["instability"], r["nonfinite"]) if flag.fired]
-    if notes:
-        print("\n" + "\n".join(notes))
+    print("\n\n".join(tables))
     return 0
 
 

@@ -81,6 +81,17 @@ def layer_name(module_name: str) -> str:
     return raw[:NAME_BYTES - 16].decode("utf-8", "ignore") + "..." + digest
 
 
+def tag_names(tags, what: str) -> frozenset:
+    """A set of tag names from an iterable of strings (a lone string is refused: it is iterable too)."""
+    try:
+        names = frozenset(tags) if not isinstance(tags, str) else None
+    except TypeError:
+        names = None
+    if names is None:
+        raise ScorevizError(f"Recorder: {what} must be an iterable of tag names, got {tags!r}")
+    return frozenset(name(tag, f"Recorder: {what}: tag") for tag in names)
+
+
 def scalar(value, key: str):
     """A scalar: a real number, or a one-element real tensor (left on its device)."""
     if isinstance(value, torch.Tensor):

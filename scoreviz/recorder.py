@@ -50,6 +50,10 @@ class Recorder:
         bins: histogram bins over [-1, 1] (at most 4096).
         flush_secs: the longest a logged step waits before it is on disk
             (0.01 to 86400 seconds).
+        unbounded_tags: names of tags whose scores may leave [-1, 1] by design,
+            e.g. scores after a feature transformation that does not
+            re-normalise. Out-of-range scores of these tags are counted as
+            always, without the warning meant for logits passed as scores.
 
     Use it as a context manager, or call `close()`; a run that ends without
     either (an exception, a normal interpreter exit) is still flushed.
@@ -67,8 +71,10 @@ class Recorder:
     on the same folder appends after them.
     """
 
-    def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 1.0):
+    def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 1.0,
+                 unbounded_tags=()):
         self.every = arguments.positive_int(every, "every")
+        self.unbounded_tags = arguments.tag_names(unbounded_tags, "unbounded_tags")
         self.bins = arguments.bins(bins)
         self._flush_secs = arguments.flush_secs(flush_secs)
         config = arguments.config(config)
@@ -335,7 +341,7 @@ class Recorder:
     def _warn_about(self, tag, steps, stats):
         for kind in KINDS:
             bad = np.flatnonzero(stats[f"{kind}_out_of_range"] > 0)
-            if bad.size and "range" not in self._warned:
+            if bad.size and "range" not in self._warned and tag not in self.unbounded_tags:
                 self._warned.add("range")
                 i = bad[0]
                 warnings.warn(

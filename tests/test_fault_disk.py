@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from faults import check_rows, drain, last_flushed, report, start_writer, wait_for
+from faults import check_rows, drain, last_flushed, report, start_writer
 from scoreviz import Recorder, ScorevizError, open_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

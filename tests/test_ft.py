@@ -71,24 +71,60 @@ def test_beta_moments():
         assert x.min() >= 0 and x.max() <= 1
 
 
-def test_per_dim_draws_one_lambda_per_dimension():
-    q, k = unit(32, 16, seed=1), unit(32, 16, seed=2)
+def _corr_off_diagonal(x):
+    """Largest absolute correlation between two different columns of x (rows are draws)."""
+    c = torch.corrcoef(x.T)
+    return (c - torch.diag(torch.diag(c))).abs().max().item()
+
+
+def _corr_rows(x):
+    """Absolute correlation between the even and the odd rows of x, element by element."""
+    return torch.corrcoef(torch.stack([x[0::2].flatten(), x[1::2].flatten()]))[0, 1].abs().item()
+
+
+def test_per_dim_positive_draws_one_lambda_per_element():
+    b, d = 512, 16
+    q, k = unit(b, d, seed=1), unit(b, d, seed=2)
     q_hat, k_hat = positive_extrapolation(q, k, 2.0, per_dim=True, generator=torch.Generator().manual_seed(0))
     lam = pos_lambda(q, k, q_hat)
-    assert torch.allclose(lam, lam[:1].expand_as(lam))  # same across the batch
-    assert lam[0].unique().numel() == 16  # different across dimensions
+    assert lam.shape == (b, d)  # the authors' dim_mask: one lambda per sample and dimension
     assert lam.min() >= 1 and lam.max() <= 2
+    assert torch.unique(lam.round(decimals=6)).numel() > 0.99 * b * d  # no draw is shared
     torch.testing.assert_close(k_hat, lam * k + (1 - lam) * q)
+    # Independent across dimensions (columns) and across samples (rows): Beta(2, 2)
+    # has mean 1/2 and variance 1/20 in every element, no correlation between them.
+    assert abs(lam.mean().item() - 1.5) < 0.01
+    assert abs(lam.var().item() - 1 / 20) < 0.005
+    assert _corr_off_diagonal(lam) < 4 / b ** 0.5  # across dimensions: 16 columns of 512 draws
+    assert _corr_rows(lam) < 4 / (b * d / 2) ** 0.5  # across samples: even rows against odd rows
 
-    # Negatives: rows mixed with a permutation, per-dimension lambda in [0, 1].
-    queue = unit(50, 16, seed=3)
-    g = torch.Generator().manual_seed(5)
-    out = negative_interpolation(queue, 1.6, per_dim=True, generator=g)
-    g = torch.Generator().manual_seed(5)
-    lam = sample_beta(1.6, (16,), g).to(torch.float64)
-    perm = torch.randperm(50, generator=g)
+
+def test_per_dim_negative_draws_one_lambda_per_element():
+    k_rows, d = 1000, 16
+    queue = unit(k_rows, d, seed=3)
+    out = negative_interpolation(queue, 1.6, per_dim=True, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws, in the documented order
+    lam = sample_beta(1.6, (k_rows, d), g).to(torch.float64)
+    perm = torch.randperm(k_rows, generator=g)
     torch.testing.assert_close(out, lam * queue + (1 - lam) * queue[perm])
-    assert lam.unique().numel() == 16
+    assert lam.shape == (k_rows, d) and lam.min() >= 0 and lam.max() <= 1
+    assert torch.unique(lam).numel() > 0.99 * k_rows * d  # float32 draws may rarely coincide
+    assert abs(lam.mean().item() - 0.5) < 0.01
+    assert abs(lam.var().item() - 1 / (4 * (2 * 1.6 + 1))) < 0.005
+    assert _corr_off_diagonal(lam) < 4 / k_rows ** 0.5  # across dimensions
+    assert _corr_rows(lam) < 4 / (k_rows * d / 2) ** 0.5  # across queue rows
+
+
+def test_scalar_lambda_is_shared_by_every_element():
+    q, k = unit(32, 16, seed=1), unit(32, 16, seed=2)
+    q_hat, _ = positive_extrapolation(q, k, 2.0, per_dim=False, generator=torch.Generator().manual_seed(0))
+    lam = pos_lambda(q, k, q_hat)
+    torch.testing.assert_close(lam, lam[0, 0].expand_as(lam))
+    queue = unit(50, 16, seed=3)
+    out = negative_interpolation(queue, 1.6, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    lam = sample_beta(1.6, (), g).to(torch.float64)
+    torch.testing.assert_close(out, lam * queue + (1 - lam) * queue[torch.randperm(50, generator=g)])
 
 
 def test_queue_untouched_and_output_is_new():

@@ -101,6 +101,19 @@ def test_imagefolder_errors(tmp_path):
         data.load_dataset("imagefolder", str(tmp_path))
 
 
+def test_bundled_digits_are_scikit_learns():
+    sk = pytest.importorskip("sklearn.datasets").load_digits()
+    with np.load(data.DIGITS_FILE) as f:
+        assert np.array_equal(f["images"], sk.images) and np.array_equal(f["labels"], sk.target)
+    d = data.load_digits()
+    assert len(d.train) + len(d.val) == 1797 and len(d.val) == 359
+    assert d.val.labels.bincount().tolist() == [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]  # 20% of every class
+    assert d.train.images.dtype == torch.uint8 and d.train.images.shape[1:] == (1, 8, 8)
+    assert int(d.train.images.max()) == 255
+    again = data.load_digits()
+    assert torch.equal(again.val.images, d.val.images)  # a fixed split
+
+
 def test_epoch_indices_split_ranks_and_repeat():
     a0 = data.epoch_indices(100, 3, 0, rank=0, world=2, batch_size=20)
     a1 = data.epoch_indices(100, 3, 0, rank=1, world=2, batch_size=20)
@@ -165,5 +178,5 @@ def test_one_step_on_imagefolder(tmp_path):
     write_imagefolder(tmp_path / "data", per_class=4)
     train.main(parse("--dataset", "imagefolder", "--data", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run"),
                      "--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "6", "--moco-k", "12",
-                     "--workers", "1", "--quiet"))
+                     "--bn-splits", "2", "--workers", "1", "--quiet"))
     assert (tmp_path / "run" / "checkpoint.pt").is_file()

@@ -65,6 +65,7 @@ def test_two_gloo_ranks_hold_identical_queues_and_weights(tmp_path, subprocess_e
 
     run = scoreviz.open_run(run_dir)  # rank 0 wrote one record for both
     assert list(run.scores("ft").index) == [1, 2, 3, 4]
+    assert run.config["bn_splits"] == 1  # shuffle-BN across the processes, plain BN in each
     assert (run_dir / "checkpoint.pt").is_file()
     assert len(torch.load(run_dir / "checkpoint.pt", weights_only=False)["rng"]) == 2  # every rank's RNG, for resume
 

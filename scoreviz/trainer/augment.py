@@ -8,6 +8,7 @@ torch's global generator, so a checkpoint of the RNG state resumes exactly.
 MoCo v1: RandomResizedCrop(0.2-1), RandomGrayscale(0.2), ColorJitter(0.4 x 4), flip.
 MoCo v2: RandomResizedCrop(0.2-1), ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8,
          RandomGrayscale(0.2), GaussianBlur(sigma 0.1-2) p 0.5, flip.
+MoCo's CIFAR demo: v2 without the blur, crops 0.08-1 (``blur=False``, ``crop_min``).
 Differences from torchvision, by choice: the jitter order is fixed
 (brightness, contrast, saturation, hue), hue is rotated in YIQ space, and the
 blur sigma and kernel scale with the image size (paper values at 224 px).
@@ -110,8 +111,9 @@ class Augment:
     runs here on the device. Output is normalised with ``mean`` and ``std``.
     """
 
-    def __init__(self, version, size, mean, std, crop_min=0.2, geometric=True, flip=True):
+    def __init__(self, version, size, mean, std, crop_min=0.2, geometric=True, flip=True, blur=None):
         self.version, self.size, self.crop_min, self.geometric, self.flip = version, size, crop_min, geometric, flip
+        self.blur = version == 2 if blur is None else blur  # v2 blurs, v1 does not
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 
@@ -125,6 +127,7 @@ class Augment:
         else:
             x = color_jitter(x, 0.4, 0.4, 0.4, 0.1, p=0.8)
             x = random_grayscale(x, 0.2)
+        if self.blur:
             x = gaussian_blur(x, (0.1, 2.0), p=0.5)
         if self.mean.device != x.device:  # move the constants once, not every batch
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)

@@ -1,6 +1,7 @@
 """Datasets for the trainer, all read from local disk (nothing is downloaded).
 
-- ``digits``: scikit-learn's bundled 8x8 handwritten digits, split 80/20.
+- ``digits``: the 8x8 handwritten digits of UCI (1,797 images, as scikit-learn
+  ships them), bundled in ``digits.npz`` next to this file, split 80/20.
 - ``cifar10`` / ``cifar100``: a folder in the standard python-pickle format.
 - ``imagefolder``: ``train/`` and ``val/`` with one folder per class (ImageNet-100 layout).
 
@@ -68,24 +69,36 @@ def _need_path(name, path):
     return path
 
 
-def load_digits(val_fraction=0.2, seed=0):
-    """scikit-learn's digits as 1x8x8 uint8 images, a fixed stratified split."""
-    from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
+# The digits as scikit-learn's load_digits() returns them (pixel values 0..16), stored
+# with np.savez_compressed(path, images=d.images.astype(np.uint8), labels=d.target.astype(np.uint8));
+# tests/test_trainer_data.py checks the copy against scikit-learn's.
+DIGITS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits.npz")
 
-    d = sk_digits()
-    images = np.round(d.images * (255 / 16)).astype(np.uint8)[:, None]  # pixel values are 0..16
-    x_tr, x_va, y_tr, y_va = train_test_split(images, d.target, test_size=val_fraction, random_state=seed, stratify=d.target)
-    split = lambda x, y: TensorSplit(torch.from_numpy(x), torch.from_numpy(y).long())  # noqa: E731
-    return Dataset("digits", split(x_tr, y_tr), split(x_va, y_va), 10, 1, 8, (0.305,), (0.376,))
+
+def load_digits(val_fraction=0.2, seed=0):
+    """The bundled digits as 1x8x8 uint8 images, a fixed stratified split (``val_fraction`` of each class)."""
+    with np.load(DIGITS_FILE) as f:
+        images, labels = f["images"], f["labels"].astype(np.int64)
+    images = np.round(images * (255 / 16)).astype(np.uint8)[:, None]  # pixel values are 0..16
+    g = torch.Generator().manual_seed(seed)
+    val = []
+    for c in range(10):  # the same share of every class in val
+        members = np.flatnonzero(labels == c)
+        picked = torch.randperm(len(members), generator=g)[:round(val_fraction * len(members))]
+        val.append(members[picked.numpy()])
+    is_val = np.zeros(len(labels), dtype=bool)
+    is_val[np.concatenate(val)] = True
+    split = lambda m: TensorSplit(torch.from_numpy(images[m]), torch.from_numpy(labels[m]))  # noqa: E731
+    return Dataset("digits", split(~is_val), split(is_val), 10, 1, 8, (0.305,), (0.376,))
 
 
 # --- CIFAR, python pickle format ---------------------------------------------
 
 CIFAR = {
     # name: (sub-folder in the official archive, train files, test files, label key, classes, mean, std)
+    # CIFAR-10's mean and std are those of MoCo's CIFAR demo (its std is the widely copied 0.2023, ...)
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10,
-                (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100,
                  (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }

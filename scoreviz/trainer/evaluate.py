@@ -2,7 +2,9 @@
 
 The kNN monitor is the one of MoCo's CIFAR demo (Wu et al. 2018): cosine
 similarity to every training feature, the k nearest vote with weight
-exp(similarity / t). k = 200, t = 0.1.
+exp(similarity / t). k = 200, t = 0.1. The features are those of any module
+given: the backbone's pooled features, or the whole query encoder (the
+projection head's output, as the CIFAR demo does).
 """
 
 import torch
@@ -24,17 +26,17 @@ def eval_batches(split, batch_size, device, workers=0):
 
 
 @torch.no_grad()
-def extract_features(backbone, split, mean, std, device, batch_size=512, workers=0):
-    """L2-normalised pooled features (N, D) and labels (N,) of a split, in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
+def extract_features(net, split, mean, std, device, batch_size=512, workers=0):
+    """L2-normalised features (N, D) of ``net`` and labels (N,) of a split, in eval mode."""
+    was_training = net.training
+    net.eval()
     feats, labels = [], []
     for x, y in eval_batches(split, batch_size, device, workers):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            f = backbone(normalize(to_float(x), mean, std))
+            f = net(normalize(to_float(x), mean, std))
         feats.append(F.normalize(f.float(), dim=1))
         labels.append(y)
-    backbone.train(was_training)
+    net.train(was_training)
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -52,9 +54,9 @@ def knn_predict(features, bank, bank_labels, num_classes, k=200, t=0.1, chunk=10
     return torch.cat(preds)
 
 
-def knn_accuracy(backbone, data, device, k=200, t=0.1, workers=0):
-    """Weighted kNN top-1 accuracy (percent) of ``backbone`` on the val split, train split as the bank."""
-    bank, bank_labels = extract_features(backbone, data.train, data.mean, data.std, device, workers=workers)
-    feats, labels = extract_features(backbone, data.val, data.mean, data.std, device, workers=workers)
+def knn_accuracy(net, data, device, k=200, t=0.1, workers=0):
+    """Weighted kNN top-1 accuracy (percent) of ``net``'s features on the val split, train split as the bank."""
+    bank, bank_labels = extract_features(net, data.train, data.mean, data.std, device, workers=workers)
+    feats, labels = extract_features(net, data.val, data.mean, data.std, device, workers=workers)
     pred = knn_predict(feats, bank, bank_labels, data.num_classes, k, t)
     return 100.0 * (pred == labels).float().mean().item()

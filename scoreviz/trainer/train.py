@@ -24,26 +24,43 @@ from scoreviz.trainer.augment import Augment
 from scoreviz.trainer.data import IndexSampler, epoch_indices, load_dataset
 from scoreviz.trainer.evaluate import knn_accuracy
 from scoreviz.trainer.model import FT, MoCo, build_backbone
-from scoreviz.trainer.options import DATASET_DEFAULTS, VERSION_DEFAULTS, add_arguments  # noqa: F401 (add_arguments: the trainer's API)
+from scoreviz.trainer.options import (  # noqa: F401 (add_arguments: the trainer's API)
+    BN_SPLITS_ONE_DEVICE, DATASET_DEFAULTS, RECIPES, VERSION_DEFAULTS, add_arguments)
 
 # The option tables and add_arguments live in options.py (no torch: `scoreviz train --help` is quick).
+# Settings a run recorded before they existed had these values; a resumed or
+# evaluated old run keeps them, so it continues as it started.
+SETTINGS_BEFORE_ISSUE_10 = dict(bn_splits=1, knn_features="backbone", lr_floor=0.0, recipe=None)
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
 
 
 def resolve(args):
-    """Fill the options left unset from the version and dataset defaults; check the rest."""
-    for table in (VERSION_DEFAULTS[args.moco_version], DATASET_DEFAULTS[args.dataset]):
+    """Fill the options left unset from the recipe, version and dataset defaults; check the rest."""
+    # The dataset's recipe, when it has one and no version was asked for (recorded, and in the run's name).
+    args.recipe = "demo" if args.moco_version is None and args.dataset in RECIPES else None
+    tables = [RECIPES[args.dataset]] if args.recipe else []
+    args.moco_version = args.moco_version or 2
+    tables += [VERSION_DEFAULTS[args.moco_version], DATASET_DEFAULTS[args.dataset]]
+    for table in tables:  # the first table that names a setting wins
         for key, value in table.items():
             if getattr(args, key, None) is None:
                 setattr(args, key, value)
+    world = _world_size()
+    if args.bn_splits is None:
+        args.bn_splits = BN_SPLITS_ONE_DEVICE if world == 1 else 1
+    if args.per_dim == "auto":  # the authors' single-transform modes always mix per element
+        only = {(True, False): "pos", (False, True): "neg"}
+        args.per_dim = only.get((bool(args.pos_alpha), bool(args.neg_alpha)), "none")
     if args.schedule is None:
         args.schedule = [int(args.epochs * 0.6), int(args.epochs * 0.8)]
     if args.image_size is None:
         args.image_size = 224 if args.dataset == "imagefolder" else None
-    world = _world_size()
     if args.batch_size % world:
         raise ScorevizError(f"--batch-size: {args.batch_size} does not split over {world} processes")
+    if args.bn_splits < 1 or (args.batch_size // world) % args.bn_splits:
+        raise ScorevizError(f"--bn-splits: {args.bn_splits} must be a positive divisor of the batch per process "
+                            f"({args.batch_size // world})")
     if args.moco_k % args.batch_size:
         raise ScorevizError(f"--moco-k: {args.moco_k} must be a multiple of --batch-size {args.batch_size}")
     for name in ("pos_alpha", "neg_alpha", "epochs", "batch_size", "lr", "moco_k", "moco_t", "steps_per_epoch"):
@@ -52,17 +69,30 @@ def resolve(args):
             raise ScorevizError(f"--{name.replace('_', '-')}: must be positive, got {value}")
     if not 0 <= args.moco_m <= 1:
         raise ScorevizError(f"--moco-m: must lie in [0, 1], got {args.moco_m}")
+    if not 0 <= args.lr_floor < 1:
+        raise ScorevizError(f"--lr-floor: must lie in [0, 1), got {args.lr_floor}")
+    return args
+
+
+def saved_settings(checkpoint):
+    """The settings a checkpoint was trained with, as a Namespace, filling in those older runs lack."""
+    args = argparse.Namespace(**checkpoint["args"])
+    for key, value in SETTINGS_BEFORE_ISSUE_10.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    if not hasattr(args, "blur"):
+        args.blur = args.moco_version == 2
     return args
 
 
 def default_run_name(args):
-    name = f"moco-v{args.moco_version}-{args.dataset}"
+    name = f"moco-{args.recipe or f'v{args.moco_version}'}-{args.dataset}"
     if args.pos_alpha:
         name += f"-pos{args.pos_alpha:g}"
     if args.neg_alpha:
         name += f"-neg{args.neg_alpha:g}"
     if args.per_dim != "none" and (args.pos_alpha or args.neg_alpha):
-        name += f"-dim{args.per_dim}"
+        name += f"-dim{args.per_dim}"  # per-element lambdas
     return name + datetime.now().strftime("-%Y%m%d-%H%M%S")
 
 
@@ -79,9 +109,13 @@ def ft_for_epoch(args, epoch):
 
 
 def learning_rate(args, epoch):
-    """Per-epoch lr: half-cosine (v2) or 10x drops at ``args.schedule`` (v1), as MoCo does."""
+    """Per-epoch lr: half-cosine from lr down to ``lr_floor * lr`` (v2), or 10x drops at ``args.schedule`` (v1).
+
+    ``epoch`` counts from 0, as in MoCo's main_moco.py.
+    """
     if args.cos:
-        return args.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / args.epochs))
+        floor = args.lr * args.lr_floor
+        return floor + (args.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * epoch / args.epochs))
     return args.lr * 0.1 ** sum(epoch >= milestone for milestone in args.schedule)
 
 
@@ -169,7 +203,7 @@ def load_checkpoint(run_dir, map_location="cpu", missing=None):
 
 
 def build_model(args, data):
-    backbone = build_backbone(args.arch, data.channels, data.image_size)
+    backbone = build_backbone(args.arch, data.channels, data.image_size, args.bn_splits)
     return MoCo(backbone, args.moco_dim, args.moco_k, args.moco_m, args.moco_t, args.mlp)
 
 
@@ -246,7 +280,7 @@ def _train(args, device, on_epoch=None):
             raise ScorevizError("--resume: needs --run-dir of the run to continue")
         checkpoint = load_checkpoint(args.run_dir)
         cli = args
-        args = argparse.Namespace(**checkpoint["args"])  # the run's own settings, so it continues identically
+        args = saved_settings(checkpoint)  # the run's own settings, so it continues identically
         args.run_dir, args.resume, args.quiet = cli.run_dir, True, cli.quiet
         # Where things are may change between machines; what is computed may not (except the length).
         for key in ("epochs", "data", "device"):
@@ -267,7 +301,8 @@ def _train(args, device, on_epoch=None):
         if world > 1 else model
     if data.in_memory:
         data.train.images = data.train.images.to(device)
-    augment = Augment(args.moco_version, data.image_size, data.mean, data.std, args.crop_min, geometric=data.in_memory, flip=args.flip)
+    augment = Augment(args.moco_version, data.image_size, data.mean, data.std, args.crop_min, geometric=data.in_memory,
+                      flip=args.flip, blur=args.blur)
 
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
@@ -278,10 +313,12 @@ def _train(args, device, on_epoch=None):
         torch.manual_seed(args.seed + rank)  # each rank its own augmentations
         start_epoch, step, results = 0, 0, {"knn_acc": []}
 
-    knn = lambda: knn_accuracy(model.encoder_q.backbone, data, device, args.knn_k, args.knn_t, args.workers)  # noqa: E731
+    knn_net = model.encoder_q if args.knn_features == "head" else model.encoder_q.backbone
+    knn = lambda: knn_accuracy(knn_net, data, device, args.knn_k, args.knn_t, args.workers)  # noqa: E731
     # the settings only: not the CLI's plumbing, nor the folder the run lives in
     config = {k: v for k, v in vars(args).items() if k not in ("func", "command", "run_dir", "quiet")}
-    with scoreviz.Recorder(args.run_dir, config=config, every=args.record_every) as rec:
+    # FT does not re-normalise, so the scores of tag "ft" may leave [-1, 1]: that is no user mistake.
+    with scoreviz.Recorder(args.run_dir, config=config, every=args.record_every, unbounded_tags=("ft",)) as rec:
         if checkpoint is None:
             # The same encoder at random initialisation: the baseline kNN accuracy.
             results["knn_acc_init"] = knn()
