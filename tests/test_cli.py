@@ -77,7 +77,8 @@ def test_help_imports_no_heavy_package(python, subprocess_env, command):
 def test_help_shows_defaults(python, subprocess_env):
     train_help = scoreviz(python, subprocess_env, "train", "--help").stdout
     for text in ("(default: 0.9)", "(default: digits, bundled)", "digits 100", "digits 128", "(default: 200)",
-                 "(default: v1 0.07, v2 0.2)", "(default: 0)"):
+                 "(default: v1 0.07, v2 0.2; cifar10/cifar100 without --moco-version: 0.1",
+                 "(default: 0)"):
         assert text in " ".join(train_help.split()), text
     assert "(default: 60 80)" in scoreviz(python, subprocess_env, "lincls", "--help").stdout
     demo_help = " ".join(scoreviz(python, subprocess_env, "demo", "--help").stdout.split())

@@ -85,7 +85,8 @@ def add_arguments(parser):
     a("--moco-dim", type=int, default=128, help="feature dimension")
     a("--moco-k", type=int, help=f"queue size K ({per_dataset('moco_k')})")
     a("--moco-m", type=float, help=f"momentum of the key encoder ({per_dataset('moco_m')})")
-    a("--moco-t", type=float, help=f"softmax temperature ({per_version('moco_t')}; the CIFAR demo recipe 0.1)")
+    a("--moco-t", type=float, help=f"softmax temperature ({per_version('moco_t')}; cifar10/cifar100 without --moco-version: 0.1, "
+                                   f"as MoCo's CIFAR demo)")
     a("--mlp", action=argparse.BooleanOptionalAction, default=None, help="2-layer MLP projection head (default: on for v2)")
     a("--bn-splits", type=int,
       help=f"shuffle-BN on one device: BatchNorm statistics over this many groups of each process's batch, the keys "
