@@ -136,6 +136,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("scoreviz: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `scoreviz info RUN | head`: the reader left, nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     return 0
 
 
