@@ -22,7 +22,7 @@ import plotly.io as pio
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app import colors as run_colors_module
-from app import figures, images, layout, runfilter
+from app import figures, health, images, layout, representation, runfilter
 from app.data import RefusedRunId, RunData
 
 # Controls whose values live in the URL: query key -> (component id, is a list).
@@ -283,7 +283,8 @@ def _selection(dash_app, data):
         if selection == previous:
             return [no_update] * 7
         infos = [data.light_info(r) for r in valid]
-        tags = _union(t for info in infos for t in info.get("tags", [])) or ["train"]
+        tags = _union([t for info in infos for t in info.get("tags", [])]
+                      + [t for r in selection["runs"] for t in embedding_tags(data, r)]) or ["train"]
         tags = _union(tags + list(previous_tags or []))  # keep the current choice valid
         scalar_names = _union(c for info in infos for c in info.get("scalars", []))
         keys = figures.differing_keys([info.get("config", {}) for info in infos]) if len(infos) > 1 else \
@@ -323,17 +324,19 @@ def _figures(dash_app, data):
         Output("heatmap-graph", "figure"), Output("step-slider", "min"), Output("step-slider", "max"),
         Output("step-slider", "marks"), Output("step-slider", "value"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
-        Input("hist-kind", "value"), Input("heat-scale", "value"), State("step-slider", "value"),
-        State("url", "search"),
+        Input("hist-kind", "value"), Input("heat-scale", "value"), Input("x-axis", "value"),
+        State("step-slider", "value"), State("url", "search"),
     )
-    def update_distribution(selection, view, tag, kind, scale, step, search):
+    def update_distribution(selection, view, tag, kind, scale, x, step, search):
         if view != "distribution":
             return [no_update] * 5
-        tag = pick_tag(data, _runs(selection), tag)
-        views = {r: _safe(lambda r=r: data.histograms(r, tag, kind)) for r in _runs(selection)}
+        runs = _runs(selection)
+        tag = pick_tag(data, runs, tag)
+        views = {r: _safe(lambda r=r: data.histograms(r, tag, kind)) for r in runs}
         heat = {r: v["heat"] for r, v in views.items() if v}
         fig = figures.score_heatmap_figure(
-            heat, kind=kind, scale=figures.HEAT_SCALES.get(scale, figures.HEAT_SCALES[figures.DEFAULT_HEAT_SCALE]))
+            heat, kind=kind, scale=figures.HEAT_SCALES.get(scale, figures.HEAT_SCALES[figures.DEFAULT_HEAT_SCALE]),
+            colors=run_colors(runs), x=x or "step", times=run_times(data, runs, x))
         if step is None:  # the page just opened: the step a link asked for
             step = values_from_query(search).get("step")
         recorded = [v["snap"][0] for v in views.values() if v and len(v["snap"][0])]
@@ -378,9 +381,9 @@ def _figures(dash_app, data):
     @dash_app.callback(
         Output("waterfall-graph", "figure"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
-        Input("waterfall-key", "value"), Input("waterfall-stat", "value"),
+        Input("waterfall-key", "value"), Input("waterfall-stat", "value"), Input("x-axis", "value"),
     )
-    def update_waterfall(selection, view, tag, key, stat):
+    def update_waterfall(selection, view, tag, key, stat, x):
         if view != "waterfall":
             return no_update
         stat = stat or "neg_sample_var"
@@ -391,7 +394,8 @@ def _figures(dash_app, data):
             if stat in frame:
                 series[r] = frame[stat]
                 order[r] = data.light_info(r).get("config", {}).get(key) if key else None
-        return figures.waterfall_figure(series, order, key=key or "", stat=stat, colors=run_colors(_runs(selection)))
+        return figures.waterfall_figure(series, order, key=key or "", stat=stat, colors=run_colors(_runs(selection)),
+                                        x=x or "step", times=run_times(data, list(series), x))
 
     @dash_app.callback(
         Output("grad-heatmap-graph", "figure"), Output("grad-surface-graph", "figure"),
@@ -410,9 +414,46 @@ def _figures(dash_app, data):
         if g is None:
             empty = figures.empty_figure("Gradient landscape", "select a run with gradients")
             return empty, empty, figures.total_norm_figure(totals, colors=colors, x=x or "step", times=times)
-        return (figures.gradient_heatmap_figure(g["steps"], g["layers"], g["norms"], run_name=run_id),
+        return (figures.gradient_heatmap_figure(g["steps"], g["layers"], g["norms"], run_name=run_id,
+                                                color=colors.get(run_id), x=x or "step",
+                                                times=(times or {}).get(run_id)),
                 figures.gradient_surface_figure(g["steps"], g["layers"], g["norms"], run_name=run_id),
                 figures.total_norm_figure(totals, colors=colors, x=x or "step", times=times))
+
+    @dash_app.callback(
+        Output("rep-curves-graph", "figure"), Output("spectrum-graph", "figure"), Output("plane-graph", "figure"),
+        Output("margin-graph", "figure"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"), Input("x-axis", "value"),
+    )
+    def update_representation(selection, view, tag, x):
+        if view != "representation":
+            return [no_update] * 4
+        runs = _runs(selection)
+        score_tag = pick_tag(data, runs, tag)
+        colors, times = {}, {}  # by trace label ("run" or "run (its tag)"): each run's own colour and times
+        frames, spectra = {}, {}
+        for r in runs:
+            etag = embedding_tag(data, r, tag)
+            if etag is None:
+                continue
+            label = r if etag == tag else f"{r} ({etag})"
+            colors[label], times[label] = run_colors(runs)[r], (run_times(data, [r], x) or {}).get(r)
+            frames[label] = _safe(lambda r=r, etag=etag: embeddings_frame(data, r, etag))
+            spectra[label] = _safe(lambda r=r, etag=etag: spectrum_view(data, r, etag))
+        margins = {}
+        for r in runs:  # each run's scores under the tag, else under its first tag
+            tags = data.light_info(r).get("tags", [])
+            run_tag = score_tag if score_tag in tags else (tags[0] if tags else None)
+            if run_tag is not None:
+                label = r if run_tag == score_tag else f"{r} ({run_tag})"
+                colors[label], times[label] = run_colors(runs)[r], (run_times(data, [r], x) or {}).get(r)
+                margins[label] = _safe(lambda r=r, t=run_tag: data.scores(r, t), pd.DataFrame())
+        x = x or "step"
+        return (representation.rank_std_figure(frames, title=f"Effective rank and std of the embeddings ({tag})",
+                                               colors=colors, x=x, times=times),
+                representation.spectrum_heatmap_figure(spectra, colors=colors, x=x, times=times),
+                representation.alignment_uniformity_figure(frames, colors=colors),
+                representation.margin_figure(margins, colors=colors, x=x, times=times))
 
     @dash_app.callback(
         Output("health-table", "children"),
@@ -421,11 +462,12 @@ def _figures(dash_app, data):
     def update_health(selection, view, tag):
         if view != "health":
             return no_update
-        tag = pick_tag(data, _runs(selection), tag)
+        runs = _runs(selection)
+        score_tag = pick_tag(data, runs, tag)
         results = {}
-        for r in _runs(selection):
+        for r in runs:
             try:
-                results[r] = data.health(r, tag)
+                results[r] = data.health(r, score_tag) + representation_health(data, r, tag)
             except ValueError as err:
                 results[r] = str(err)
         return layout.health_table(results)
@@ -458,6 +500,47 @@ def curve_frame(data: RunData, run_id: str, tag: str, columns) -> pd.DataFrame:
     scalars = _safe(lambda: data.scalars(run_id), pd.DataFrame())
     extra = scalars[[c for c in wanted_scalars if c in scalars.columns]]
     return extra if scores.empty else scores.join(extra, how="outer")
+
+
+def embedding_tags(data: RunData, run_id: str) -> list:
+    """The run's tags of logged embeddings (empty for a run that cannot be read)."""
+    return _safe(lambda: data.memo(run_id, ("embedding-tags",), lambda: _open(data, run_id).embedding_tags), [])
+
+
+def embedding_tag(data: RunData, run_id: str, tag):
+    """``tag`` where the run logged embeddings under it, else its first embedding tag (None without any):
+    scores and embeddings may be logged under different tags (the trainer's ``ft`` has scores only)."""
+    tags = embedding_tags(data, run_id)
+    return tag if tag in tags else (tags[0] if tags else None)
+
+
+def embeddings_frame(data: RunData, run_id: str, tag: str) -> pd.DataFrame:
+    """run.embeddings(tag), cached until the run's file changes."""
+    return data.memo(run_id, ("embeddings", tag), lambda: _open(data, run_id).embeddings(tag))
+
+
+def spectrum_view(data: RunData, run_id: str, tag: str):
+    """run.spectrum(tag) with its steps averaged into at most figures.MAX_ROWS buckets."""
+    def read():
+        steps, eigenvalues = _open(data, run_id).spectrum(tag)
+        steps, eigenvalues = figures.bucket_rows(steps, eigenvalues.astype("float32"), figures.MAX_ROWS)
+        return steps, eigenvalues
+    return data.memo(run_id, ("spectrum", tag), read)
+
+
+def representation_health(data: RunData, run_id: str, tag) -> list:
+    """health.representation_health of the run's embeddings under ``tag`` (or its first embedding tag)."""
+    etag = embedding_tag(data, run_id, tag)
+    if etag is None:
+        return health.representation_health(None)
+    return data.memo(run_id, ("representation-health", etag),
+                     lambda: health.representation_health(embeddings_frame(data, run_id, etag)))
+
+
+def _open(data: RunData, run_id: str):
+    import scoreviz  # loaded already by RunData; imported here so the figure tests need no torch
+
+    return scoreviz.open_run(data.resolve(run_id))
 
 
 def histogram_pair(data: RunData, run_id: str, tag: str) -> dict:

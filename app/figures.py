@@ -10,6 +10,7 @@ before it is put into a figure, so the browser never receives a whole run.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ SCORE_COLUMNS = tuple(
     f"{kind}_{stat}" for kind in ("pos", "neg")
     for stat in ("mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
                  "count", "nonfinite", "out_of_range")
-) + ("neg_sample_var",)
+) + ("neg_sample_var", "margin", "hard_frac")
 TEMPLATE = "plotly_white"
 
 STAT_LABELS = {
@@ -41,6 +42,8 @@ STAT_LABELS = {
     "pos_var": "positive variance",
     "neg_sample_var": "negative variance (per sample)",
     "total": "all layers together",
+    "margin": "margin: positive - hardest negative (mean over samples)",
+    "hard_frac": "fraction of samples whose hardest negative beats the positive",
 }
 
 
@@ -167,12 +170,60 @@ def x_values(steps, times: pd.Series | None, x: str, start: float | None = None)
     steps = np.asarray(steps)
     if x == "step" or times is None:
         return steps
-    seconds = times.reindex(steps).to_numpy(dtype=float)
+    known = times.dropna()
+    if known.empty:
+        return np.full(len(steps), np.nan)
+    # interpolated between recorded steps: a heatmap's buckets sit between them
+    seconds = np.interp(steps.astype(float), known.index.to_numpy(dtype=float), known.to_numpy(dtype=float),
+                        left=np.nan, right=np.nan)
     if x == "wall":
         stamps = pd.to_datetime(seconds, unit="s", utc=True).tz_convert(_local_zone()).tz_localize(None)
         return stamps.to_numpy()
     origin = np.nanmin(times.to_numpy(dtype=float)) if start is None else start
     return seconds - origin
+
+
+@dataclass
+class XAxis:
+    """Each run's x values for the chosen x axis, the axis title, and what could not be drawn."""
+    values: dict
+    title: str
+    notes: list
+    is_date: bool
+
+
+def x_axis(steps_by_run: Mapping[str, np.ndarray], x: str = "step",
+           times: Mapping[str, pd.Series] | None = None) -> XAxis:
+    """The x of every run's steps for ``x`` (step, wall, relative). A run without wall times
+    (a file written before rows carried one) is left out of a time axis, and said so in ``notes``;
+    relative times are in s, min or h, whichever reads best for the longest run."""
+    x = x if x in X_AXES else "step"
+    values, notes = {}, []
+    for name, steps in steps_by_run.items():
+        run_times = (times or {}).get(name)
+        if x != "step" and (run_times is None or run_times.isna().all()):
+            notes.append(f"{name}: no wall times in its file (written before rows carried one)")
+            continue
+        values[name] = x_values(steps, run_times, x)
+    unit = ""
+    if x == "relative" and values:
+        divisor, unit = relative_unit(max((np.nanmax(v) for v in values.values() if np.isfinite(v).any()),
+                                          default=0))
+        values = {k: v / divisor for k, v in values.items()}
+    return XAxis(values, X_AXES[x] + (f" ({unit})" if unit else ""), notes, x == "wall")
+
+
+def with_notes(title: str, notes) -> str:
+    """A figure title with what was left out underneath."""
+    return f"{title}<br><sup>{'; '.join(notes)}</sup>" if notes else title
+
+
+def color_titles(fig: go.Figure, names, colors: Mapping[str, str] | None) -> None:
+    """Colour each subplot title (one per run, in ``names`` order) with its run's colour."""
+    for annotation, name in zip(fig.layout.annotations, names):
+        color = (colors or {}).get(name)
+        if color:
+            annotation.font = dict(color=color, size=13)
 
 
 def relative_unit(max_seconds: float) -> tuple[float, str]:
@@ -245,21 +296,8 @@ def curves_figure(
         return empty_figure(title, "select runs and statistics")
     colors = dict(colors or {})
     palette = _palette()
-    x = x if x in X_AXES else "step"
-    notes = []
-    xs = {}
-    for name, frame in frames.items():
-        if frame is None:
-            continue
-        run_times = (times or {}).get(name)
-        if x != "step" and (run_times is None or run_times.isna().all()):
-            notes.append(f"{name}: no wall times (recorded before scoreviz 0.2)")
-            continue
-        xs[name] = x_values(frame.index, run_times, x)
-    divisor, unit = 1.0, ""
-    if x == "relative" and xs:
-        divisor, unit = relative_unit(max((np.nanmax(v) for v in xs.values() if np.isfinite(v).any()), default=0))
-        xs = {k: v / divisor for k, v in xs.items()}
+    axis = x_axis({name: frame.index for name, frame in frames.items() if frame is not None}, x, times)
+    xs, notes = axis.values, axis.notes
 
     traces = {c: [] for c in columns}
     for i, (name, frame) in enumerate(frames.items()):
@@ -304,15 +342,13 @@ def curves_figure(
         if dropped:
             annotation = fig.layout.annotations[row - 1]
             annotation.text += f" <span style='color:#b22'>({dropped:,} values &le; 0 not drawn on a log scale)</span>"
-    x_title = X_AXES[x] + (f" ({unit})" if unit else "")
-    fig.update_xaxes(title_text=x_title, row=len(columns), col=1)
-    if x == "wall":
+    fig.update_xaxes(title_text=axis.title, row=len(columns), col=1)
+    if axis.is_date:
         fig.update_xaxes(type="date")
     if not shown:
         message = "; ".join(notes) if notes else "nothing recorded for these statistics yet"
         return empty_figure(title, message)
-    if notes:
-        title = f"{title}<br><sup>{'; '.join(notes)}</sup>"
+    title = with_notes(title, notes)
     fig.update_layout(template=TEMPLATE, title=title, height=row_height * len(columns) + 100,
                       hovermode="x unified", margin=dict(l=70, r=20, t=90, b=50), uirevision="curves")
     return fig
@@ -367,8 +403,12 @@ def score_heatmap_figure(
     max_cells: int = MAX_CELLS,
     title: str | None = None,
     scale: float = HEAT_SCALES[DEFAULT_HEAT_SCALE],
+    colors: Mapping[str, str] | None = None,
+    x: str = "step",
+    times: Mapping[str, pd.Series] | None = None,
 ) -> go.Figure:
-    """Step x score heatmap of the histograms, one subplot row per run.
+    """Step (or time, ``x``) x score heatmap of the histograms, one subplot row per run,
+    its title in the run's colour (``colors``).
 
     ``histograms`` maps a run name to ``(steps, bin_edges, counts)``. Each
     histogram is turned into a density (fraction of scores per bin) and steps
@@ -377,9 +417,11 @@ def score_heatmap_figure(
     per-step peaks (100: the largest value); brighter cells saturate.
     """
     title = title or f"{'Positive' if kind == 'pos' else 'Negative'} score distribution over steps"
-    histograms = {k: v for k, v in histograms.items() if v is not None and len(v[0])}
+    # A run without scores of this kind (BYOL, SimSiam: no negatives) has empty histograms only.
+    histograms = {k: v for k, v in histograms.items()
+                  if v is not None and len(v[0]) and np.asarray(v[2]).sum() > 0 and not np.isnan(v[2]).all()}
     if not histograms:
-        return empty_figure(title, "no histograms recorded")
+        return empty_figure(title, f"no {'positive' if kind == 'pos' else 'negative'} scores recorded")
     n = len(histograms)
     reduced = {}
     for name, (steps, edges, counts) in histograms.items():
@@ -387,20 +429,27 @@ def score_heatmap_figure(
         bsteps, dens = bucket_rows(steps, to_density(counts), rows, how="mean")
         reduced[name] = (bsteps, (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2, dens)
     zmax = heat_zmax([d for _, _, d in reduced.values()], scale)
+    axis = x_axis({name: r[0] for name, r in reduced.items()}, x, times)
+    reduced = {name: r for name, r in reduced.items() if name in axis.values}
+    if not reduced:
+        return empty_figure(title, "; ".join(axis.notes))
+    n = len(reduced)
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
-                        subplot_titles=list(histograms))
+                        subplot_titles=list(reduced))
+    color_titles(fig, list(reduced), colors)
     for row, (name, (bsteps, centers, dens)) in enumerate(reduced.items(), start=1):
         fig.add_trace(
-            go.Heatmap(x=bsteps, y=centers.astype(np.float32), z=dens.T.astype(np.float32),
+            go.Heatmap(x=axis.values[name], y=centers.astype(np.float32), z=dens.T.astype(np.float32),
                        name=name, coloraxis="coloraxis",
-                       hovertemplate="step %{x}<br>score %{y:.3f}<br>fraction %{z:.4f}<extra>"
-                       + name + "</extra>"),
+                       hovertemplate="%{x}<br>score %{y:.3f}<br>fraction %{z:.4f}<extra>" + name + "</extra>"),
             row=row, col=1,
         )
         fig.update_yaxes(title_text="score", range=[-1, 1], row=row, col=1)
-    fig.update_xaxes(title_text="step", row=n, col=1)
+    fig.update_xaxes(title_text=axis.title, row=n, col=1)
+    if axis.is_date:
+        fig.update_xaxes(type="date")
     scale_text = "max" if scale >= 100 else f"p{scale:g} of step peaks"
-    fig.update_layout(template=TEMPLATE, title=title, height=max(320, 220 * n + 80),
+    fig.update_layout(template=TEMPLATE, title=with_notes(title, axis.notes), height=max(320, 220 * n + 80),
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=zmax,
                                      colorbar=dict(title=dict(text=f"fraction<br><sup>top: {scale_text}</sup>"))),
                       margin=dict(l=60, r=20, t=80, b=40))
@@ -444,6 +493,8 @@ def histograms_at_step_figure(
             r = row_at_step(steps, step)
             centers = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
             density = to_density(counts[r])
+            if np.isnan(density).all():  # no scores of this kind at that step (e.g. no negatives)
+                continue
             fig.add_trace(go.Scatter(
                 x=centers.astype(np.float32), y=density.astype(np.float32),
                 name=f"{name} {kind}", mode="lines", line_shape="hvh",
@@ -484,18 +535,27 @@ def waterfall_figure(
     max_points: int = MAX_POINTS // 2,
     smoothing: float = 0.0,
     colors: Mapping[str, str] | None = None,
+    x: str = "step",
+    times: Mapping[str, pd.Series] | None = None,
 ) -> go.Figure:
-    """Paper-style 3D waterfall: runs ordered by a config value x step x statistic.
+    """Paper-style 3D waterfall: runs ordered by a config value x step (or time, ``x``) x statistic.
 
     ``series`` maps run name to the statistic over steps; ``order`` maps run
     name to its value of config ``key`` (runs without it go last). Each run is
     one 3D line at its own depth in its own colour (``colors``), every depth
     labelled with the run's value of ``key`` (its name without a key), the
-    legend with the run's name (and ``key=value``).
+    legend with the run's name (and ``key=value``). Runs sharing a value are told apart
+    by their names on the depth axis.
     """
     title = f"{stat_label(stat)} over steps, runs ordered by {key or 'name'}"
+    series = {name: s.astype(float).dropna() for name, s in series.items() if s is not None}
     if not series:
         return empty_figure(title, "select runs")
+    axis = x_axis({name: s.index.to_numpy() for name, s in series.items()}, x, times)
+    if not axis.values:
+        return empty_figure(title, "; ".join(axis.notes))
+    title = with_notes(title, axis.notes)
+    series = {name: s for name, s in series.items() if name in axis.values}
 
     def sort_key(name):
         value = order.get(name)
@@ -510,18 +570,20 @@ def waterfall_figure(
     palette = _palette()
     fig = go.Figure()
     for depth, name in enumerate(names):
-        s = smooth(series[name].astype(float).dropna(), smoothing)
-        x, z = downsample_minmax(s.index.to_numpy(), s.to_numpy(), max_points)
+        s = smooth(series[name], smoothing)
+        px, z = downsample_minmax(np.asarray(axis.values[name]), s.to_numpy(), max_points)
         fig.add_trace(go.Scatter3d(
-            x=x, y=np.full(len(x), depth, dtype=np.float32), z=z.astype(np.float32),
+            x=px, y=np.full(len(px), depth, dtype=np.float32), z=z.astype(np.float32),
             mode="lines", name=f"{name} ({key}={_fmt(order.get(name))})" if key else name,
             line=dict(color=colors.get(name) or palette[depth % len(palette)], width=5),
         ))
-    ticktext = [_short(_fmt(order.get(n)) if key else n, 24) for n in names]
+    values = [_fmt(order.get(n)) for n in names]
+    shared = key and len(set(values)) < len(values)  # a value alone would not say which run
+    ticktext = [_short(f"{v} {n}" if shared else v, 28) if key else _short(n, 24) for n, v in zip(names, values)]
     fig.update_layout(
         template=TEMPLATE, title=title, height=640,
         scene=dict(
-            xaxis=dict(title="step", nticks=6),
+            xaxis=dict(title=axis.title, nticks=6, type="date" if axis.is_date else None),
             zaxis=dict(title=stat_label(stat), nticks=5),
             yaxis=dict(title=key or "run", tickmode="array", tickvals=list(range(len(names))), ticktext=ticktext),
             camera=dict(eye=dict(x=1.7, y=-1.7, z=0.9)), aspectmode="manual",
@@ -566,22 +628,28 @@ def _log10(values) -> np.ndarray:
     return np.where(np.isfinite(out), out, np.nan).astype(np.float32)
 
 
-def gradient_heatmap_figure(steps, layers: Sequence[str], norms, *, run_name: str = "") -> go.Figure:
-    """Layer x step heatmap of log10 gradient L2 norms (layers in model order).
+def gradient_heatmap_figure(steps, layers: Sequence[str], norms, *, run_name: str = "", color: str | None = None,
+                            x: str = "step", times: pd.Series | None = None) -> go.Figure:
+    """Layer x step (or time, ``x``) heatmap of log10 gradient L2 norms (layers in model order),
+    the run's name in its colour.
 
     Takes the output of :func:`reduce_gradients`.
     """
     title = f"Gradient L2 norm per layer (log10){': ' + run_name if run_name else ''}"
     if len(steps) == 0 or len(layers) == 0:
         return empty_figure(title, "no gradients recorded")
+    axis = x_axis({run_name: np.asarray(steps)}, x, {run_name: times} if times is not None else None)
+    if run_name not in axis.values:
+        return empty_figure(title, "; ".join(axis.notes))
     fig = go.Figure(go.Heatmap(
-        x=np.asarray(steps), y=list(layers), z=_log10(norms).T,
+        x=axis.values[run_name], y=list(layers), z=_log10(norms).T,
         colorscale="Inferno", colorbar_title="log10 norm", name=run_name,
-        hovertemplate="step %{x}<br>%{y}<br>log10 norm %{z:.2f}<extra></extra>",
+        hovertemplate="%{x}<br>%{y}<br>log10 norm %{z:.2f}<extra></extra>",
     ))
     fig.update_layout(
-        template=TEMPLATE, title=title, height=max(420, min(900, 6 * len(layers) + 160)),
-        xaxis_title="step",
+        template=TEMPLATE, title=dict(text=title, font=dict(color=color)) if color else title,
+        height=max(420, min(900, 6 * len(layers) + 160)),
+        xaxis=dict(title=axis.title, type="date" if axis.is_date else None),
         # Model order top to bottom, as the layers appear in the network.
         yaxis=dict(title="layer", autorange="reversed", tickfont_size=9, type="category"),
         margin=dict(l=160, r=20, t=60, b=40),

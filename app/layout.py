@@ -12,11 +12,12 @@ VIEWS = [
     ("distribution", "Distributions"),
     ("waterfall", "3D waterfall"),
     ("gradients", "Gradient landscape"),
+    ("representation", "Representation"),
     ("health", "Health"),
 ]
 # Every graph on the page: its id prefix and export file name.
 GRAPHS = ["curves", "heatmap", "hist", "ft", "waterfall", "grad-heatmap", "grad-surface",
-          "grad-total"]
+          "grad-total", "rep-curves", "spectrum", "plane", "margin"]
 EXPORT_FORMATS = ["html", "png", "svg"]
 
 GRAPH_CONFIG = {
@@ -171,9 +172,21 @@ def view(name: str, run_ids: list[str], config_keys: list[str], stats: list[str]
             graph("grad-surface"),
             graph("grad-total"),
         ])
+    if name == "representation":
+        return html.Div([
+            html.P(["From Recorder.log_embeddings(step, z, z2) of the chosen tag (or each run's first tag "
+                    "with embeddings): std and uniformity per step, effective rank and spectrum per window of "
+                    "steps, alignment with a second view; margin and hard negatives from the logged scores."],
+                   className="thresholds"),
+            graph("rep-curves"),
+            graph("spectrum"),
+            graph("plane"),
+            graph("margin"),
+        ])
     if name == "health":
         return html.Div([
-            html.P(["Thresholds: ", health.THRESHOLDS_TEXT], className="thresholds"),
+            html.P(["Thresholds: ", health.THRESHOLDS_TEXT, " ", health.REPRESENTATION_THRESHOLDS_TEXT],
+                   className="thresholds"),
             html.Div(id="health-table"),
         ])
     raise ValueError(name)
@@ -225,8 +238,9 @@ def empty_folder_hint(runs_dir: str, refresh_s: float) -> html.Div:
 
 
 def health_table(results: dict) -> html.Table:
-    """``results`` maps run name to a list of health.Flag (or an error string)."""
-    checks = ["collapse", "instability", "non-finite"]
+    """``results`` maps run name to a list of health.Flag (or an error string); one column per check."""
+    checks = next((([f.check for f in flags]) for flags in results.values() if not isinstance(flags, str)),
+                  ["collapse", "instability", "non-finite"])
     rows = []
     for name, flags in results.items():
         if isinstance(flags, str):
@@ -238,8 +252,8 @@ def health_table(results: dict) -> html.Table:
             if flag.fired:
                 text = f"from step {flag.step}" + (f": {flag.detail}" if flag.detail else "")
                 cells.append(html.Td(text, className="flagged"))
-            else:
-                cells.append(html.Td("ok", className="ok"))
+            else:  # passed, or not checked for want of data ("no embeddings")
+                cells.append(html.Td(flag.detail or "ok", className="ok" if not flag.detail else "unchecked"))
         rows.append(html.Tr(cells))
     if not rows:
         return html.P("select runs to check them")

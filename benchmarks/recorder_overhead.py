@@ -13,6 +13,10 @@ with 8 BN groups; on CUDA with bf16 autocast and channels_last, as `scoreviz
 train` runs it), at --batch, --queue and --image-size, on --device.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
+Setting 4: log_embeddings at dim 128 and 2048 (per call, and the spectrum's
+eigen-decomposition per window on the writer thread), and the Recorder alone with
+and without embeddings as a share of setting 1's training step (setting 1 also
+has a row with log_embeddings of the query and key projections).
 In setting 1 the recordings take turns in blocks of steps and each row is the
 median over rounds (robust to the noise of a shared machine); the Recorder is
 also timed alone there, and in settings 2 and 3 every time includes the recorder's deferred
@@ -28,6 +32,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -125,6 +130,19 @@ class TensorBoardRecording(NoRecording):
 RECORDINGS = (NoRecording, ScorevizRecording, NaiveRecording, TensorBoardRecording)
 
 
+class ScorevizEmbeddingsRecording(ScorevizRecording):
+    """The Recorder as above, plus log_embeddings of the step's query and key projections."""
+
+    name = "scoreviz Recorder + log_embeddings (64 x 128, two views)"
+
+    def record(self, step, logits, temperature, model, loss):
+        super().record(step, logits, temperature, model, loss)
+        self.rec.log_embeddings(step, *model.last_embeddings)
+
+
+TRAINING_RECORDINGS = RECORDINGS + (ScorevizEmbeddingsRecording,)  # setting 1 only
+
+
 # ---------------------------------------------------------------- the MoCo-like step
 
 
@@ -175,6 +193,7 @@ class MocoStep:
         self.opt.step()
         self.queue[self.ptr:self.ptr + self.batch] = k
         self.ptr = (self.ptr + self.batch) % len(self.queue)
+        self.q.last_embeddings = (q.detach(), k)  # for ScorevizEmbeddingsRecording
         return logits.detach(), loss.detach()
 
 
@@ -197,7 +216,8 @@ class TrainerStep:
 
     def __call__(self):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
-            logits, _, _ = self.model(*self.views)
+            logits, raw, _ = self.model(*self.views)
+        self.q.last_embeddings = (raw.q, raw.k)  # for ScorevizEmbeddingsRecording
         loss = F.cross_entropy(logits, self.labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,8 +245,8 @@ def training_step_setting(workdir, rounds, steps, make_step=MocoStep, device="cp
     train = make_step()
     for _ in range(10):  # warm up
         train()
-    times = {cls: [] for cls in RECORDINGS}
-    recordings = {cls: cls(os.path.join(workdir, f"train-{i}")) for i, cls in enumerate(RECORDINGS)}
+    times = {cls: [] for cls in TRAINING_RECORDINGS}
+    recordings = {cls: cls(os.path.join(workdir, f"train-{i}")) for i, cls in enumerate(TRAINING_RECORDINGS)}
     step = 0
     for r in range(rounds):
         for cls, recording in recordings.items():
@@ -316,6 +336,7 @@ def setting_one(workdir, args, make_step, title, device):
           f"writer work included): {alone * 1e3:.2f} ms per step = {100 * alone / (rows[0][1] / 1e3):.1f}% "
           f"of the {rows[0][1]:.1f} ms step.")
     print("* over this short run: HDF5 allocates whole chunks up front; table 3 gives the size of a long run.")
+    return rows[0][1]
 
 
 def setting_two(workdir, args, device):
@@ -339,13 +360,118 @@ def setting_three(workdir, args):
         print(f"| {rows_per_flush} | {size:,.0f} |")
 
 
+# ---------------------------------------------------------------- embeddings (log_embeddings)
+
+
+def embeddings_call_cost(batch, dim, calls, window=50):
+    """Per log_embeddings call (two views) on the CPU: the training thread's time, and the
+    whole cost with the writer's work (spectra included, close() inside the timing)."""
+    torch.manual_seed(0)
+    z = torch.randn(batch, dim)
+    z2 = z + 0.1 * torch.randn(batch, dim)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the last, incomplete window has few samples
+        rec = scoreviz.Recorder(folder, spectrum_window=window)
+        rec.log_embeddings(0, z, z2)  # warm up
+        start = time.perf_counter()
+        for step in range(1, calls + 1):
+            rec.log_embeddings(step, z, z2)
+        on_thread = time.perf_counter() - start
+        rec.close()
+        return on_thread / calls, (time.perf_counter() - start) / calls
+
+
+def spectrum_host_cost(dim, repeats=3):
+    """The writer thread's work for one spectrum: the eigenvalues of a dim x dim second moment and its rank."""
+    from scoreviz.embeddings import SpectrumWindow, normalised, spectrum
+
+    window = SpectrumWindow(dim, "cpu")
+    x, _, valid = normalised(torch.randn(4 * dim, dim))
+    window.add(x, valid, x.mean(dim=0))
+    buffer = window.buffer.numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        spectrum(buffer, dim)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def recorder_alone_with_and_without_embeddings(calls=100, rounds=5):
+    """The Recorder's own time per step at setting 1's sizes, without and with log_embeddings of
+    the query and key projections (64 x 128), rounds alternating; medians (writer work included)."""
+    torch.manual_seed(0)
+    train = MocoStep()
+    logits, loss = train()
+    times = {False: [], True: []}
+    step = 0
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the last, incomplete window has few samples
+        for r in range(rounds):
+            for embeddings in (False, True):
+                recording = (ScorevizEmbeddingsRecording if embeddings else ScorevizRecording)(
+                    os.path.join(folder, f"alone-{r}-{embeddings}"))
+                recording.record(step, logits, train.temperature, train.q, loss)  # creates the file
+                start = time.perf_counter()
+                for _ in range(calls):
+                    step += 1
+                    recording.record(step, logits, train.temperature, train.q, loss)
+                recording.close()
+                times[embeddings].append((time.perf_counter() - start) / calls)
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
+def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
+    """File bytes per recorded step of log_embeddings alone (two views), flushed every 10 steps."""
+    torch.manual_seed(0)
+    folder = os.path.join(workdir, f"embedding-size-{dim}")
+    with scoreviz.Recorder(folder, spectrum_window=window) as rec:
+        for step in range(steps):
+            z = torch.randn(batch, dim)
+            rec.log_embeddings(step, z, z + 0.1 * torch.randn(batch, dim))
+            if (step + 1) % 10 == 0:
+                rec.flush()
+    return folder_bytes(folder) / steps
+
+
+def moco_step_ms(steps=30):
+    """Setting 1's bare MoCo-like step time, for setting 4 run without setting 1."""
+    torch.manual_seed(0)
+    train = MocoStep()
+    for _ in range(5):
+        train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        train()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def print_embedding_tables(calls, step_ms, size_steps, workdir):
+    step_ms = step_ms or moco_step_ms()
+    print("\n4. Embedding statistics: log_embeddings with two views, CPU, spectrum window 50\n")
+    print("| embeddings (batch x dim) | per call, training thread (ms) | per call, writer work included (ms) "
+          "| spectrum per window, writer thread (ms) | spectrum per step at window 50 (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for batch, dim in ((64, 128), (256, 2048)):
+        on_thread, total = embeddings_call_cost(batch, dim, calls if dim <= 128 else 50)  # 50: one window
+        host = spectrum_host_cost(dim)
+        print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
+    print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
+          f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
+    without, with_embeddings = recorder_alone_with_and_without_embeddings()
+    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, rounds alternating): "
+          f"{without * 1e3:.2f} ms per step, {with_embeddings * 1e3:.2f} ms with log_embeddings(step, q, k) "
+          f"(64 x 128); {step_ms:.1f} ms MoCo-like step from setting 1: {100 * without / (step_ms / 1e3):.1f}% and "
+          f"{100 * with_embeddings / (step_ms / 1e3):.1f}%.")
+
+
 def main():
     parser = argparse.ArgumentParser(description="Measure what recording costs per training step.")
     parser.add_argument("--rounds", type=int, default=7, help="rounds in setting 1")
     parser.add_argument("--steps", type=int, default=25, help="training steps per round and recording in setting 1")
     parser.add_argument("--bare-calls", type=int, default=3, help="record calls per recorder in setting 2")
     parser.add_argument("--size-steps", type=int, default=5000, help="recorded steps in setting 3")
-    parser.add_argument("--settings", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3], help="which to run")
+    parser.add_argument("--settings", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4], help="which to run")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where setting 1 trains and setting 2's scores live")
     parser.add_argument("--arch", choices=["small", "resnet18", "resnet50"],
                         help="setting 1 times the reference trainer's MoCo step with this backbone "
@@ -353,6 +479,7 @@ def main():
     parser.add_argument("--batch", type=int, default=64, help="setting 1 with --arch: batch")
     parser.add_argument("--queue", type=int, default=4096, help="setting 1 with --arch: queue size K")
     parser.add_argument("--image-size", type=int, default=32, help="setting 1 with --arch: image size")
+    parser.add_argument("--embedding-calls", type=int, default=200, help="log_embeddings calls per size in setting 4")
     args = parser.parse_args()
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -366,12 +493,16 @@ def main():
     else:
         make_step, title = MocoStep, "MoCo-like training step on CPU (conv encoder, batch 64, queue 4096)"
     with tempfile.TemporaryDirectory() as workdir:
+        step_ms = None
         if 1 in args.settings:
-            setting_one(workdir, args, make_step, title, device)
+            step_ms = setting_one(workdir, args, make_step, title, device)
         if 2 in args.settings:
             setting_two(workdir, args, device)
         if 3 in args.settings:
             setting_three(workdir, args)
+        if 4 in args.settings:
+            # the shares in table 4 are of the small CPU step, also when setting 1 timed the trainer's
+            print_embedding_tables(args.embedding_calls, None if args.arch else step_ms, args.size_steps, workdir)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,13 @@ def main(argv=None) -> int:
     if args.extra:
         query += "&" + args.extra
     graph = {"curves": "curves-graph", "distribution": "hist-graph", "gradients": "grad-heatmap-graph",
-             "waterfall": "waterfall-graph"}.get(args.view)
+             "waterfall": "waterfall-graph", "representation": "spectrum-graph"}.get(args.view)
     with serving(args.runs_dir, refresh=60) as url, chromium(width=1400, height=args.height) as driver:
         driver.get(f"{url}?{query}")
         if graph:
             wait_for(driver, lambda d: len(traces(d, graph) or []) >= 1, timeout=120)
+        elif args.view == "health":
+            wait_for(driver, lambda d: d.find_elements("css selector", "#health-table table"), timeout=120)
         wait_for(driver, lambda d: not d.find_elements("css selector", '[data-dash-is-loading="true"]'),
                  timeout=120)
         driver.execute_script("return new Promise(r => setTimeout(r, 1500))")

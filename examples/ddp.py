@@ -1,5 +1,5 @@
-"""The Recorder under torchrun: every rank logs its own scores, the statistics
-cover the global batch, and rank 0 alone writes the file.
+"""The Recorder under torchrun: every rank logs its own scores and embeddings, the
+statistics cover the global batch, and rank 0 alone writes the file.
 
     torchrun --nproc_per_node 2 examples/ddp.py runs/ddp
 """
@@ -45,6 +45,7 @@ def main():
 
             negatives = scores[~torch.eye(args.batch, dtype=torch.bool, device=device)].view(args.batch, -1)
             rec.log_scores(step, scores.diagonal().detach(), negatives.detach())  # a collective: every rank calls it
+            rec.log_embeddings(step, za.detach(), zb.detach())  # uniformity over the pairs of the global batch
             rec.log_gradients(step, model)
             rec.log_scalars(step, loss=loss.detach())
     if rank == 0:

@@ -3,8 +3,9 @@
     pip install lightning
     python examples/lightning_module.py runs/lightning
 
-`training_step` returns its logits and temperature next to the loss; the
-callback does the rest (scores, gradient norms, loss, learning rate).
+`training_step` returns its logits and temperature next to the loss, and the
+two views' embeddings; the callback does the rest (scores, embedding std,
+uniformity, alignment and rank, gradient norms, loss, learning rate).
 """
 
 import argparse
@@ -31,7 +32,7 @@ class ContrastiveModule(lightning.LightningModule):
         logits = torch.cat([scores.diagonal()[:, None], scores[off_diagonal].view(len(points), -1)], 1)
         logits = logits / self.hparams.temperature
         loss = F.cross_entropy(logits, torch.zeros(len(points), dtype=torch.long, device=points.device))
-        return {"loss": loss, "logits": logits, "temperature": self.hparams.temperature}
+        return {"loss": loss, "logits": logits, "temperature": self.hparams.temperature, "z": za, "z2": zb}
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)

@@ -55,6 +55,7 @@ def main():
 
             rec.log_logits(step, raw.detach(), args.t, tag="raw")
             rec.log_logits(step, logits.detach(), args.t, tag="ft")
+            rec.log_embeddings(step, q.detach(), k, tag="raw")                  # std, uniformity, alignment, rank
             rec.log_gradients(step, encoder_q)
             rec.log_scalars(step, loss=loss.detach())
     print(f"recorded {args.steps} steps into {args.run_dir}")

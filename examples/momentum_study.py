@@ -30,6 +30,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import numpy as np
+
 # The app package lives next to scoreviz at the root of the checkout; make the
 # script work from a plain checkout too, not only from an installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -165,6 +167,9 @@ def summarize(run_dir: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     scores, total = run.scores(TAG), run.total_gradient_norm()
     flags = {f.check: f for f in health.run_health(scores, run.scalars(), total)}
+    embeddings = run.embeddings(TAG)  # the query projections (and keys as the second view)
+    flags.update({f.check: f for f in health.representation_health(embeddings)})
+    ranks = embeddings["rank"].dropna()
     return dict(
         version=run.config["moco_version"], m=run.config["moco_m"], seed=run.config["seed"],
         knn_init=results["knn_acc_init"], knn_final=results["knn_acc_final"], knn_best=max(results["knn_acc"]),
@@ -172,9 +177,20 @@ def summarize(run_dir: Path) -> dict:
         neg_final=float(scores["neg_mean"].iloc[-1]),
         # How rough the gradient landscape is: the 99th percentile of the total norm over its median.
         grad_rough=float(total.quantile(0.99) / total.median()),
+        # The representation: RankMe rank of the last spectrum window, std of the last step times sqrt(dim)
+        # (about 1 when the embeddings are spread out, 0 at complete collapse).
+        rank_final=float(ranks.iloc[-1]) if len(ranks) else float("nan"),
+        std_final=float(embeddings["std"].iloc[-1] * np.sqrt(embeddings["dim"].iloc[-1])),
         collapse=flags["collapse"], instability=flags["instability"], nonfinite=flags["non-finite"],
+        representation=_first_fired(flags["complete collapse"], flags["dimensional collapse"]),
         series=scores[STAT],
     )
+
+
+def _first_fired(*flags):
+    """The earliest of the flags that fired (the first given when none did)."""
+    fired = [f for f in flags if f.fired]
+    return min(fired, key=lambda f: f.step) if fired else flags[0]
 
 
 def group(rows: list) -> dict:
@@ -191,6 +207,7 @@ def group(rows: list) -> dict:
     curves = pd.concat([r["series"] for r in rows], axis=1)
     return dict(version=rows[0]["version"], m=rows[0]["m"], n=len(rows), values=values,
                 collapse=flag("collapse"), instability=flag("instability"), nonfinite=flag("nonfinite"),
+                representation=flag("representation"),
                 mean_curve=curves.mean(axis=1), low=curves.min(axis=1), high=curves.max(axis=1))
 
 
@@ -213,8 +230,9 @@ def markdown_table(groups: list) -> str:
     """One version's results per m: mean ± sample sd over the seeds, flags as runs flagged / runs."""
     lines = [
         "| m | kNN final (%) | kNN best (%) | kNN range (%) | neg var final | pos mean final | neg mean final "
-        "| grad p99/median | collapse | instability | paper, IN-100 linear (%) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "| grad p99/median | rank final (of 128) | std x sqrt(dim) final | collapse | representation collapse "
+        "| instability | paper, IN-100 linear (%) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
     ]
     for g in groups:
         v = g["values"]
@@ -222,7 +240,9 @@ def markdown_table(groups: list) -> str:
             f"| {g['m']:g} | {_mean_sd(v('knn_final'))} | {_mean_sd(v('knn_best'))} "
             f"| {min(v('knn_final')):.1f}-{max(v('knn_final')):.1f} | {_mean_sd(v('var_final'), 2, 'e')} "
             f"| {_mean_sd(v('pos_final'), 3)} | {_mean_sd(v('neg_final'), 3)} | {_mean_sd(v('grad_rough'), 2)} "
-            f"| {_flag_text(g['collapse'], g['n'])} | {_flag_text(g['instability'], g['n'])} "
+            f"| {_mean_sd(v('rank_final'), 1)} | {_mean_sd(v('std_final'), 2)} "
+            f"| {_flag_text(g['collapse'], g['n'])} | {_flag_text(g['representation'], g['n'])} "
+            f"| {_flag_text(g['instability'], g['n'])} "
             f"| {PAPER.get(g['m'], '')} |")
     return "\n".join(lines)
 

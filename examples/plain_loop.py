@@ -57,6 +57,7 @@ def main():
 
             for tag, s in (("raw", raw), ("ft", scores)):
                 rec.log_scores(step, s.diagonal().detach(), s[off_diagonal].view(args.batch, -1).detach(), tag=tag)  # 3
+            rec.log_embeddings(step, za.detach(), zb.detach(), tag="raw")  # the representation: std, rank, ...
             rec.log_gradients(step, encoder)
             rec.log_scalars(step, loss=loss.detach(), lr=optimizer.param_groups[0]["lr"])
     print(f"recorded {args.steps} steps into {args.run_dir}")

@@ -17,6 +17,7 @@ import operator
 import numpy as np
 import torch
 
+from scoreviz.embeddings import MAX_SPECTRUM_DIM
 from scoreviz.errors import ScorevizError
 from scoreviz.store import NAME_BYTES, check_name
 from scoreviz.store.schema import MAX_BINS
@@ -42,15 +43,15 @@ def step(value) -> int:
     return value
 
 
-def scores(x, name: str, where: str) -> torch.Tensor:
-    """Scores as a dense floating-point tensor with values (not on the meta device)."""
+def scores(x, name: str, where: str, what: str = "scores") -> torch.Tensor:
+    """Scores (or other `what`) as a dense floating-point tensor with values (not on the meta device)."""
     if isinstance(x, np.ndarray):
         try:
             x = torch.from_numpy(np.ascontiguousarray(x))
         except (TypeError, ValueError):
-            raise ScorevizError(f"{where}: {name} must hold floating-point scores, got numpy dtype {x.dtype}") from None
+            raise ScorevizError(f"{where}: {name} must hold floating-point {what}, got numpy dtype {x.dtype}") from None
     if not isinstance(x, torch.Tensor):
-        raise ScorevizError(f"{where}: {name} must be a torch.Tensor (or numpy array) of scores, got {type(x).__name__}")
+        raise ScorevizError(f"{where}: {name} must be a torch.Tensor (or numpy array) of {what}, got {type(x).__name__}")
     if getattr(x, "is_nested", False):
         raise ScorevizError(f"{where}: {name} is a nested tensor; pass a regular (padded) tensor")
     if x.layout != torch.strided:
@@ -58,8 +59,32 @@ def scores(x, name: str, where: str) -> torch.Tensor:
     if x.device.type == "meta":
         raise ScorevizError(f"{where}: {name} is on the meta device and holds no values")
     if not x.is_floating_point():
-        raise ScorevizError(f"{where}: {name} must hold floating-point scores, got dtype {x.dtype}")
+        raise ScorevizError(f"{where}: {name} must hold floating-point {what}, got dtype {x.dtype}")
     return x
+
+
+def embeddings(z, name: str, spectrum: bool, like: torch.Tensor = None) -> torch.Tensor:
+    """Embeddings (batch, dim), dim >= 1, floating point, with values; `like`: the first view,
+    whose shape a second view must have. With `spectrum`, dim at most MAX_SPECTRUM_DIM."""
+    z = scores(z, name, "log_embeddings", "embeddings")
+    if z.dim() != 2 or z.shape[1] < 1:
+        raise ScorevizError(f"log_embeddings: {name} must have shape (batch, dim) with dim >= 1, got "
+                            f"{tuple(z.shape)}" + (" (flatten the extra dimensions into the batch)" if z.dim() > 2 else ""))
+    if like is not None and z.shape != like.shape:
+        raise ScorevizError(f"log_embeddings: z2 must have the shape of z {tuple(like.shape)}, got {tuple(z.shape)}")
+    if spectrum and z.shape[1] > MAX_SPECTRUM_DIM:
+        raise ScorevizError(f"log_embeddings: dim {z.shape[1]} is above {MAX_SPECTRUM_DIM}, the largest whose spectrum "
+                            "the Recorder accumulates (a dim x dim matrix on the device); build the Recorder with "
+                            "spectrum_window=0 to record std, uniformity and alignment only")
+    return z
+
+
+def window(value) -> int:
+    """The spectrum window: a non-negative integer number of recorded steps (0: no spectrum)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ScorevizError(f"Recorder: spectrum_window must be a non-negative integer (recorded steps per spectrum, "
+                            f"0 for none), got {value!r}")
+    return int(value)
 
 
 def name(value, what: str) -> str:

@@ -28,6 +28,8 @@ def _info(args):
     else:
         print("steps    none recorded yet")
     print(f"tags     {', '.join(summary['tags']) or '-'}")
+    if summary["embedding tags"]:
+        print(f"embedded {', '.join(summary['embedding tags'])}")
     print(f"layers   {summary['layers']}")
     env = run.env
     print(f"recorded {env.get('start_time', '?')} on {env.get('hostname', '?')} ({env.get('device', '?')}, "

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from scoreviz import arguments
+from scoreviz.embeddings import SpectrumWindow, batch_mean, embedding_sums, normalised, spectrum, summarize_embeddings
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS, RowLayout, score_row, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
@@ -38,7 +39,7 @@ _open_recorders: "weakref.WeakSet[Recorder]" = weakref.WeakSet()
 
 
 class Recorder:
-    """Record score distributions, gradient norms and scalars of a training run.
+    """Record score distributions, embedding statistics, gradient norms and scalars of a training run.
 
     Args:
         run_dir: the run's folder; created if needed. Holds `scores.h5`; if that
@@ -54,6 +55,11 @@ class Recorder:
             e.g. scores after a feature transformation that does not
             re-normalise. Out-of-range scores of these tags are counted as
             always, without the warning meant for logits passed as scores.
+        spectrum_window: recorded `log_embeddings` calls of a tag whose embeddings
+            make one spectrum (and one effective rank), stored at the window's last
+            step; 0 records no spectrum. RankMe needs more samples than dimensions:
+            choose it so that window x batch (over all ranks) exceeds dim; the
+            default, 50, gives 6,400 samples at batch 128.
 
     Use it as a context manager, or call `close()`; a run that ends without
     either (an exception, a normal interpreter exit) is still flushed.
@@ -72,11 +78,12 @@ class Recorder:
     """
 
     def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 1.0,
-                 unbounded_tags=()):
+                 unbounded_tags=(), spectrum_window: int = 50):
         self.every = arguments.positive_int(every, "every")
         self.unbounded_tags = arguments.tag_names(unbounded_tags, "unbounded_tags")
         self.bins = arguments.bins(bins)
         self._flush_secs = arguments.flush_secs(flush_secs)
+        self.spectrum_window = arguments.window(spectrum_window)
         config = arguments.config(config)
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / FILE_NAME
@@ -89,6 +96,8 @@ class Recorder:
         self._module_params = None  # (model, its layers), built by log_gradients
         self._owner_cache = None
         self._warned = set()
+        self._embedding_dims = {}  # tag -> dim: one dim per tag
+        self._windows = {}  # tag -> the SpectrumWindow being filled
         if self.rank != 0:
             return
         try:
@@ -158,6 +167,84 @@ class Recorder:
                                 f"(in-batch), got {positives!r:.60}")
         self._log_scores(step, pos, neg, tag, temperature, "log_logits")
 
+    def log_embeddings(self, step, z, z2=None, tag: str = "train"):
+        """Record statistics of one step's embeddings z (batch, dim), any device.
+
+        Per step: `std` (mean over dimensions of the per-dimension std of the
+        l2-normalised embeddings), `uniformity` (log E exp(-2 ||x - y||^2) over the
+        pairs of the batch) and, when a second view z2 of the same samples is given,
+        `alignment` (E ||x - x2||^2). Over every `spectrum_window` recorded calls of
+        a tag: the eigenvalues of the second moment of the centred normalised
+        embeddings (the spectrum) and their effective rank (RankMe). A sample with a
+        non-finite value is counted and left out. One dim per tag.
+
+        Under torch.distributed call it on every rank, with the same shape on every
+        rank: the statistics cover the global batch (uniformity over all its pairs).
+        """
+        step = self._check_open_and_step(step)
+        spectrum_on = self.spectrum_window > 0
+        z = arguments.embeddings(z, "z", spectrum_on)
+        if z2 is not None:
+            z2 = arguments.embeddings(z2, "z2", spectrum_on, like=z)
+        tag = arguments.name(tag, "log_embeddings: tag")
+        dim = z.shape[1]
+        if self._embedding_dims.setdefault(tag, dim) != dim:
+            raise ScorevizError(f"log_embeddings: tag {tag!r} has dim {self._embedding_dims[tag]} in this run, got "
+                                f"dim {dim}; log embeddings of another size under another tag")
+        if step % self.every:
+            return
+        with torch.no_grad():
+            x, x2, valid = normalised(z, z2)
+            distributed = self._in_process_group()
+            gathered, offset = self._gather(x, valid) if distributed else (None, 0)
+            row = embedding_sums(x, x2, valid, z.shape[0], gathered, offset)
+            if distributed:
+                torch.distributed.all_reduce(row, op=torch.distributed.ReduceOp.SUM)
+            if self.rank == 0:
+                self._submit(("embeddings", tag, step, row, _event(row)))
+            if spectrum_on:
+                self._add_to_window(tag, step, x, valid, row, distributed)
+
+    def _gather(self, x, valid):
+        """Every rank's normalised embeddings (float32) and kept-sample mask, and where this
+        rank's rows start among them: uniformity pairs this rank's samples with all of them."""
+        world = torch.distributed.get_world_size()
+        if x.device.type == "cpu":
+            # Ranks that gather different shapes abort gloo (and would hang NCCL): on the CPU, where a
+            # look at a value costs no device sync, the shapes are compared first; on a GPU equal
+            # shapes are the caller's promise (DistributedSampler gives every rank the same batch).
+            shape = torch.tensor(x.shape, dtype=torch.int64)
+            shapes = [torch.empty_like(shape) for _ in range(world)]
+            torch.distributed.all_gather(shapes, shape)
+            if any(not torch.equal(other, shape) for other in shapes):
+                raise ScorevizError("log_embeddings: under torch.distributed every rank must pass embeddings of the "
+                                    f"same shape at a step; the ranks passed {[tuple(s.tolist()) for s in shapes]}")
+        kept = torch.ones(x.shape[0], 1, device=x.device) if valid is None else valid.float()[:, None]
+        local = torch.cat([x.float(), kept], dim=1).contiguous()
+        parts = [torch.empty_like(local) for _ in range(world)]
+        torch.distributed.all_gather(parts, local)
+        everything = torch.cat(parts)
+        return (everything[:, :-1], everything[:, -1] > 0.5), self.rank * x.shape[0]
+
+    def _add_to_window(self, tag, step, x, valid, row, distributed):
+        window = self._windows.get(tag)
+        if window is None:
+            window = self._windows[tag] = SpectrumWindow(x.shape[1], x.device)
+        if x.device != window.buffer.device:  # the tag's embeddings moved: the window stays where it began
+            x, row = x.to(window.buffer.device), row.to(window.buffer.device)
+            valid = None if valid is None else valid.to(window.buffer.device)
+        window.add(x, valid, batch_mean(row) if window.reference is None else None)
+        window.last_step = step
+        if window.calls >= self.spectrum_window:
+            del self._windows[tag]
+            if distributed:  # second-moment sums add up over ranks
+                torch.distributed.all_reduce(window.buffer, op=torch.distributed.ReduceOp.SUM)
+            self._submit_window(tag, window)
+
+    def _submit_window(self, tag, window):
+        if self.rank == 0:
+            self._submit(("spectrum", tag, window.last_step, (window.buffer, window.dim), _event(window.buffer)))
+
     def log_gradients(self, step, model: torch.nn.Module):
         """Record the L2 norm of the gradients of each layer (the parameters a
         module holds itself, in model order) and of all of them together.
@@ -218,6 +305,12 @@ class Recorder:
         self._closed = True
         if self._store is None or os.getpid() != self._pid:  # not the writing rank, or a forked child
             return
+        # The last, incomplete spectrum windows: stored from one process; under torch.distributed
+        # they would need the other ranks, and close() must not wait for them, so they are dropped.
+        windows, self._windows = self._windows, {}
+        if not self._distributed and self._error is None:
+            for tag, window in windows.items():
+                self._submit_window(tag, window)
         with self._lock:
             self._stopping = True
         self._wake.set()
@@ -329,14 +422,45 @@ class Recorder:
                 values = np.array([[float(v) for v in vals] for _, _, vals in entries])
                 self._store.append_scalars(steps, key, values, times)
                 continue
+            if kind == "spectrum":
+                self._write_spectra(key, steps, [v for _, _, v in entries], times)
+                continue
             rows = torch.stack([v for _, _, v in entries]).cpu().numpy()
             if kind == "gradients":
                 self._store.append_gradients(steps, key, rows[:, :-1], rows[:, -1], times)
+            elif kind == "embeddings":
+                stats = summarize_embeddings(rows)
+                self._warn_about_embeddings(key, steps, stats)
+                self._store.append_embeddings(key, steps, stats, times)
             else:
                 stats = summarize(rows, self._layout)
                 self._warn_about(key, steps, stats)
                 self._store.append_scores(key, steps, stats, times)
         self._store.flush()
+
+    def _write_spectra(self, tag, steps, windows, times):
+        """The eigen-decomposition of each window's second moment, here on the writer thread."""
+        dims = [dim for _, dim in windows]
+        results = [spectrum(buffer.cpu().numpy(), dim) for buffer, dim in windows]
+        samples = [r[1] for r in results]
+        short = [i for i, (n, dim) in enumerate(zip(samples, dims)) if 0 < n < dim]
+        if short and "few samples" not in self._warned:
+            self._warned.add("few samples")
+            i = short[0]
+            warnings.warn(
+                f"scoreviz: the spectrum of tag {tag!r} at step {steps[i]} has {samples[i]} samples for dim {dims[i]}: "
+                "its rank cannot exceed the sample count. Raise Recorder(spectrum_window=...) so that window x "
+                "batch exceeds dim.", RuntimeWarning, stacklevel=2)
+        self._store.append_spectrum(tag, steps, dims, samples, [r[2] for r in results], [r[0] for r in results],
+                                    times)
+
+    def _warn_about_embeddings(self, tag, steps, stats):
+        bad = np.flatnonzero(stats["nonfinite"] > 0)
+        if bad.size and "nonfinite embeddings" not in self._warned:
+            self._warned.add("nonfinite embeddings")
+            warnings.warn(f"scoreviz: {int(stats['nonfinite'][bad[0]])} embeddings of tag {tag!r} at step "
+                          f"{steps[bad[0]]} hold non-finite values; they are counted and left out of the "
+                          "statistics.", RuntimeWarning, stacklevel=2)
 
     def _warn_about(self, tag, steps, stats):
         for kind in KINDS:

@@ -9,7 +9,9 @@ import pandas as pd
 
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS
-from scoreviz.store import FILE_NAME, StoreReader
+from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreReader
+
+EMBEDDING_FRAME_COLUMNS = ("std", "uniformity", "alignment", "rank", "dim", "samples", "nonfinite", "window_samples")
 
 
 class Run:
@@ -42,6 +44,11 @@ class Run:
         return self._reader.tags()
 
     @property
+    def embedding_tags(self) -> list:
+        """Tags of logged embeddings (log_embeddings) in order of first use."""
+        return self._reader.tags("embeddings")
+
+    @property
     def layers(self) -> list:
         """Layer names in model order (later additions at the end)."""
         return self._reader.layers()
@@ -56,10 +63,50 @@ class Run:
 
         Columns, for k in pos and neg: k_count, k_mean, k_var (ddof=0), k_min,
         k_max, k_q05 ... k_q95 (from the histogram), k_nonfinite, k_out_of_range;
-        and neg_sample_var, the mean over samples of each sample's negative variance.
+        neg_sample_var, the mean over samples of each sample's negative variance;
+        margin, the mean over samples of (positive - hardest negative score), and
+        hard_frac, the fraction of samples whose hardest negative beats their
+        positive (NaN without negatives, or when there is not one positive per
+        sample, and in files of scoreviz before 0.2).
         """
         steps, stats, columns, _ = self._reader.scores(tag)
-        return _by_step(pd.DataFrame(stats, columns=columns), steps)
+        frame = pd.DataFrame(stats, columns=columns)
+        for column in STATS_COLUMNS:  # columns an older file lacks, as not recorded
+            if column not in frame:
+                frame[column] = np.nan
+        return _by_step(frame, steps)
+
+    def embeddings(self, tag: str = "train") -> pd.DataFrame:
+        """Embedding statistics of one tag (log_embeddings), indexed by step.
+
+        Columns: std, uniformity, alignment (NaN without a second view), rank
+        (RankMe's effective rank of the spectrum, at the last step of each window,
+        NaN elsewhere), dim, samples (kept in the batch), nonfinite (left out) and
+        window_samples (the samples behind each rank).
+        """
+        steps, stats, columns = self._reader.embeddings(tag)
+        frame = _by_step(pd.DataFrame(stats, columns=columns), steps)
+        spectrum_steps, _, samples, ranks, _ = self._spectrum_rows(tag)
+        windows = pd.DataFrame({"rank": ranks, "window_samples": samples.astype(np.float64)})
+        frame = frame.join(_by_step(windows, spectrum_steps), how="outer")
+        return frame[[c for c in EMBEDDING_FRAME_COLUMNS if c in frame] + [c for c in frame if c not in
+                                                                        EMBEDDING_FRAME_COLUMNS]]
+
+    def spectrum(self, tag: str = "train"):
+        """(steps (n,), eigenvalues (n, dim)): each window's eigenvalues of the second moment of
+        the centred, l2-normalised embeddings, largest first (NaN after a row's own dim where
+        the dim changed between resumed runs). Empty arrays when no window was completed."""
+        steps, _, _, _, eigenvalues = self._spectrum_rows(tag)
+        return steps, eigenvalues
+
+    def _spectrum_rows(self, tag):
+        """The last spectrum row of each step of `tag` (none when the tag has embeddings only)."""
+        if tag not in self._reader.tags("spectrum"):
+            self._reader.embeddings(tag)  # a ScorevizError naming the tags when there is no such tag
+            return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty((0, 0))
+        steps, dims, samples, ranks, eigenvalues = self._reader.spectrum(tag)
+        keep = _last_of_each_step(steps)
+        return steps[keep], dims[keep], samples[keep], ranks[keep], eigenvalues[keep]
 
     def histograms(self, tag: str, kind: str):
         """(steps (n,), bin_edges (bins + 1,), counts (n, bins)) of one tag and kind ("pos" or "neg")."""
@@ -111,6 +158,11 @@ class Run:
             if len(frame):
                 last = frame.iloc[-1]
                 out[f"last {tag}"] = {c: float(last[c]) for c in ("pos_mean", "neg_mean", "neg_sample_var")}
+        out["embedding tags"] = self.embedding_tags
+        for tag in out["embedding tags"]:
+            frame = self.embeddings(tag)
+            out[f"last {tag} embeddings"] = {c: float(frame[c].dropna().iloc[-1]) if frame[c].notna().any()
+                                             else float("nan") for c in ("std", "uniformity", "alignment", "rank")}
         scalars = self.scalars()
         if len(scalars):
             out["last scalars"] = {c: float(scalars[c].dropna().iloc[-1]) for c in scalars if scalars[c].notna().any()}

@@ -6,11 +6,16 @@ hold sums, not means, so that rows from several ranks add up under
 torch.distributed; `summarize` turns a (reduced) row into the statistics that
 are stored, on the host.
 
-Row layout, for each kind in (pos, neg):
-    count, sum, sum of squares, non-finite count, out-of-range count,
-    histogram counts (bins), then min and -max (both reduced with MIN)
-followed by, for the negatives only, the sum over samples of each sample's
-own negative variance and the number of samples.
+Row layout: for each kind in (pos, neg) its count, sum, sum of squares,
+non-finite count, out-of-range count and histogram counts (bins); then the sum
+over samples of each sample's own negative variance and the number of samples;
+then the margin sums (the sum over samples of positive minus hardest negative,
+the number of samples whose hardest negative beats their positive, and the
+number of samples counted); all of these are summed over ranks. Last, for each
+kind, min and -max (both reduced with MIN).
+
+The margin needs one positive per sample: it is recorded when `pos` has as
+many elements as `neg` has samples (rows), and left out (NaN) otherwise.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ _offsets = random.Random(0)
 _CENTRE_BLOCK = 1 << 18
 
 _SUMS = 5  # count, sum, sumsq, nonfinite, out_of_range
+_MARGIN_SUMS = 3  # sum of (pos - hardest neg), samples whose hardest neg beats pos, samples
 
 
 class RowLayout:
@@ -47,7 +53,8 @@ class RowLayout:
     def __init__(self, bins: int):
         self.bins = bins
         self.kind_sums = _SUMS + bins            # summed part of one kind
-        self.sum_width = 2 * self.kind_sums + 2  # + neg per-sample variance sum, sample count
+        # + neg per-sample variance sum and sample count, + the margin sums
+        self.sum_width = 2 * self.kind_sums + 2 + _MARGIN_SUMS
         self.width = self.sum_width + 4          # + min, -max for each kind
 
     def sums(self, row, kind):
@@ -60,6 +67,9 @@ class RowLayout:
 
     def sample_var(self, row):
         return row[..., 2 * self.kind_sums:2 * self.kind_sums + 2]
+
+    def margin(self, row):
+        return row[..., 2 * self.kind_sums + 2:self.sum_width]
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +124,8 @@ def _histogram_sample(values: torch.Tensor):
 def _kind_stats(x: torch.Tensor, bins: int, scale: float = 1.0):
     """Sums, histogram and extremes of one tensor of scores times `scale`, all on its device.
 
-    Returns (sums, extremes, (sample variance sum, sample count)).
+    Returns (sums, extremes, (sample variance sum, sample count), rows, the largest finite
+    score of each row (-inf for a row without one; None when there are no scores)).
     """
     rows = _as_rows(x)
     n = rows.numel()
@@ -123,13 +134,17 @@ def _kind_stats(x: torch.Tensor, bins: int, scale: float = 1.0):
     n_finite = count.sum()
     total = (count * mean64).sum()
     sumsq = (count * (var64 + mean64 * mean64)).sum()
+    row_max = None
     if finite is None:
         hist_input = rows
-        lo, hi = (rows.amin(dim=1).min(), rows.amax(dim=1).max()) if n else (None, None)
+        if n:
+            row_max = rows.amax(dim=1)
+            lo, hi = rows.amin(dim=1).min(), row_max.max()
     else:
         hist_input = torch.where(finite, rows, float("inf"))  # outside the histogram's range
-        lo = hist_input.amin() if n else None
-        hi = torch.where(finite, rows, float("-inf")).amax() if n else None
+        if n:
+            row_max = torch.where(finite, rows, float("-inf")).amax(dim=1)
+            lo, hi = hist_input.amin(), row_max.max()
     if n:
         lo, hi = lo.double() * scale, hi.double() * scale
     else:
@@ -147,7 +162,22 @@ def _kind_stats(x: torch.Tensor, bins: int, scale: float = 1.0):
     extremes = torch.stack([lo, -hi])
     has_scores = count > 0
     sample_var = torch.stack([torch.where(has_scores, var64, 0.0).sum(), has_scores.sum().double()])
-    return sums, extremes, sample_var
+    return sums, extremes, sample_var, rows, row_max
+
+
+def _margin_sums(pos: torch.Tensor, neg_rows: torch.Tensor, neg_max, scale: float) -> torch.Tensor:
+    """Margin sums of one batch: sum over samples of (positive - hardest negative), the number
+    of samples whose hardest negative beats their positive, and the number of samples counted
+    (those with a finite positive and at least one finite negative). Zeros when the scores do
+    not come one positive per sample."""
+    pos = pos.reshape(-1)
+    if neg_max is None or neg_rows.shape[1] == 0 or pos.numel() != neg_rows.shape[0]:
+        return torch.zeros(_MARGIN_SUMS, dtype=torch.float64, device=neg_rows.device)
+    p = pos.to(neg_rows.device).double() * scale
+    hardest = neg_max.double() * scale
+    counted = torch.isfinite(p) & torch.isfinite(hardest)
+    margin = torch.where(counted, p - hardest, 0.0)
+    return torch.stack([margin.sum(), (counted & (hardest > p)).sum().double(), counted.sum().double()])
 
 
 def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float = 1.0) -> torch.Tensor:
@@ -156,9 +186,10 @@ def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float = 1.
     the all-finite fast path. The first dimension of `neg` is the sample; a 1-D
     `neg` is one sample. `scale` turns logits back into scores without a copy.
     """
-    pos_sums, pos_ext, _ = _kind_stats(pos.reshape(-1), bins, scale)
-    neg_sums, neg_ext, sample_var = _kind_stats(neg, bins, scale)
-    return torch.cat([pos_sums, neg_sums, sample_var, pos_ext, neg_ext])
+    pos_sums, pos_ext, _, _, _ = _kind_stats(pos.reshape(-1), bins, scale)
+    neg_sums, neg_ext, sample_var, neg_rows, neg_max = _kind_stats(neg, bins, scale)
+    margin = _margin_sums(pos, neg_rows, neg_max, scale)
+    return torch.cat([pos_sums, neg_sums, sample_var, margin, pos_ext, neg_ext])
 
 
 def histogram_quantiles(counts: np.ndarray, quantiles=QUANTILES) -> np.ndarray:
@@ -186,7 +217,8 @@ def histogram_quantiles(counts: np.ndarray, quantiles=QUANTILES) -> np.ndarray:
 def summarize(rows: np.ndarray, layout: RowLayout) -> dict:
     """Stored statistics from reduced rows (n_rows, width), on the host.
 
-    Returns {"pos_mean": array, ..., "neg_sample_var": array, "pos_hist": (n, bins), ...}.
+    Returns {"pos_mean": array, ..., "neg_sample_var": array, "margin": array, "hard_frac": array,
+    "pos_hist": (n, bins), ...}.
     Variances are population variances (ddof=0); quantiles come from the histogram.
     """
     rows = np.asarray(rows, dtype=np.float64)
@@ -206,4 +238,7 @@ def summarize(rows: np.ndarray, layout: RowLayout) -> dict:
             out[f"{kind}_hist"] = np.rint(hist).astype(np.uint32)
         var_sum, samples = layout.sample_var(rows).T
         out["neg_sample_var"] = np.where(samples > 0, var_sum / samples, np.nan)
+        margin_sum, beaten, counted = layout.margin(rows).T
+        out["margin"] = np.where(counted > 0, margin_sum / counted, np.nan)
+        out["hard_frac"] = np.where(counted > 0, beaten / counted, np.nan)
     return out

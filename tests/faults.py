@@ -3,7 +3,8 @@ can be checked one by one, reading its progress, and the suite's measurements.
 
 Every row the writer records encodes its step, so a lost, duplicated or shifted row
 is seen: the positive scores of step s all equal value(s), the negative scores
--value(s), the scalar `at` equals s, and every gradient element equals s.
+-value(s), the scalar `at` equals s, every gradient element equals s, and the
+embeddings are embedding(s), a batch drawn from a generator seeded with s.
 """
 
 from __future__ import annotations
@@ -28,19 +29,24 @@ import torch, scoreviz
 run_dir, steps, pause, flush_every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 for line in sys.argv[5:]:
     exec(line)  # a fault to set up, e.g. a smaller disk headroom
-try:
-    start = int(scoreviz.open_run(run_dir).steps()[-1]) + 1
+try:  # after the last step every stream has: a kill between two streams' commits leaves no hole
+    run = scoreviz.open_run(run_dir)
+    start = min(int(frame.index[-1]) for frame in (run.scores("train"), run.embeddings("train"), run.scalars(),
+                                                   run.gradients())) + 1
 except (scoreviz.ScorevizError, IndexError):
     start = 0
 model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
 print("imported", start, flush=True)
-rec = scoreviz.Recorder(run_dir, config={"writer": "fault suite"}, flush_secs=0.05)
+rec = scoreviz.Recorder(run_dir, config={"writer": "fault suite"}, flush_secs=0.05, spectrum_window=4)
 print("opened", flush=True)
 def value(step):
     return ((step * 7919) % 1000) / 1000
+def embedding(step):
+    return torch.randn(6, 4, generator=torch.Generator().manual_seed(step))
 try:
     for step in range(start, start + steps):
         rec.log_scores(step, torch.full((8,), value(step)), torch.full((8, 4), -value(step)))
+        rec.log_embeddings(step, embedding(step), embedding(step) + 0.1)
         rec.log_scalars(step, at=float(step))
         for p in model.parameters():
             p.grad = torch.full_like(p, float(step))
@@ -63,6 +69,15 @@ except scoreviz.ScorevizError as err:
 
 def value(step):
     return ((np.asarray(step) * 7919) % 1000) / 1000
+
+
+def embedding_std(step):
+    """The std statistic of the writer's embeddings at `step` (torch's generator, numpy's arithmetic)."""
+    import torch
+
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(int(step))).double().numpy()
+    x = z / np.linalg.norm(z, axis=1, keepdims=True)
+    return x.std(axis=0, ddof=1).mean()
 
 
 def start_writer(run_dir, env, steps=10 ** 6, pause=0.002, flush_every=5, setup=()):
@@ -137,6 +152,17 @@ def check_rows(run_dir, flushed_up_to):
     assert (grads.index.to_numpy() == np.arange(len(grads))).all() and len(grads) >= flushed_up_to + 1
     # layer "0" has a 2x3 weight and 2 biases: 8 elements equal to the step
     np.testing.assert_allclose(grads["0"].to_numpy(), grads.index.to_numpy() * np.sqrt(8), rtol=1e-5)
+    if flushed_up_to < 0 and "train" not in run.embedding_tags:
+        return len(steps)  # killed before its embeddings were flushed with its first scores
+    embeddings = run.embeddings("train")
+    assert (embeddings.index.to_numpy() == np.arange(len(embeddings))).all(), \
+        f"embedding steps with holes or out of order: {embeddings.index[:20]}..."
+    assert len(embeddings) >= flushed_up_to + 1, f"{len(embeddings)} embedding steps, flushed up to {flushed_up_to}"
+    np.testing.assert_allclose(embeddings["std"], [embedding_std(s) for s in embeddings.index], rtol=1e-6)
+    spectrum_steps, eigenvalues = run.spectrum("train")
+    assert set(spectrum_steps) <= set(embeddings.index), f"spectra at {spectrum_steps} without embeddings"
+    assert eigenvalues.shape == (len(spectrum_steps), 4), eigenvalues.shape
+    assert np.isfinite(eigenvalues).all() and (eigenvalues >= 0).all(), eigenvalues
     return len(steps)
 
 

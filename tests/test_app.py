@@ -27,9 +27,14 @@ def tiny_model():
 
 
 def record_steps(rec, model, start, stop, momentum=0.99, seed=0, tags=("train",)):
-    """Log scores, gradients and a loss for steps [start, stop) like a training loop."""
+    """Log scores, embeddings (two views, tag "train"), gradients and a loss for steps
+    [start, stop) like a training loop."""
     gen = torch.Generator().manual_seed(seed + start)
+    embedding_gen = torch.Generator().manual_seed(1000 + seed + start)
+    decay = torch.linspace(1.0, 1.0 - 0.9 * momentum, 16)  # the smaller m, the flatter the spectrum
     for step in range(start, stop):
+        z = torch.randn(32, 16, generator=embedding_gen) * decay
+        rec.log_embeddings(step, z, z + 0.3 * torch.randn(32, 16, generator=embedding_gen))
         t = step / 50.0
         for tag in tags:
             shift = 0.15 if tag != "train" else 0.0
@@ -47,7 +52,7 @@ def record_steps(rec, model, start, stop, momentum=0.99, seed=0, tags=("train",)
 def make_run(root, name, steps=30, momentum=0.99, tags=("train",), seed=0):
     """A small real run below ``root`` written by scoreviz.Recorder."""
     run_dir = Path(root) / name
-    with scoreviz.Recorder(run_dir, config={"moco_m": momentum, "lr": 0.03, "arch": "mlp"}) as rec:
+    with scoreviz.Recorder(run_dir, config={"moco_m": momentum, "lr": 0.03, "arch": "mlp"}, spectrum_window=5) as rec:
         record_steps(rec, tiny_model(), 0, steps, momentum=momentum, seed=seed, tags=tags)
     return run_dir
 

@@ -305,3 +305,38 @@ def test_exported_report_opens_without_a_server(driver, runs_dir, tmp_path):
     requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert all(u.startswith("file:") for u in requested), requested
     assert console_errors(driver) == []
+
+
+def test_representation_view_renders_two_runs(driver, app_url):
+    driver.get(app_url + "?runs=m0.99&runs=m0.9&view=representation")
+    wait_for(driver, lambda d: {t["name"] for t in traces(d, "rep-curves-graph") or []} >= {"m0.99", "m0.9"},
+             message="rank and std curves of both runs")
+    wait_for(driver, lambda d: [t["type"] for t in traces(d, "spectrum-graph") or []] == ["heatmap", "heatmap"],
+             message="one spectrum heatmap per run")
+    wait_for(driver, lambda d: [t["name"] for t in traces(d, "plane-graph") or []] == ["m0.99", "m0.9"],
+             message="both trajectories in the alignment-uniformity plane")
+    wait_for(driver, lambda d: len(traces(d, "margin-graph") or []) == 4, message="margin and hard_frac of both")
+    assert console_errors(driver) == []
+
+
+def test_the_simsiam_collapse_is_flagged_in_the_health_panel(driver, tmp_path):
+    """The SimSiam example, at a size where the run without stop-gradient collapses (4 epochs at
+    a higher learning rate): the served app flags it, with its onset step, and not the other."""
+    root = tmp_path / "simsiam"
+    subprocess.run([sys.executable, str(ROOT / "examples" / "simsiam_collapse.py"), "--out", str(root),
+                    "--epochs", "4", "--lr", "0.2", "--heads", "linear", "--figures", str(tmp_path / "figures")],
+                   cwd=ROOT, check=True, timeout=600, capture_output=True)
+    with serving(root) as url:
+        driver.get(url + "?runs=linear/no-stop-gradient&runs=linear/stop-gradient&view=health")
+        # read in one go: the table re-renders
+        table = wait_for(driver, lambda d: d.execute_script(
+            "const t = document.querySelector('#health-table table');"
+            "return t && t.rows.length === 3 ? Array.from(t.rows).map(r => Array.from(r.cells).map(c => c.textContent))"
+            " : null;"), timeout=30, message="the health table")
+        column = table[0].index("complete collapse")
+        rows = {row[0]: row for row in table[1:]}
+        collapsed = rows["linear/no-stop-gradient"][column]
+        assert collapsed.startswith("from step ") and "sqrt(dim)" in collapsed, rows
+        assert rows["linear/stop-gradient"][column] == "ok", rows
+        assert console_errors(driver) == []
+        driver.get("about:blank")

@@ -19,8 +19,10 @@ pytest.importorskip("pyarrow")
 def record(run_dir, seed, steps, config):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    with scoreviz.Recorder(run_dir, config=config, bins=50) as rec:
+    with scoreviz.Recorder(run_dir, config=config, bins=50, spectrum_window=3) as rec:
         for step in range(steps):
+            z = torch.randn(32, 8)
+            rec.log_embeddings(step, z, z + 0.1 * torch.randn(32, 8))
             rec.log_scores(step, torch.rand(32) * 0.5 + 0.5, torch.randn(32, 64) * 0.2)
             if step % 2:
                 rec.log_scores(step, torch.rand(32) * 0.3 + 0.4, torch.randn(32, 16) * 0.1, tag="ft")
@@ -45,7 +47,8 @@ def tables(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("parquet")
     written = export_parquet(runs, out)
     assert [p.name for p in written] == ["scores.parquet", "histograms.parquet", "gradients.parquet",
-                                         "scalars.parquet", "configs.parquet"]
+                                         "scalars.parquet", "embeddings.parquet", "spectrum.parquet",
+                                         "configs.parquet"]
     return {p.stem: pd.read_parquet(p) for p in written}
 
 
@@ -57,10 +60,29 @@ def test_scores_table_equals_run_scores(runs, tables):
         run = scoreviz.open_run(run_dir)
         for tag in run.tags:
             mine = scores[(scores.run == label) & (scores.tag == tag)]
-            wide = mine.assign(column=mine.kind + "_" + mine.statistic).pivot(
-                index="step", columns="column", values="value")
+            column = np.where(mine.kind == "pair", mine.statistic, mine.kind + "_" + mine.statistic)
+            wide = mine.assign(column=column).pivot(index="step", columns="column", values="value")
             expected = run.scores(tag)
+            assert {"margin", "hard_frac"} <= set(expected.columns)
             pd.testing.assert_frame_equal(wide[expected.columns], expected, check_names=False)
+
+
+def test_embeddings_and_spectrum_tables_equal_the_run(runs, tables):
+    embeddings, spectra = tables["embeddings"], tables["spectrum"]
+    assert list(embeddings.columns) == ["run", "tag", "step", "statistic", "value"]
+    assert list(spectra.columns) == ["run", "tag", "step", "index", "eigenvalue"]
+    for label, run_dir in zip(["baseline/run", "ft/run"], runs):
+        run = scoreviz.open_run(run_dir)
+        mine = embeddings[(embeddings.run == label) & (embeddings.tag == "train")]
+        wide = mine.pivot(index="step", columns="statistic", values="value")
+        expected = run.embeddings("train")
+        pd.testing.assert_frame_equal(wide[expected.columns], expected.astype(np.float64), check_names=False)
+        steps, eigenvalues = run.spectrum("train")
+        # windows of 3 steps, and the last, shorter one at close()
+        assert list(steps) == ([2, 5, 8, 9] if label == "baseline/run" else [2, 5, 6])
+        mine = spectra[spectra.run == label].pivot(index="step", columns="index", values="eigenvalue")
+        np.testing.assert_array_equal(mine.index, steps)
+        np.testing.assert_allclose(mine.to_numpy(), eigenvalues)
 
 
 def test_histograms_table_equals_run_histograms(runs, tables):

@@ -4,6 +4,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scoreviz import open_run
@@ -34,6 +35,9 @@ def test_plain_loop(tmp_path, python, subprocess_env):
     assert (ft["pos_mean"] <= raw["pos_mean"] + 1e-6).all()  # extrapolated positives are harder
     assert (ft["neg_mean"] == raw["neg_mean"]).all()
     assert list(run_.scalars().columns) == ["loss", "lr"]
+    embeddings = run_.embeddings("raw")
+    assert len(embeddings) == 20 and embeddings[["std", "uniformity", "alignment"]].notna().all().all()
+    assert embeddings["rank"].notna().sum() == 1  # 20 steps: the incomplete window, stored at close
 
 
 def test_moco_loop_records_raw_and_transformed_scores(tmp_path, python, subprocess_env):
@@ -45,6 +49,9 @@ def test_moco_loop_records_raw_and_transformed_scores(tmp_path, python, subproce
     assert len(raw) == len(ft) == 30
     # positive extrapolation makes positives harder: never a higher positive score
     assert (ft["pos_mean"] <= raw["pos_mean"] + 1e-6).all()
+    # alignment of the normalised query and key is 2 - 2 x their positive score
+    np.testing.assert_allclose(run_.embeddings("raw")["alignment"], 2 - 2 * raw["pos_mean"], atol=1e-5)
+    assert raw["margin"].notna().all() and raw["hard_frac"].between(0, 1).all()  # from the logits
 
 
 def test_ddp_script_under_torchrun(tmp_path, python, subprocess_env):
@@ -56,6 +63,7 @@ def test_ddp_script_under_torchrun(tmp_path, python, subprocess_env):
     assert len(frame) == 10
     assert (frame["pos_count"] == 2 * 64).all()  # both ranks' batches
     assert run_.env["world_size"] == 2
+    assert (run_.embeddings()["samples"] == 2 * 64).all()
 
 
 def test_lightning_module_with_the_callback(tmp_path, python, subprocess_env):
@@ -66,3 +74,21 @@ def test_lightning_module_with_the_callback(tmp_path, python, subprocess_env):
     assert list(run_.gradients().index) == list(range(16))
     assert run_.config == {"temperature": 0.1, "lr": 0.1}  # the module's hyperparameters
     assert list(run_.scalars().columns) == ["loss", "lr"]
+    assert list(run_.embeddings("train").index) == list(range(16))
+
+
+def test_simsiam_collapse_example_trains_four_runs_then_reuses_them(tmp_path, python, subprocess_env):
+    """At a tiny size: the two heads with and without stop-gradient, a table row each, the figure
+    (where kaleido works), and a second call that only reads. That the collapse is flagged is
+    checked at a size where it happens, in the browser test of the health panel."""
+    args = [python, str(EXAMPLES / "simsiam_collapse.py"), "--out", str(tmp_path / "simsiam"), "--epochs", "2",
+            "--steps-per-epoch", "3", "--figures", str(tmp_path / "figures")]
+    out = run(args, subprocess_env).stdout
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "/" in line]
+    assert rows == ["linear/stop-gradient", "linear/no-stop-gradient", "simsiam/stop-gradient",
+                    "simsiam/no-stop-gradient"], out
+    for name in rows:
+        embeddings = open_run(tmp_path / "simsiam" / name).embeddings()
+        assert list(embeddings.index) == list(range(6)) and embeddings["rank"].notna().sum() == 1
+        assert open_run(tmp_path / "simsiam" / name).scores()["neg_count"].eq(0).all()  # positives only
+    assert run(args, subprocess_env).stdout.count("reused") == 4

@@ -30,10 +30,11 @@ def good_file(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("good")
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     model(torch.randn(2, 4)).sum().backward()
-    with Recorder(run_dir, config={"m": 0.9}) as rec:
+    with Recorder(run_dir, config={"m": 0.9}, spectrum_window=10) as rec:
         for step in range(300):
             rec.log_scores(step, torch.rand(8), torch.rand(8, 64) * 2 - 1)
             rec.log_scores(step, torch.rand(8), torch.rand(8, 64) * 2 - 1, tag="ft")
+            rec.log_embeddings(step, torch.randn(8, 16), torch.randn(8, 16))
             rec.log_gradients(step, model)
             rec.log_scalars(step, loss=1.0 / (step + 1))
     return (run_dir / "scores.h5").read_bytes()
@@ -99,7 +100,7 @@ HEADER_DAMAGE = {
     "committed streams garbage": lambda p: _set(p, "committed/streams", "nope"),
     "2e9 rows declared": lambda p: _resize(p, "scores/step", (2_000_000_000,)),
     "2e9 rows in every dataset": lambda p: [_resize(p, f"scores/{d}", (2_000_000_000,) + s)
-                                             for d, s in (("step", ()), ("time", ()), ("tag", ()), ("stats", (25,)),
+                                             for d, s in (("step", ()), ("time", ()), ("tag", ()), ("stats", (27,)),
                                                           ("pos_hist", (100,)), ("neg_hist", (100,)))],
     "2e9 rows committed": lambda p: _write(p, "committed", (0, 0), 2_000_000_000),
     "negative rows committed": lambda p: _write(p, "committed", (1, 0), -5),
@@ -107,10 +108,19 @@ HEADER_DAMAGE = {
     "1e8 tag names": lambda p: _resize(p, "scores/tag_names", (100_000_000,)),
     "tag name not UTF-8": lambda p: _write(p, "scores/tag_names", 0, b"\xff\xfe"),
     "step column a group": lambda p: _replace(p, "gradients/step", np.zeros((2, 2))),
-    "stats one column short": lambda p: _replace(p, "scores/stats", np.zeros((600, 24))),
+    "stats one column short": lambda p: _replace(p, "scores/stats", np.zeros((600, 26))),
     "histograms 3 bins": lambda p: _replace(p, "scores/pos_hist", np.zeros((600, 3), dtype=np.uint32)),
     "committed missing": lambda p: _replace(p, "committed", np.zeros(3)),
     "a whole group missing": lambda p: h5py.File(p, "r+").__delitem__("scalars"),
+    "spectrum dim beyond its table": lambda p: _write(p, "spectrum/dim", 3, 17),
+    "spectrum dim zero": lambda p: _write(p, "spectrum/dim", 0, 0),
+    "spectrum dim 2**31 - 1": lambda p: _write(p, "spectrum/dim", 1, 2 ** 31 - 1),
+    "1e9 eigenvalue columns": lambda p: _resize(p, "spectrum/eigenvalues", (30, 1_000_000_000)),
+    "eigenvalues a 1-D column": lambda p: _replace(p, "spectrum/eigenvalues", np.zeros(30, dtype=np.float32)),
+    "embedding stats columns too few": lambda p: _set(p, "embeddings/stats/columns", json.dumps(["std"])),
+    "spectrum group missing": lambda p: h5py.File(p, "r+").__delitem__("spectrum"),
+    "committed without the new streams": lambda p: _set(p, "committed/streams",
+                                                        json.dumps(["scores", "gradients", "scalars", "x", "y"])),
 }
 
 
@@ -124,6 +134,9 @@ def _attempt(what, run_dir, results):
                 run.scores(tag)
                 run.histograms(tag, "pos")
                 run.histograms(tag, "neg")
+            for tag in run.embedding_tags:
+                run.embeddings(tag)
+                run.spectrum(tag)
             run.gradients(), run.total_gradient_norm(), run.scalars(), run.steps(), run.summary()
         else:
             with Recorder(run_dir) as rec:

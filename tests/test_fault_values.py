@@ -4,6 +4,7 @@ After each refused call the Recorder still works, and the run's streams stay ali
 each row is read back at its own step.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -44,7 +45,32 @@ BAD_CALLS = {
     "temperature inf": (lambda r: r.log_logits(0, torch.rand(2, 5), math.inf), "positive finite"),
     "temperature nan": (lambda r: r.log_logits(0, torch.rand(2, 5), math.nan), "positive finite"),
     "model not a module": (lambda r: r.log_gradients(0, [torch.zeros(2)]), "torch.nn.Module"),
+    "embeddings on meta": (lambda r: r.log_embeddings(0, torch.empty(4, 8, device="meta")), "meta device"),
+    "second view on meta": (lambda r: r.log_embeddings(0, torch.rand(4, 8), META.reshape(1, 4)), "meta device"),
+    "embeddings 1-D": (lambda r: r.log_embeddings(0, torch.rand(8)), "shape \\(batch, dim\\)"),
+    "embeddings 3-D": (lambda r: r.log_embeddings(0, torch.rand(2, 3, 4)), "flatten the extra dimensions"),
+    "embeddings dim 0": (lambda r: r.log_embeddings(0, torch.rand(4, 0)), "dim >= 1, got \\(4, 0\\)"),
+    "embeddings integer": (lambda r: r.log_embeddings(0, torch.ones(4, 3, dtype=torch.int64)), "floating-point embeddings"),
+    "embeddings sparse": (lambda r: r.log_embeddings(0, SPARSE), "sparse"),
+    "embeddings a list": (lambda r: r.log_embeddings(0, [[1.0, 2.0]]), "torch.Tensor \\(or numpy array\\) of embeddings"),
+    "second view of another shape": (lambda r: r.log_embeddings(0, torch.rand(4, 8), torch.rand(4, 7)),
+                                     "z2 must have the shape of z \\(4, 8\\)"),
+    "embeddings wider than a spectrum": (lambda r: r.log_embeddings(0, torch.rand(2, 4097)), "above 4096"),
+    "embeddings of another dim for a tag": (lambda r: [r.log_embeddings(0, torch.rand(5, d), tag="dims") for d in (4, 5)],
+                                            "tag 'dims' has dim 4 in this run, got dim 5"),
+    "embeddings tag too long": (lambda r: r.log_embeddings(0, torch.rand(2, 2), tag=LONG), "257 bytes long"),
+    "embeddings step -1": (lambda r: r.log_embeddings(-1, torch.rand(2, 2)), "non-negative integer"),
 }
+
+
+def embeddings(step):
+    """A batch of embeddings that only this step logs."""
+    return torch.randn(6, 4, generator=torch.Generator().manual_seed(int(step)))
+
+
+def std_of_normalised(z):
+    x = z.double() / z.double().norm(dim=1, keepdim=True)
+    return x.std(dim=0).mean().item()
 
 
 def test_every_bad_value_is_refused_at_the_call_and_the_run_stays_aligned(tmp_path):
@@ -59,6 +85,7 @@ def test_every_bad_value_is_refused_at_the_call_and_the_run_stays_aligned(tmp_pa
                 p.grad = torch.full_like(p, float(step))
             rec.log_gradients(step, model)
             rec.log_scalars(step, at=float(step))
+            rec.log_embeddings(step, embeddings(step))
     run = open_run(tmp_path)
     steps = np.arange(len(BAD_CALLS))
     scores = run.scores("train")
@@ -66,7 +93,11 @@ def test_every_bad_value_is_refused_at_the_call_and_the_run_stays_aligned(tmp_pa
     np.testing.assert_allclose(scores["pos_mean"], steps / 100, atol=1e-6)
     np.testing.assert_allclose(run.scalars()["at"], steps)
     np.testing.assert_allclose(run.gradients()["(root)"], steps * np.sqrt(8), rtol=1e-5)
+    frame = run.embeddings("train")
+    assert list(frame.index) == list(steps)
+    np.testing.assert_allclose(frame["std"], [std_of_normalised(embeddings(s)) for s in steps], rtol=1e-6)
     assert run.tags == ["train"] and list(run.scalars().columns) == ["at"]
+    assert run.embedding_tags == ["train", "dims"] and list(run.embeddings("dims").index) == [0]
     report("bad values at the call", cases=len(BAD_CALLS), refused=len(BAD_CALLS), rows_misaligned=0)
 
 
@@ -79,6 +110,10 @@ def test_every_bad_value_is_refused_at_the_call_and_the_run_stays_aligned(tmp_pa
     ({"bins": 0}, "bins"),
     ({"bins": 10 ** 6}, "bins must be at most 4096"),
     ({"every": 2.5}, "every"),
+    ({"spectrum_window": -1}, "spectrum_window must be a non-negative integer"),
+    ({"spectrum_window": 2.5}, "spectrum_window"),
+    ({"spectrum_window": True}, "spectrum_window"),
+    ({"spectrum_window": "50"}, "spectrum_window"),
     ({"config": {"self": None, "loop": []}}, None),  # fine: made circular below
 ])
 def test_bad_settings_are_refused_before_anything_is_created(tmp_path, settings, message):
@@ -145,3 +180,23 @@ def test_a_write_that_fails_half_way_leaves_the_streams_aligned(tmp_path):
     scores = open_run(tmp_path).scores("train")
     assert list(scores.index) == list(range(15))
     np.testing.assert_allclose(scores["pos_mean"], np.arange(15) / 100, atol=1e-6)
+
+
+def test_non_finite_embeddings_are_counted_not_refused_and_the_rows_stay_aligned(tmp_path):
+    """Refusing NaN embeddings at the call would need a host sync (a look at the values); like
+    non-finite scores, such samples are counted and left out, and every row stays at its step."""
+    with Recorder(tmp_path, spectrum_window=2) as rec:
+        for step in range(4):
+            z = embeddings(step)
+            z[0, 0] = float("nan")
+            if step == 2:
+                z[:] = float("inf")  # a whole batch: nothing left to measure that step
+            with pytest.warns(RuntimeWarning, match="non-finite") if step == 0 else contextlib.nullcontext():
+                rec.log_embeddings(step, z)
+                rec.flush()
+    frame = open_run(tmp_path).embeddings()
+    assert list(frame.index) == [0, 1, 2, 3] and frame["nonfinite"].tolist() == [1, 1, 6, 1]
+    np.testing.assert_allclose(frame["std"].drop(2), [std_of_normalised(embeddings(s)[1:]) for s in (0, 1, 3)],
+                               rtol=1e-6)
+    assert np.isnan(frame.loc[2, "std"]) and np.isnan(frame.loc[2, "uniformity"])
+    assert frame["rank"].dropna().index.tolist() == [1, 3]

@@ -168,6 +168,10 @@ def test_sentence_transformers_example_runs_offline(tmp_path, python, offline_en
     assert (train["pos_count"] == 32).all() and (train["neg_count"] == 32 * 63).all()
     assert (hard["neg_count"] == 32).all()
     np.testing.assert_array_equal(hard["pos_mean"], train["pos_mean"])
+    embeddings = run.embeddings("train")  # the anchors and their positives
+    assert list(embeddings.index) == list(range(1, 31))
+    assert embeddings[["std", "uniformity", "alignment"]].notna().all().all()
+    assert list(run.embeddings("eval").index) == [15, 30]
     assert list(run.scores("eval").index) == [15, 30]
     margin = train["pos_mean"] - train["neg_mean"]
     assert margin.iloc[-5:].mean() > margin.iloc[:5].mean() + 0.05

@@ -166,3 +166,41 @@ def test_recording_never_draws_from_torchs_random_generator(monkeypatch):
     torch.manual_seed(5)
     torch.rand(8), torch.rand(8, 512)
     assert torch.equal(torch.rand(3), expected)
+
+
+def reference_margin(pos, neg):
+    """margin and hard_frac in numpy: per sample, positive minus its hardest (largest finite)
+    negative; samples without a finite positive or any finite negative left out."""
+    pos = pos.double().numpy().reshape(-1)
+    neg = neg.double().numpy().reshape(len(pos), -1)
+    hardest = np.where(np.isfinite(neg), neg, -np.inf).max(axis=1)
+    counted = np.isfinite(pos) & np.isfinite(hardest)
+    return (pos - hardest)[counted].mean(), (hardest > pos)[counted].mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_margin_and_hard_fraction_match_numpy(dtype):
+    g = torch.Generator().manual_seed(6)
+    pos = (0.3 + 0.2 * torch.randn(64, generator=g)).to(dtype)
+    neg = (0.25 * torch.randn(64, 40, generator=g)).to(dtype)
+    neg[5] = float("nan")  # a sample without a finite negative
+    neg[6, :10] = float("inf")  # non-finite negatives are not the hardest
+    pos[7] = float("nan")
+    out = computed(pos, neg)
+    margin, hard = reference_margin(pos, neg)
+    assert 0 < hard < 1
+    assert out["margin"][0] == pytest.approx(margin, rel=1e-6)
+    assert out["hard_frac"][0] == pytest.approx(hard)
+    # a sample whose positive ties its hardest negative is not beaten
+    tied = computed(torch.tensor([0.5, 0.5]), torch.tensor([[0.5, 0.1], [0.6, 0.1]]))
+    assert tied["hard_frac"][0] == 0.5 and tied["margin"][0] == pytest.approx(-0.05)
+
+
+def test_margin_needs_one_positive_per_sample_and_some_negatives():
+    for pos, neg in [(torch.rand(8), None), (torch.rand(8), torch.empty(8, 0)), (torch.rand(4), torch.rand(8, 3)),
+                     (torch.rand(2, 3), torch.rand(2, 4))]:
+        out = computed(pos, torch.empty(0, 0) if neg is None else neg)
+        assert np.isnan(out["margin"][0]) and np.isnan(out["hard_frac"][0])
+    # several negatives per sample in any shape: the first dimension is the sample
+    pos, neg = torch.rand(5), torch.rand(5, 3, 4)
+    assert computed(pos, neg)["margin"][0] == pytest.approx(reference_margin(pos, neg)[0], rel=1e-6)

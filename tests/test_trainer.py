@@ -34,6 +34,9 @@ def test_two_step_run(tmp_path, version, ft):
     assert run.tags == (["raw", "ft"] if ft else ["raw"])
     raw = run.scores("raw")
     assert list(raw.index) == [1, 2]
+    # the query and key projections: alignment of unit vectors is 2 - 2 x their positive score
+    assert run.embedding_tags == ["raw"] and (run.embeddings("raw")["dim"] == 128).all()
+    assert (run.embeddings("raw")["alignment"] - (2 - 2 * raw["pos_mean"])).abs().max() < 1e-5
     if ft:
         after = run.scores("ft")
         assert list(after.index) == [1, 2]

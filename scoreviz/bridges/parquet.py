@@ -8,12 +8,15 @@ writes one file per stream into OUT, every run in the same file (column `run`):
     histograms.parquet  run, tag, step, kind, bin, bin_left, bin_right, count   Run.histograms(tag, kind)
     gradients.parquet   run, step, layer, value                    Run.gradients(); layer "(total)": Run.total_gradient_norm()
     scalars.parquet     run, step, name, value                     Run.scalars()
+    embeddings.parquet  run, tag, step, statistic, value           Run.embeddings(tag)
+    spectrum.parquet    run, tag, step, index, eigenvalue          Run.spectrum(tag), index 0 the largest
     configs.parquet     run, section, key, value                   Run.config (section "config") and Run.env ("env"); value is JSON text
 
 Every cell of those frames is one row, NaN included, so a pivot gives the frame back:
     scores[scores.run == "a"].pivot_table(index="step", columns=["kind", "statistic"], values="value")
 `kind` is pos or neg; `statistic` is the column name without its kind (mean, var,
-q05, ...; neg_sample_var is kind neg, statistic sample_var). Histogram bins are
+q05, ...; neg_sample_var is kind neg, statistic sample_var); margin and hard_frac,
+which compare each sample's positive with its negatives, have kind `pair`. Histogram bins are
 equal-width over [-1, 1]: bin i is [bin_left, bin_right), the last one closed.
 """
 
@@ -31,7 +34,8 @@ from scoreviz.bridges.tensorboard import TOTAL_LAYER
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS
 
-TABLES = ("scores", "histograms", "gradients", "scalars", "configs")
+TABLES = ("scores", "histograms", "gradients", "scalars", "embeddings", "spectrum", "configs")
+PAIR_KIND = "pair"  # the kind of the statistics of both kinds at once (margin, hard_frac)
 _ROWS_PER_BATCH = 1 << 20
 
 
@@ -44,6 +48,10 @@ def _schemas(pa):
                                  ("bin_left", pa.float64()), ("bin_right", pa.float64()), ("count", pa.int64())]),
         "gradients": pa.schema([("run", text), ("step", step), ("layer", text), ("value", pa.float64())]),
         "scalars": pa.schema([("run", text), ("step", step), ("name", text), ("value", pa.float64())]),
+        "embeddings": pa.schema([("run", text), ("tag", text), ("step", step), ("statistic", text),
+                                 ("value", pa.float64())]),
+        "spectrum": pa.schema([("run", text), ("tag", text), ("step", step), ("index", pa.int32()),
+                               ("eigenvalue", pa.float64())]),
         "configs": pa.schema([("run", text), ("section", text), ("key", text), ("value", text)]),
     }
 
@@ -93,6 +101,8 @@ def _run_batches(run, label, pa):
         steps = frame.index.to_numpy(np.int64)
         for column in frame.columns:
             kind, _, statistic = column.partition("_")
+            if kind not in KINDS:
+                kind, statistic = PAIR_KIND, column
             yield "scores", {"run": const(label, len(steps)), "tag": const(tag, len(steps)), "step": steps,
                              "kind": const(kind, len(steps)), "statistic": const(statistic, len(steps)),
                              "value": frame[column].to_numpy(np.float64)}
@@ -109,6 +119,15 @@ def _run_batches(run, label, pa):
                     "kind": const(kind, n), "bin": np.tile(np.arange(bins, dtype=np.int32), len(part)),
                     "bin_left": np.tile(edges[:-1], len(part)), "bin_right": np.tile(edges[1:], len(part)),
                     "count": part.reshape(-1).astype(np.int64)}
+    for tag in run.embedding_tags:
+        frame = run.embeddings(tag)
+        yield "embeddings", {**_long(frame, label, "statistic", const), "tag": const(tag, frame.size)}
+        steps, eigenvalues = run.spectrum(tag)
+        n = eigenvalues.size
+        yield "spectrum", {"run": const(label, n), "tag": const(tag, n),
+                           "step": np.repeat(steps.astype(np.int64), eigenvalues.shape[1] if n else 0),
+                           "index": np.tile(np.arange(eigenvalues.shape[1] if n else 0, dtype=np.int32), len(steps)),
+                           "eigenvalue": eigenvalues.reshape(-1).astype(np.float64)}
     grads = run.gradients()
     grads[TOTAL_LAYER] = run.total_gradient_norm()
     yield "gradients", _long(grads, label, "layer", const)

@@ -42,12 +42,14 @@ class KindSummary:
     out_of_range: float = np.nan
 
 
-def score_stats(bins: int, rows: list[dict], sample_var=None) -> dict:
+def score_stats(bins: int, rows: list[dict], sample_var=None, margin=None, hard_frac=None) -> dict:
     """Stored statistics (as StoreWriter.append_scores takes them) of rows of
     {kind: KindSummary or None}; None is a kind with no scores at that step.
 
     `sample_var`: per row, the mean over samples of each sample's negative
     variance, or NaN where unknown (it cannot be derived from a histogram).
+    `margin`, `hard_frac`: per row, the mean margin and the fraction of hard samples,
+    or NaN where unknown (stored as one sample's sums, so they read back unchanged).
     """
     layout = RowLayout(bins)
     table = np.zeros((len(rows), layout.width))
@@ -65,6 +67,8 @@ def score_stats(bins: int, rows: list[dict], sample_var=None) -> dict:
             extremes[:] = [summary.minimum, -summary.maximum]
         value = np.nan if sample_var is None else sample_var[i]
         layout.sample_var(table[i])[:] = (value, 1.0) if np.isfinite(value) else (0.0, 0.0)
+        pair = (np.nan if margin is None else margin[i], np.nan if hard_frac is None else hard_frac[i])
+        layout.margin(table[i])[:] = (*pair, 1.0) if np.isfinite(pair).all() else (0.0, 0.0, 0.0)
     return summarize(table, layout)
 
 

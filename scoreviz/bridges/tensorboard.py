@@ -10,6 +10,9 @@ Every run becomes a folder `OUT/<run>/` with one event file, in which:
                                           and sum of squares of every finite score
     scores/<tag>/<statistic>              every statistic of Run.scores() as a scalar
                                           (pos_mean, neg_var, neg_sample_var, ...)
+    embeddings/<tag>/<statistic>          every column of Run.embeddings() as a scalar
+                                          (std, uniformity, alignment, rank, ...; the
+                                          spectrum itself is not exported)
     gradients/<layer>, gradients/(total)  gradient L2 norms
     scalars/<name>                        every logged scalar
     scoreviz/run                          text: the run's name, bins, tags, layers, config and env, as JSON
@@ -41,6 +44,10 @@ def histogram_tag(tag: str, kind: str) -> str:
 
 def statistic_tag(tag: str, column: str) -> str:
     return f"scores/{tag}/{column}"
+
+
+def embedding_tag(tag: str, column: str) -> str:
+    return f"embeddings/{tag}/{column}"
 
 
 def gradient_tag(layer: str) -> str:
@@ -124,7 +131,9 @@ def _write_run(run, writer, summary_module):
     grads = run.gradients()
     grads[TOTAL_LAYER] = run.total_gradient_norm()
     scalars = run.scalars()
-    total = sum(len(f) for f in frames.values()) + len(grads) + len(scalars)
+    embeddings = [(frame, [embedding_tag(tag, c) for c in frame.columns])
+                  for tag, frame in ((t, run.embeddings(t)) for t in run.embedding_tags)]
+    total = sum(len(f) for f in frames.values()) + len(grads) + len(scalars) + sum(len(f) for f, _ in embeddings)
 
     def add(step, values):
         if values:
@@ -148,8 +157,8 @@ def _write_run(run, writer, summary_module):
                     values += _histogram_value(summary_module, histogram_tag(tag, kind), stats, counts[i], edges)
                 add(step, values + scalar_values(names, table[i]))
                 bar.update()
-        for frame, names in ((grads, [gradient_tag(c) for c in grads.columns]),
-                             (scalars, [scalar_tag(c) for c in scalars.columns])):
+        for frame, names in [(grads, [gradient_tag(c) for c in grads.columns]),
+                             (scalars, [scalar_tag(c) for c in scalars.columns])] + embeddings:
             table = frame.to_numpy(np.float64)
             for i, step in enumerate(frame.index):
                 add(step, scalar_values(names, table[i]))

@@ -319,8 +319,9 @@ def _score_stats(by_step: dict, extras: dict, bins: int):
             for step, summary in zip(steps, summaries):
                 if summary.get(kind) is not None and step in recorded:
                     setattr(summary[kind], column, recorded[step])
-    sample_var = extras.get("neg_sample_var", {})
-    return steps, score_stats(bins, summaries, [sample_var.get(s, np.nan) for s in steps])
+    sample_var, margin, hard_frac = (extras.get(c, {}) for c in ("neg_sample_var", "margin", "hard_frac"))
+    return steps, score_stats(bins, summaries, [sample_var.get(s, np.nan) for s in steps],
+                              [margin.get(s, np.nan) for s in steps], [hard_frac.get(s, np.nan) for s in steps])
 
 
 def _gradient_rows(layers: dict, order: list):

@@ -4,9 +4,10 @@
     trainer = lightning.Trainer(callbacks=[ScorevizCallback("runs/my-run")])
 
 `training_step` returns a dict with the loss and either MoCo-style logits
-(`"logits"` and `"temperature"`) or cosine scores (`"pos"` and `"neg"`);
-optionally `"tag"`. The callback records them, the gradient norms before each
-optimizer step, the loss and the learning rate, at Lightning's global step.
+(`"logits"` and `"temperature"`) or cosine scores (`"pos"`, and `"neg"` where the
+method has negatives), and/or embeddings (`"z"`, with `"z2"` for a second
+view); optionally `"tag"`. The callback records them, the gradient norms before
+each optimizer step, the loss and the learning rate, at Lightning's global step.
 Under a distributed strategy every rank records and rank 0 writes.
 """
 
@@ -46,12 +47,14 @@ class ScorevizCallback(lightning.Callback):
         step = max(trainer.global_step - 1, 0)  # the optimizer step this batch made
         tag = outputs.get("tag", "train")
         if "logits" in outputs:
-            self.recorder.log_logits(step, outputs["logits"].detach(), float(outputs["temperature"]), tag=tag)
-        elif "pos" in outputs and "neg" in outputs:
-            self.recorder.log_scores(step, outputs["pos"].detach(), outputs["neg"].detach(), tag=tag)
-        else:
+            self.recorder.log_logits(step, _detached(outputs["logits"]), float(outputs["temperature"]), tag=tag)
+        elif "pos" in outputs:
+            self.recorder.log_scores(step, _detached(outputs["pos"]), _detached(outputs.get("neg")), tag=tag)
+        elif "z" not in outputs:
             raise ScorevizError("ScorevizCallback: training_step's dict needs 'logits' and 'temperature', "
-                                f"or 'pos' and 'neg'; it has {sorted(outputs)}")
+                                f"or 'pos' (and 'neg'), or embeddings 'z' (and 'z2'); it has {sorted(outputs)}")
+        if "z" in outputs:
+            self.recorder.log_embeddings(step, _detached(outputs["z"]), _detached(outputs.get("z2")), tag=tag)
         scalars = {"loss": outputs["loss"].detach()}
         if trainer.optimizers:
             scalars["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
@@ -67,3 +70,7 @@ class ScorevizCallback(lightning.Callback):
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+
+
+def _detached(x):
+    return x.detach() if hasattr(x, "detach") else x

@@ -87,8 +87,7 @@ class ScorevizCallback(hf.ScorevizCallback):
         if not self.wants_scores(training):
             return
         anchors, candidates = embeddings[0], torch.cat(list(embeddings[1:]), dim=0)
-        # Issue 9 (log_embeddings, not in the Recorder yet): this is where the anchors and
-        # their positives, embeddings[0] and embeddings[1], would be logged.
+        self.capture_embeddings(training, anchors, embeddings[1] if len(embeddings) > 1 else None)
         pos, neg = hf.in_batch_scores(anchors, candidates)
         self.capture(training, pos, neg)
         if len(embeddings) > 2:  # each anchor against its own hard negatives

@@ -106,6 +106,7 @@ class ScorevizCallback(transformers.TrainerCallback):
         self.recorder = None
         self._hook = None
         self._pending = defaultdict(list)  # tag -> [(pos, neg)] of the record being gathered
+        self._pending_embeddings = defaultdict(list)  # tag -> [(z, z2)] of the record being gathered
         self._losses = []
         self._step = 0  # the number of the optimizer step under way
 
@@ -186,7 +187,19 @@ class ScorevizCallback(transformers.TrainerCallback):
         tag = tag or (self.tag if training else self.eval_tag)
         self._pending[tag].append((pos.detach(), neg.detach()))
 
+    def capture_embeddings(self, training: bool, z, z2=None):
+        """Hold one batch's embeddings (two views optional) until its record is complete."""
+        tag = self.tag if training else self.eval_tag
+        self._pending_embeddings[tag].append((z.detach(), None if z2 is None else z2.detach()))
+
     def _log_pending(self, tag_prefix, step):
+        batches = self._pending_embeddings.pop(tag_prefix, [])
+        if batches:
+            first = batches[-1]  # the batches that match the last one's dimension and views
+            kept = [(z, z2) for z, z2 in batches if z.shape[1:] == first[0].shape[1:] and (z2 is None) == (first[1] is None)]
+            z = torch.cat([z for z, _ in kept])
+            z2 = None if first[1] is None else torch.cat([z2 for _, z2 in kept])
+            self.recorder.log_embeddings(step, z, z2, tag=tag_prefix)
         for tag in [t for t in self._pending if t == tag_prefix or t.startswith(tag_prefix + "-")]:
             batches = self._pending.pop(tag)
             if not batches:

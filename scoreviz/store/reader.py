@@ -16,7 +16,7 @@ import numpy as np
 
 from scoreviz.errors import ScorevizError
 from scoreviz.store.hdf5 import describe, open_read
-from scoreviz.store.schema import NAME_BYTES, SCHEMA_VERSION, STATS_COLUMNS, STREAMS, decode_names
+from scoreviz.store.schema import GROWS, NAME_BYTES, SCHEMA_VERSION, STATS_COLUMNS, STREAMS, decode_names, streams_of
 
 # A dataset may declare more than the file holds: rows a live writer has staged but not
 # flushed, and columns of a table added late, whose earlier rows take no space. Beyond
@@ -77,7 +77,7 @@ def check_schema(f: h5py.File, path: Path) -> int:
                                 f"{SCHEMA_VERSION} and older: upgrade scoreviz")
         if version < 1:
             raise ScorevizError(f"{path}: truncated or damaged scoreviz run (schema version {version})")
-        missing = [g for g in STREAMS if g not in f or not isinstance(f[g], h5py.Group)]
+        missing = [g for g in streams_of(version) if g not in f or not isinstance(f[g], h5py.Group)]
         if missing:
             raise ScorevizError(f"{path}: truncated or damaged scoreviz run: missing groups {missing}")
         return version
@@ -138,10 +138,14 @@ class StoreReader:
     # ------------------------------------------------------------ what is there
 
     def rows(self) -> dict:
-        """{stream: (rows, names)} complete in every dataset, checked."""
+        """{stream: (rows, names)} complete in every dataset, sizes checked; (0, 0) for a stream
+        the file's schema does not have."""
         def read(f):
             committed = self._committed(f)
-            return {name: self._extent(f, name, committed) for name in STREAMS}
+            extents = {name: self._extent(f, name, committed) for name in STREAMS}
+            if extents["spectrum"][0]:  # a window's dim says how much of its row to read: checked here too
+                self._checked_dims(f["spectrum"]["dim"][:extents["spectrum"][0]], f["spectrum"]["eigenvalues"])
+            return extents
         return self._read(read)
 
     def _committed(self, f):
@@ -154,17 +158,20 @@ class StoreReader:
             order = json.loads(_attr(ds.attrs["streams"]))
         except (KeyError, TypeError, ValueError):
             order = None
-        if not isinstance(order, list) or ds.shape != (len(order), 2) or not set(STREAMS) <= set(order):
+        present = streams_of(self.schema)
+        if not isinstance(order, list) or ds.shape != (len(order), 2) or not set(present) <= set(order):
             raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: /committed has shape {ds.shape} "
                                 f"for streams {order!r:.80}")
         values = ds[:]
-        return {name: (int(values[order.index(name), 0]), int(values[order.index(name), 1])) for name in STREAMS}
+        return {name: (int(values[order.index(name), 0]), int(values[order.index(name), 1])) for name in present}
 
     def _extent(self, f, stream_name, committed="read"):
         """(rows, names) of one stream that every dataset holds, after checking their sizes."""
         if committed == "read":
             committed = self._committed(f)
         stream = STREAMS[stream_name]
+        if stream.since > self.schema:
+            return 0, 0  # an older file: the stream came later
         group = f[stream_name]
         size = self.path.stat().st_size
         if committed is not None:
@@ -189,6 +196,10 @@ class StoreReader:
         fixed_bytes = 0
         for name, ds in datasets.items():
             width = widths[name]
+            if width == GROWS:  # as wide as its widest row: checked against each row's width when read
+                continue
+            if name == "stats" and stream.columns:  # as many columns as its `columns` attribute names (checked
+                width = ds.shape[1]                 # when read): older files have fewer
             if width is not None and stream.table != name and ds.shape[1] != width:
                 raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name}/{name} has "
                                     f"{ds.shape[1]} columns, expected {width}")
@@ -207,8 +218,9 @@ class StoreReader:
 
     # ------------------------------------------------------------ reading
 
-    def tags(self):
-        return self._names("scores")
+    def tags(self, stream="scores"):
+        """Tag names of a stream with tags (scores, embeddings, spectrum), in order of first use."""
+        return self._names(stream)
 
     def layers(self):
         return self._names("gradients")
@@ -216,25 +228,57 @@ class StoreReader:
     def _names(self, stream):
         def read(f):
             _, names = self._extent(f, stream)
-            return decode_names(f[stream][STREAMS[stream].names][:names])
+            return decode_names(f[stream][STREAMS[stream].names][:names]) if names else []
         return self._read(read)
 
     def scores(self, tag, with_hist=()):
         """(steps, stats (n, c), column names, {kind: hist (n, bins)}) for one tag."""
         def read(f):
-            g = f["scores"]
-            n, names = self._extent(f, "scores")
-            names = decode_names(g["tag_names"][:names])
-            if tag not in names:
-                raise ScorevizError(f"{self.path}: no scores under tag {tag!r}; tags: {names}")
-            columns = _stats_columns(g["stats"], self.path)
-            mask = g["tag"][:n] == names.index(tag)
-            picked = np.flatnonzero(mask)
-            steps = g["step"][:n][mask]
-            stats = _rows_at(g["stats"], picked)
+            g, n, picked = self._tag_rows(f, "scores", tag, "scores")
             hists = {k: _rows_at(g[f"{k}_hist"], picked) for k in with_hist}
-            return steps, stats, columns, hists
+            return g["step"][:n][picked], _rows_at(g["stats"], picked), _stats_columns(g["stats"], self.path), hists
         return self._read(read)
+
+    def embeddings(self, tag):
+        """(steps, stats (n, c), column names) of the embedding statistics of one tag."""
+        def read(f):
+            g, n, picked = self._tag_rows(f, "embeddings", tag, "embeddings")
+            return g["step"][:n][picked], _rows_at(g["stats"], picked), _stats_columns(g["stats"], self.path)
+        return self._read(read)
+
+    def spectrum(self, tag):
+        """(steps, dims, samples, ranks, eigenvalues (n, largest dim), NaN after each row's dim) of one tag."""
+        def read(f):
+            g, n, picked = self._tag_rows(f, "spectrum", tag, "spectra")
+            table = g["eigenvalues"]
+            dims = self._checked_dims(_rows_at(g["dim"], picked), table)
+            width = int(dims.max()) if len(dims) else 0
+            if len(picked) and (picked[-1] - picked[0] + 1) * width * table.dtype.itemsize > \
+                    16 * self.path.stat().st_size + _DECLARED_SLACK:
+                raise self._absurd("spectrum/eigenvalues", (len(picked), width))
+            values = _rows_at(table, picked, width).astype(np.float64)
+            values[np.arange(width)[None, :] >= dims[:, None]] = np.nan
+            return (g["step"][:n][picked], dims, _rows_at(g["samples"], picked), _rows_at(g["rank"], picked),
+                    values)
+        return self._read(read)
+
+    def _checked_dims(self, dims, table):
+        """The dims of spectrum rows, each between 1 and the eigenvalue table's width."""
+        dims = np.asarray(dims, dtype=np.int64)
+        bad = dims[(dims < 1) | (dims > table.shape[1])]
+        if len(bad):
+            raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: a spectrum row says dim {bad[0]}, "
+                                f"but /spectrum/eigenvalues has {table.shape[1]} columns")
+        return dims
+
+    def _tag_rows(self, f, stream, tag, what):
+        """(group, committed rows, indices of the rows of `tag`); ScorevizError when the tag has none."""
+        n, count = self._extent(f, stream)
+        names = decode_names(f[stream]["tag_names"][:count]) if count else []
+        if tag not in names:
+            raise ScorevizError(f"{self.path}: no {what} under tag {tag!r}; tags: {names}")
+        g = f[stream]
+        return g, n, np.flatnonzero(g["tag"][:n] == names.index(tag))
 
     def table(self, stream):
         """(steps, values (n, columns), column names, totals or None) of 'gradients' or 'scalars'."""
@@ -253,7 +297,7 @@ class StoreReader:
         """Every recorded step of every stream, unique and sorted (reads only the step columns)."""
         def read(f):
             committed = self._committed(f)
-            extents = {name: self._extent(f, name, committed)[0] for name in STREAMS}
+            extents = {name: self._extent(f, name, committed)[0] for name in streams_of(self.schema)}
             return np.unique(np.concatenate([f[name]["step"][:n] for name, n in extents.items()]))
         return self._read(read)
 
@@ -280,8 +324,10 @@ class StoreReader:
             for name, _, _ in STREAMS[stream].datasets:
                 if name in g and (name != "time" or self.schema >= 2):
                     out[name] = g[name][start:stop_]
-            if stream == "scores":
+            if STREAMS[stream].columns:
                 out["stats_columns"] = _stats_columns(g["stats"], self.path)
+            if stream == "spectrum":
+                out["dim"] = self._checked_dims(out["dim"], g["eigenvalues"])
             return out, decode_names(g[STREAMS[stream].names][:count])
         return self._read(read)
 
@@ -300,18 +346,20 @@ def _stats_columns(ds, path):
     try:
         columns = json.loads(_attr(ds.attrs["columns"]))
     except (KeyError, TypeError, ValueError):
-        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: /scores/stats has no valid 'columns' attribute") from None
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: {ds.name} has no valid 'columns' attribute") from None
     if not isinstance(columns, list) or len(columns) != ds.shape[1] or not all(isinstance(c, str) for c in columns):
-        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: /scores/stats 'columns' does not match its "
+        raise ScorevizError(f"{path}: truncated or damaged scoreviz run: {ds.name} 'columns' does not match its "
                             f"{ds.shape[1]} columns")
     return columns
 
 
-def _rows_at(ds, picked):
-    """ds[picked] for sorted row indices; one contiguous read when most rows are picked."""
+def _rows_at(ds, picked, width=None):
+    """ds[picked] (its first `width` columns, when given) for sorted row indices; one contiguous
+    read when most rows are picked."""
+    columns = () if ds.ndim == 1 else (width if width is not None else ds.shape[1],)
     if len(picked) == 0:
-        return np.empty((0,) + ds.shape[1:], dtype=ds.dtype)
-    block = ds[picked[0]:picked[-1] + 1]
+        return np.empty((0,) + columns, dtype=ds.dtype)
+    block = ds[picked[0]:picked[-1] + 1] if width is None else ds[picked[0]:picked[-1] + 1, :width]
     return block[picked - picked[0]]
 
 

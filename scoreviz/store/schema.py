@@ -1,7 +1,7 @@
 """The layout of a run's file, `scores.h5`, and how a new one is created.
 
     /                      attrs: scoreviz_schema, scoreviz_version, bins, config (JSON), env (JSON)
-    /committed             int64 (3, 2)      per stream (attr `streams`: their order), the rows and
+    /committed             int64 (5, 2)      per stream (attr `streams`: their order), the rows and
                                              names complete in every dataset of the stream
     /<stream>/step         int64 (n,)        the training step of each row
     /<stream>/time         float64 (n,)      wall time of each row (Unix seconds, at the log call)
@@ -15,14 +15,26 @@
     /gradients/layer_names bytes (l,)
     /scalars/values        float64 (n, s)    NaN where a scalar was not logged
     /scalars/names         bytes (s,)
+    /embeddings/tag        int32 (n,)        index into /embeddings/tag_names
+    /embeddings/tag_names  bytes (t,)
+    /embeddings/stats      float64 (n, c)    attrs: columns (samples, nonfinite, dim, std, uniformity,
+                                             alignment)
+    /spectrum/tag          int32 (n,)        index into /spectrum/tag_names
+    /spectrum/tag_names    bytes (t,)
+    /spectrum/dim          int32 (n,)        the embedding dimension of each row (>= 1)
+    /spectrum/samples      int64 (n,)        samples in the row's window
+    /spectrum/rank         float64 (n,)      RankMe's effective rank of the window
+    /spectrum/eigenvalues  float32 (n, w)    eigenvalues, largest first, in the first `dim` columns;
+                                             NaN after them; w grows to the largest dim
 
 A stream is a group of datasets with one row per record. A writer appends to
 every dataset of a stream, flushes, and only then raises `committed` (one small
 write for all streams), so a reader that reads `committed` first sees only rows
 complete in every dataset, whatever happened to the writer (killed, disk full)
-in between. Schema 1 files
-(scoreviz 0.1) have no `committed` and no `time`: readers take the rows present
-in every dataset, and a writer upgrades the file before appending.
+in between. Schema 1 files (scoreviz 0.1) have no `committed` and no `time`:
+readers take the rows present in every dataset. Schema 2 files have no
+`embeddings` and `spectrum` streams (read as empty) and 25 score columns (no
+margin, hard_frac). A writer upgrades an older file before appending.
 
 Every dataset is chunked and resizable, and not compressed: a live writer
 appends a few rows every second, and HDF5 writes each grown compressed chunk to
@@ -30,7 +42,8 @@ a new place in the file without reusing the old one (measured: 41 KB per step at
 one row per flush, against 2.5 KB uncompressed). The writer works in SWMR mode,
 which forbids creating datasets once writing has started, so every dataset
 exists from the start: tags, layers and scalar names that appear later are new
-rows of the name lists and new columns of the 2-D tables, never new datasets.
+rows of the name lists and new columns of the 2-D tables, never new datasets,
+and a larger embedding dimension widens the eigenvalue table.
 """
 
 from __future__ import annotations
@@ -43,29 +56,35 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from scoreviz.embeddings import EMBEDDING_COLUMNS
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS, STAT_NAMES
 from scoreviz.store.hdf5 import describe
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FILE_NAME = "scores.h5"
-STATS_COLUMNS = tuple(f"{k}_{s}" for k in KINDS for s in STAT_NAMES) + ("neg_sample_var",)
+STATS_COLUMNS = tuple(f"{k}_{s}" for k in KINDS for s in STAT_NAMES) + ("neg_sample_var", "margin", "hard_frac")
 NAME_BYTES = 256
 MAX_BINS = 4096
 ROWS_PER_CHUNK = 256
 BINS = "bins"  # a width: the file's histogram bins
 NAMES = "names"  # a width: grows with the stream's name list
+GROWS = "grows"  # a width: grows to the widest row appended (rows are NaN after their own width)
 
 
 @dataclass(frozen=True)
 class Stream:
     """One stream of rows: its datasets (name, dtype, width: None for 1-D), its name list,
-    and the dataset whose columns follow that list (None when none does)."""
+    the dataset whose columns follow that list (None when none does), the column names of
+    its `stats` dataset (kept in the file as that dataset's `columns` attribute; empty when
+    it has none), and the first schema that has the stream."""
 
     name: str
     datasets: tuple
     names: str
     table: str = None
+    columns: tuple = ()
+    since: int = 1
 
     def widths(self, bins: int, names: int) -> dict:
         """{dataset: number of columns (None for 1-D)} for a file with `bins` bins and `names` names."""
@@ -74,13 +93,25 @@ class Stream:
 
 
 _ROW = (("step", np.int64, None), ("time", np.float64, None))
+_TAG = (("tag", np.int32, None),)
 STREAMS = {
-    "scores": Stream("scores", _ROW + (("tag", np.int32, None), ("stats", np.float64, len(STATS_COLUMNS)))
-                     + tuple((f"{kind}_hist", np.uint32, BINS) for kind in KINDS), names="tag_names"),
+    "scores": Stream("scores", _ROW + _TAG + (("stats", np.float64, len(STATS_COLUMNS)),)
+                     + tuple((f"{kind}_hist", np.uint32, BINS) for kind in KINDS), names="tag_names",
+                     columns=STATS_COLUMNS),
     "gradients": Stream("gradients", _ROW + (("total", np.float32, None), ("norms", np.float32, NAMES)),
                         names="layer_names", table="norms"),
     "scalars": Stream("scalars", _ROW + (("values", np.float64, NAMES),), names="names", table="values"),
+    "embeddings": Stream("embeddings", _ROW + _TAG + (("stats", np.float64, len(EMBEDDING_COLUMNS)),),
+                         names="tag_names", columns=EMBEDDING_COLUMNS, since=3),
+    "spectrum": Stream("spectrum", _ROW + _TAG + (("dim", np.int32, None), ("samples", np.int64, None),
+                                                  ("rank", np.float64, None), ("eigenvalues", np.float32, GROWS)),
+                       names="tag_names", since=3),
 }
+
+
+def streams_of(schema: int) -> list:
+    """The names of the streams a file of `schema` has."""
+    return [name for name, stream in STREAMS.items() if stream.since <= schema]
 
 
 def create_file(path: Path, bins: int, config: dict, env: dict) -> None:
@@ -140,14 +171,17 @@ def _create_stream(group, stream: Stream, bins: int):
     for name, dtype, _ in stream.datasets:
         _column(group, name, dtype, widths[name])
     group.create_dataset(stream.names, shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(64,))
-    if stream.name == "scores":
-        group["stats"].attrs["columns"] = json.dumps(STATS_COLUMNS)
+    if stream.columns:
+        group["stats"].attrs["columns"] = json.dumps(stream.columns)
 
 
 def _column(group, name, dtype, width):
-    shape = (0,) if width is None else (0, width)
-    maxshape = (None,) if width is None else (None, width if width else None)
-    chunks = (4096,) if width is None else (ROWS_PER_CHUNK, max(min(width, 128), 16))
+    if width == GROWS:  # few rows (one per window), many columns: chunks of 16 rows x 256 columns
+        shape, maxshape, chunks = (0, 0), (None, None), (16, 256)
+    else:
+        shape = (0,) if width is None else (0, width)
+        maxshape = (None,) if width is None else (None, width if width else None)
+        chunks = (4096,) if width is None else (ROWS_PER_CHUNK, min(width, 128) if width else 16)
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks, fillvalue=fill)
 

@@ -25,7 +25,7 @@ from scoreviz.store.lock import RunLock
 from scoreviz.store.reader import StoreReader
 from scoreviz.store.space import Reservation
 from scoreviz.store.schema import (
-    SCHEMA_VERSION, STATS_COLUMNS, STREAMS, build_empty, create_file, decode_names, encode_names, install,
+    GROWS, SCHEMA_VERSION, STATS_COLUMNS, STREAMS, build_empty, create_file, decode_names, encode_names, install,
     remove_leftovers,
 )
 
@@ -67,6 +67,28 @@ class StoreWriter:
                        "stats": np.stack([np.asarray(stats[c], dtype=np.float64) for c in STATS_COLUMNS], axis=1)}
             columns.update({f"{kind}_hist": stats[f"{kind}_hist"] for kind in KINDS})
             self._rows.append("scores", columns)
+        self._guarded(stage)
+
+    def append_embeddings(self, tag: str, steps, stats: dict, times=None):
+        """Rows of one tag: `stats` maps every EMBEDDING_COLUMNS name to an array."""
+        def stage():
+            [index] = self._rows.names_index("embeddings", [tag])
+            n = len(steps)
+            columns = STREAMS["embeddings"].columns
+            self._rows.append("embeddings", {
+                "step": steps, "time": _times(times, n), "tag": np.full(n, index, dtype=np.int32),
+                "stats": np.stack([np.asarray(stats[c], dtype=np.float64) for c in columns], axis=1)})
+        self._guarded(stage)
+
+    def append_spectrum(self, tag: str, steps, dims, samples, ranks, eigenvalues, times=None):
+        """Spectra of one tag: each row's eigenvalues (largest first) in its first dims[i] columns
+        of `eigenvalues` (n, w), w >= max(dims)."""
+        def stage():
+            [index] = self._rows.names_index("spectrum", [tag])
+            n = len(steps)
+            self._rows.append("spectrum", {
+                "step": steps, "time": _times(times, n), "tag": np.full(n, index, dtype=np.int32),
+                "dim": dims, "samples": samples, "rank": ranks, "eigenvalues": _padded(eigenvalues, dims)})
         self._guarded(stage)
 
     def append_gradients(self, steps, names, norms, totals, times=None):
@@ -162,6 +184,16 @@ def _times(times, n):
     return np.full(n, time.time()) if times is None else np.asarray(times, dtype=np.float64)
 
 
+def _padded(values, dims):
+    """Rows of eigenvalues as a (n, max dim) table, NaN after each row's own dim."""
+    dims = np.asarray(dims, dtype=np.int64)
+    width = int(dims.max()) if len(dims) else 0
+    table = np.full((len(dims), width), np.nan, dtype=np.float32)
+    for i, (row, dim) in enumerate(zip(values, dims)):
+        table[i, :dim] = np.asarray(row, dtype=np.float64)[:dim]
+    return table
+
+
 class _Appender:
     """Staging and committing rows in an open file of the current schema.
 
@@ -233,10 +265,17 @@ class _Appender:
         self.room.ensure(sum(np.asarray(v).nbytes for v in columns.values()))
         start = self.rows[stream]
         g = self.ds[stream]
-        for name, dtype, _ in STREAMS[stream].datasets:
+        for name, dtype, width in STREAMS[stream].datasets:
             ds = g[name]
             ds.resize(start + n, axis=0)
-            ds[start:] = np.asarray(columns[name], dtype=dtype)
+            values = np.asarray(columns[name], dtype=dtype)
+            if width == GROWS:  # widened to the widest row; the columns after a row's own stay NaN
+                if values.shape[1] > ds.shape[1]:
+                    ds.resize(values.shape[1], axis=1)
+                if values.shape[1]:
+                    ds[start:, :values.shape[1]] = values
+            else:
+                ds[start:] = values
         self.rows[stream] = start + n
 
     def close(self):
@@ -283,7 +322,8 @@ def _open_for_append(path: Path, bins: int, config: dict, env: dict) -> h5py.Fil
         if reader.bins != bins:
             raise ScorevizError(f"{path}: recorded with {reader.bins} histogram bins, "
                                 f"cannot append with bins={bins}")
-        if reader.schema < SCHEMA_VERSION or _stats_columns(reader) != list(STATS_COLUMNS):
+        if reader.schema < SCHEMA_VERSION or any(_stats_columns(reader, s) != list(STREAMS[s].columns)
+                                                 for s in STREAMS if STREAMS[s].columns):
             rebuild(path, reader)
     try:
         return open_write(path)
@@ -292,8 +332,8 @@ def _open_for_append(path: Path, bins: int, config: dict, env: dict) -> h5py.Fil
         return open_write(path)
 
 
-def _stats_columns(reader: StoreReader):
-    data, _ = reader.read_rows("scores", 0, 0)
+def _stats_columns(reader: StoreReader, stream: str):
+    data, _ = reader.read_rows(stream, 0, 0)
     return data["stats_columns"]
 
 
@@ -327,24 +367,26 @@ def rebuild(path: Path, reader: StoreReader) -> None:
 
 
 def _copy(rows: _Appender, stream, data, names):
-    """Rows read from an older or left-open file, appended in the current schema."""
+    """Rows read from an older or left-open file, appended in the current schema: datasets
+    copied as they are, except tag indices (into the new name list), stats columns (mapped
+    by name; a column the old file lacks is NaN), tables (columns by name) and eigenvalues."""
     n = len(data["step"])
     if not n:
         return
-    columns = {"step": data["step"], "time": data.get("time", np.full(n, np.nan))}
-    if stream == "scores":
-        new_index = np.asarray(rows.names_index("scores", names), dtype=np.int32)
-        columns["tag"] = new_index[data["tag"]]
+    spec = STREAMS[stream]
+    columns = {name: data[name] for name, _, _ in spec.datasets if name in data}
+    columns.setdefault("time", np.full(n, np.nan))  # schema 1 has no wall times
+    if "tag" in data:
+        columns["tag"] = np.asarray(rows.names_index(stream, names), dtype=np.int32)[data["tag"]]
+    if spec.columns:
         old = {c: i for i, c in enumerate(data["stats_columns"])}
         columns["stats"] = np.stack([data["stats"][:, old[c]] if c in old else np.full(n, np.nan)
-                                     for c in STATS_COLUMNS], axis=1)
-        columns.update({f"{kind}_hist": data[f"{kind}_hist"] for kind in KINDS})
-    else:
-        table = STREAMS[stream].table
-        width = min(len(names), data[table].shape[1])
-        columns[table] = rows.table_rows(stream, names[:width], data[table][:, :width])
-        if stream == "gradients":
-            columns["total"] = data["total"]
+                                     for c in spec.columns], axis=1)
+    if spec.table:
+        width = min(len(names), data[spec.table].shape[1])
+        columns[spec.table] = rows.table_rows(stream, names[:width], data[spec.table][:, :width])
+    if "eigenvalues" in data:
+        columns["eigenvalues"] = _padded(data["eigenvalues"], data["dim"])
     rows.append(stream, columns)
 
 

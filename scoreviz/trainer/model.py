@@ -210,9 +210,12 @@ class FT:
 
 @dataclass
 class Scores:
-    """Positive (B,) and negative (B, K) scores, detached, for the Recorder."""
+    """Positive (B,) and negative (B, K) scores, detached, for the Recorder; the raw scores
+    also carry the query and key projections (B, dim) they came from."""
     pos: torch.Tensor
     neg: torch.Tensor
+    q: torch.Tensor = None
+    k: torch.Tensor = None
 
 
 def contrastive_logits(q, k, queue, T, ft=FT()):
@@ -227,7 +230,7 @@ def contrastive_logits(q, k, queue, T, ft=FT()):
     with torch.autocast(q.device.type, enabled=False):
         q, k, queue = q.float(), k.float(), queue.float()
         pos, neg = (q * k).sum(1), q @ queue.T
-        raw = after = Scores(pos.detach(), neg.detach())
+        raw = after = Scores(pos.detach(), neg.detach(), q.detach(), k)
         if ft.pos_alpha or ft.neg_alpha:
             if ft.pos_alpha:
                 q, k = positive_extrapolation(q, k, ft.pos_alpha, ft.pos_per_dim)

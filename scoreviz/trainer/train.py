@@ -245,6 +245,7 @@ def train_one_epoch(model, ddp_model, data, augment, optimizer, rec, args, epoch
         loss.backward()
 
         rec.log_scores(step, raw.pos, raw.neg, tag="raw")
+        rec.log_embeddings(step, raw.q, raw.k, tag="raw")  # the query and key projections
         if uses_ft(args):  # a run without FT would record its raw scores again under "ft"
             rec.log_scores(step, after.pos, after.neg, tag="ft")
         rec.log_gradients(step, model.encoder_q)

@@ -1,0 +1,235 @@
+"""Embedding statistics: per step on the device, the spectrum per window on the host.
+
+Every statistic is of the l2-normalised embeddings x = z / ||z||:
+
+- ``std``: the mean over dimensions of the per-dimension standard deviation over
+  the batch (ddof 1, as lightly's ``std_of_l2_normalized`` and SimSiam's Fig. 2):
+  0 when every sample maps to one point, about 1/sqrt(dim) when spread out;
+- ``uniformity``: log E exp(-t ||x_i - x_j||^2) over the pairs i != j of the
+  batch, t = 2 (Wang & Isola 2020); from 0 (one point) down to about -4 (-2t)
+  for spread out embeddings;
+- ``alignment``: E ||x_i - x2_i||^2 between two views, when the second is given;
+- the spectrum: the eigenvalues of the second moment of the centred embeddings
+  over a window of steps, largest first, and ``rank``, RankMe's effective rank
+  (Garrido et al. 2023): exp of the entropy of the singular values (the square
+  roots of those eigenvalues) normalised to sum to 1.
+
+A sample with a non-finite value (in either view) is left out of every statistic
+and counted in ``nonfinite``.
+
+Rows hold sums so that ranks add up under torch.distributed (see the Recorder):
+``embedding_sums`` is the per-rank row, all-reduced with SUM, and the writer
+thread turns reduced rows into statistics (``summarize_embeddings``).
+Uniformity is over pairs, which do not add up over ranks: each rank scores its
+own samples against the samples of every rank (gathered), so the pair sums do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+EMBEDDING_COLUMNS = ("samples", "nonfinite", "dim", "std", "uniformity", "alignment")
+UNIFORMITY_T = 2.0
+# Largest dim whose spectrum is accumulated: its dim x dim float64 matrix (128 MiB here) lives
+# on the embeddings' device for a whole window.
+MAX_SPECTRUM_DIM = 4096
+# Below this total variance (trace of the centred second moment) unit vectors are one point to
+# float32 precision (rounding alone leaves about 1e-14): the rank is 0 rather than the effective
+# rank of rounding noise, which is isotropic and would look like a full rank.
+TRACE_FLOOR = 1e-12
+_PAIR_BLOCK = 1024  # rows of the pairwise distance matrix computed at once
+
+
+def normalised(z: torch.Tensor, z2: torch.Tensor = None):
+    """(x, x2 or None, valid): l2-normalised views, zero where a sample is left out, and the
+    mask of samples kept (finite in every view); float64.
+
+    On the CPU, where a look at the values costs no device sync, valid is None when every
+    sample is kept: the fast path, normalised in float32 (its rounding, about 6e-8, stays far
+    below anything the statistics resolve; every sum over them is taken in float64)."""
+    if z.device.type == "cpu":
+        fast = _unit_if_finite(z)
+        fast2 = None if fast is None or z2 is None else _unit_if_finite(z2)
+        if fast is not None and (z2 is None or fast2 is not None):
+            return fast, fast2, None
+    z = z.detach().double()
+    valid = torch.isfinite(z).all(dim=1)
+    if z2 is not None:
+        z2 = z2.detach().to(z.device).double()
+        valid &= torch.isfinite(z2).all(dim=1)
+    keep = valid[:, None]
+    x = torch.where(keep, _unit(torch.where(keep, z, 0.0)), 0.0)
+    x2 = None if z2 is None else torch.where(keep, _unit(torch.where(keep, z2, 0.0)), 0.0)
+    return x, x2, valid
+
+
+def _unit_if_finite(z):
+    """z's rows divided by their norms, in float32, or None if a norm is not finite (a value
+    that is not, or one too large for float32's squares: the float64 path takes those)."""
+    z = z.detach().float()
+    norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+    if not math.isfinite(norms.sum()):
+        return None
+    return z / norms.clamp_(min=1e-12)
+
+
+def _unit(z):
+    """Rows divided by their L2 norm (zero rows stay zero), as F.normalize does."""
+    return z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_(min=1e-12)
+
+
+def sum_width(dim: int) -> int:
+    """Length of the summed row: samples, nonfinite, sum x (dim), sum x^2 (dim), pair and view sums."""
+    return 2 + 2 * dim + 4
+
+
+def embedding_sums(x, x2, valid, batch: int, gathered=None, offset: int = 0) -> torch.Tensor:
+    """The summed row of one batch (float64, on x's device, no host sync): samples kept, samples
+    left out, sum of x (dim), sum of x^2 (dim), uniformity pair sum and pair count, alignment sum
+    and count. ``valid`` None: every sample kept.
+
+    ``gathered`` is (every rank's x as float32, every rank's valid mask) under
+    torch.distributed, where this rank's rows start at ``offset``; else None.
+    """
+    x32 = x.float()  # x itself on the fast path
+    others, others_valid = gathered if gathered is not None else (x32, valid)
+    pairs = _pair_sums(x32, valid, others, others_valid, offset)
+    f64 = torch.float64
+    if valid is None:
+        samples = x.shape[0]
+        if x2 is not None:
+            align = torch.linalg.vector_norm(x32 - x2.float(), dtype=f64).square()
+            tail = torch.cat([pairs, torch.stack([align, align.new_tensor(samples)])])
+        else:
+            tail = torch.cat([pairs, pairs.new_zeros(2)])
+        return torch.cat([pairs.new_tensor([samples, batch - samples]), torch.sum(x, dim=0, dtype=f64),
+                          torch.linalg.vector_norm(x, dim=0, dtype=f64).square(), tail])
+    kept = valid.double()
+    samples = kept.sum()
+    if x2 is not None:
+        align = torch.stack([((x - x2).square().sum(dim=1) * kept).sum(), samples])
+    else:
+        align = x.new_zeros(2)
+    return torch.cat([torch.stack([samples, batch - samples]), x.sum(dim=0), x.square().sum(dim=0), pairs, align])
+
+
+def _pair_sums(x, valid, others, others_valid, offset) -> torch.Tensor:
+    """(sum over ordered pairs (i in x, j in others, i != j, both kept) of exp(-t ||x_i - x_j||^2),
+    the number of such pairs) as a float64 tensor; rows in blocks so a large batch needs little memory."""
+    n = x.shape[0]
+    if valid is None and others is x and n <= _PAIR_BLOCK:  # one process, every sample kept: the fast path
+        gram = x @ x.T
+        square = gram.diagonal()
+        e = torch.add(square[:, None], square[None, :]).sub_(gram, alpha=2.0).mul_(-UNIFORMITY_T).exp_()
+        return torch.stack([e.sum(dtype=torch.float64) - e.diagonal().sum(dtype=torch.float64),
+                            x.new_tensor(n * (n - 1), dtype=torch.float64)])
+    if valid is None:
+        valid = torch.ones(n, dtype=torch.bool, device=x.device)
+        others_valid = valid if others is x else others_valid
+    total = torch.zeros(2, dtype=torch.float64, device=x.device)
+    sq_others = others.square().sum(dim=1)
+    columns = torch.arange(others.shape[0], device=x.device)
+    for start in range(0, n, _PAIR_BLOCK):
+        block = x[start:start + _PAIR_BLOCK]
+        sq = block.square().sum(dim=1)
+        dist2 = (sq[:, None] + sq_others[None, :] - 2.0 * block @ others.T).clamp(min=0.0)
+        rows = torch.arange(start, start + block.shape[0], device=x.device) + offset
+        use = valid[start:start + _PAIR_BLOCK, None] & others_valid[None, :] & (columns[None, :] != rows[:, None])
+        total += torch.stack([torch.where(use, torch.exp(-UNIFORMITY_T * dist2), 0.0).sum(dtype=torch.float64),
+                              use.sum().double()])
+    return total
+
+
+def batch_mean(sums: torch.Tensor) -> torch.Tensor:
+    """The mean of the kept normalised embeddings, from (reduced) sums (zeros when none were kept)."""
+    dim = (sums.shape[0] - 6) // 2
+    return sums[2:2 + dim] / sums[0].clamp(min=1)
+
+
+def summarize_embeddings(rows: np.ndarray) -> dict:
+    """{column: array} for EMBEDDING_COLUMNS from (reduced) rows of ``embedding_sums`` (n, 2 dim + 6),
+    on the host. std uses ddof 1 (as torch.std and lightly's std_of_l2_normalized)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows.reshape(-1, rows.shape[-1])
+    dim = (rows.shape[1] - 6) // 2
+    samples, nonfinite = rows[:, 0], rows[:, 1]
+    total, squares = rows[:, 2:2 + dim], rows[:, 2 + dim:2 + 2 * dim]
+    pair_sum, pairs, align_sum, align_count = rows[:, -4:].T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = samples[:, None]
+        var = np.maximum((squares - total * total / n) / (n - 1), 0.0)
+        std = np.where(samples > 1, np.sqrt(var).mean(axis=1), np.nan)
+        uniformity = np.where(pairs > 0, np.log(pair_sum / np.where(pairs > 0, pairs, 1)), np.nan)
+        alignment = np.where(align_count > 0, align_sum / np.where(align_count > 0, align_count, 1), np.nan)
+    return {"samples": samples, "nonfinite": nonfinite, "dim": np.full(len(rows), float(dim)), "std": std,
+            "uniformity": uniformity, "alignment": alignment}
+
+
+class SpectrumWindow:
+    """The second moment of the centred embeddings of one tag, summed over a window of steps.
+
+    Sums are taken about a reference point, the mean of the window's first batch, so
+    that the centred second moment (S / n - m m^T of the shifted embeddings) keeps its
+    precision when the embeddings are nearly one point (a collapse), and in float64:
+    RankMe takes square roots of the eigenvalues, so a float32 product's error of about
+    1e-7 in each eigenvalue would become 3e-4 in each singular value (a rank-1 embedding
+    in 64 dimensions measured 1.055 instead of 1; TF32 would be worse). Held in one flat
+    float64 buffer (dim x dim, then dim, then the sample count), so ranks add it up with
+    a single all-reduce.
+    """
+
+    def __init__(self, dim: int, device):
+        self.dim = dim
+        self.buffer = torch.zeros(dim * dim + dim + 1, dtype=torch.float64, device=device)
+        self.square = self.buffer[:dim * dim].view(dim, dim)
+        self.total = self.buffer[dim * dim:dim * dim + dim]
+        self.count = self.buffer[-1:]
+        self.reference = None
+        self.calls = 0
+
+    def add(self, x: torch.Tensor, valid, reference: torch.Tensor):
+        """Add one batch (valid None: every sample kept); ``reference`` (the batch's mean over
+        all ranks) is used by the window's first call."""
+        if self.reference is None:
+            self.reference = reference
+        y = x - self.reference
+        if valid is not None:  # (x in float32 on the fast path: y, with the float64 reference, is float64)
+            y = torch.where(valid[:, None], y, 0.0)
+        self.square.addmm_(y.T, y)
+        self.total.add_(y.sum(dim=0))
+        self.count.add_(x.shape[0] if valid is None else valid.sum())
+        self.calls += 1
+
+
+def spectrum(buffer: np.ndarray, dim: int):
+    """(eigenvalues, largest first, samples, rank) from a window's summed buffer, on the host."""
+    buffer = np.asarray(buffer, dtype=np.float64)
+    samples = buffer[-1]
+    if samples < 1:
+        return np.full(dim, np.nan), 0, float("nan")
+    mean = buffer[dim * dim:dim * dim + dim] / samples
+    second = buffer[:dim * dim].reshape(dim, dim) / samples - np.outer(mean, mean)
+    second = (second + second.T) / 2
+    try:
+        eigenvalues = np.linalg.eigvalsh(second)[::-1].clip(min=0.0)
+    except np.linalg.LinAlgError:  # did not converge: the window is stored, without a spectrum
+        return np.full(dim, np.nan), int(samples), float("nan")
+    return eigenvalues, int(samples), effective_rank(eigenvalues)
+
+
+def effective_rank(eigenvalues) -> float:
+    """RankMe's effective rank from the eigenvalues of a second-moment matrix: exp of the entropy
+    of its singular values (their square roots) normalised to sum to 1. 0 when the total
+    variance is below TRACE_FLOOR (one point), NaN when there are none."""
+    eigenvalues = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    if eigenvalues.size == 0 or not np.isfinite(eigenvalues).all():
+        return float("nan")
+    if eigenvalues.sum() <= TRACE_FLOOR:
+        return 0.0
+    singular = np.sqrt(eigenvalues)
+    p = singular / singular.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))

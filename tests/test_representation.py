@@ -1,0 +1,206 @@
+"""The Representation view and the representation health checks, without a browser: the figure
+functions on frames, every view's callback on a run without negatives, the health flags."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import health, representation
+from app.figures import MAX_CELLS
+
+torch = pytest.importorskip("torch")
+scoreviz = pytest.importorskip("scoreviz")
+
+from app import create_app  # noqa: E402
+from test_app import post_callback  # noqa: E402
+
+DIM = 16
+
+
+def collapsing_embeddings(step, collapse_at, gen):
+    """(z, z2): spread-out embeddings, shrinking towards one point from `collapse_at` on."""
+    z = torch.randn(64, DIM, generator=gen)
+    if collapse_at is not None and step >= collapse_at:
+        z = torch.ones(DIM) + z * 10.0 ** -(step - collapse_at + 1)
+    return z, z + 0.1 * torch.randn(64, DIM, generator=gen) * z.std()
+
+
+def make_positive_only_run(root, name, steps=50, collapse_at=None):
+    """A BYOL/SimSiam-like run: positive scores only (no negatives), embeddings with two views."""
+    gen = torch.Generator().manual_seed(7)
+    model = torch.nn.Linear(4, 2)
+    with scoreviz.Recorder(root / name, config={"method": "simsiam", "collapse_at": collapse_at},
+                           spectrum_window=4) as rec:
+        for step in range(steps):
+            z, z2 = collapsing_embeddings(step, collapse_at, gen)
+            pos = torch.nn.functional.cosine_similarity(z, z2).clamp(-1, 1)
+            rec.log_scores(step, pos)
+            rec.log_embeddings(step, z, z2)
+            model(torch.randn(3, 4, generator=gen)).sum().backward()
+            rec.log_gradients(step, model)
+            rec.log_scalars(step, loss=float(-pos.mean()))
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("representation-runs")
+    make_positive_only_run(root, "healthy")
+    make_positive_only_run(root, "collapsing", collapse_at=20)
+    return root
+
+
+# ---- figure functions ---------------------------------------------------------------
+
+
+def frame(steps=100, dim=DIM, rank_every=10, std=0.2):
+    index = pd.Index(np.arange(steps), name="step")
+    rank = np.full(steps, np.nan)
+    rank[rank_every - 1::rank_every] = np.linspace(dim * 0.9, 2, steps // rank_every)
+    return pd.DataFrame({"std": np.full(steps, std), "uniformity": np.linspace(-3, -1, steps),
+                         "alignment": np.linspace(0.5, 0.1, steps), "rank": rank, "dim": float(dim),
+                         "window_samples": np.where(np.isnan(rank), np.nan, 640.0)}, index=index)
+
+
+def test_rank_and_std_curves_one_trace_per_run_and_panel_with_the_reference_levels():
+    fig = representation.rank_std_figure({"a": frame(), "b": frame(std=0.01)})
+    named = [t for t in fig.data if t.name in ("a", "b")]
+    assert [t.name for t in named] == ["a", "a", "b", "b"]
+    assert len(named[0].x) == 10 and named[0].mode == "lines+markers"  # rank: one point per window
+    assert len(named[1].x) == 100
+    assert len(fig.data) == 4
+    levels = sorted(shape.y0 for shape in fig.layout.shapes)
+    assert levels == pytest.approx(sorted([DIM, health.DIMENSIONAL_COLLAPSE_RANK * DIM, 1 / np.sqrt(DIM),
+                                           health.COMPLETE_COLLAPSE_STD / np.sqrt(DIM)]))
+    assert fig.layout.yaxis2.type == "log"
+    assert "no embeddings" in json.dumps(representation.rank_std_figure({"a": None}).to_dict())
+
+
+def test_spectrum_heatmap_stays_within_the_cell_budget_and_is_log_scaled():
+    steps = np.arange(0, 5000, 5)
+    eigenvalues = np.tile(np.logspace(0, -6, 2048), (len(steps), 1))
+    eigenvalues[:, -5:] = 0.0  # zero eigenvalues sit at the colour scale's floor
+    fig = representation.spectrum_heatmap_figure({"big": (steps, eigenvalues), "small": (steps[:10],
+                                                                                          eigenvalues[:10, :64])})
+    cells = sum(np.asarray(t.z).size for t in fig.data)
+    assert len(fig.data) == 2 and cells <= MAX_CELLS
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.nanmax(z) == pytest.approx(0.0, abs=0.1) and np.nanmin(z) >= np.log10(representation.EIGENVALUE_FLOOR)
+    assert np.asarray(fig.data[1].z).shape == (64, 10)  # small enough to be drawn whole
+    assert "no spectrum" in json.dumps(representation.spectrum_heatmap_figure({}).to_dict())
+
+
+def test_alignment_uniformity_plane_colours_points_by_step_and_skips_runs_without_two_views():
+    no_views = frame().assign(alignment=np.nan)
+    fig = representation.alignment_uniformity_figure({"a": frame(1000), "b": no_views})
+    assert [t.name for t in fig.data] == ["a"]
+    assert len(fig.data[0].x) <= representation.PLANE_POINTS
+    assert list(fig.data[0].marker.color[:2]) == [0, 3] and fig.layout.coloraxis.cmax == 999
+    empty = representation.alignment_uniformity_figure({"b": no_views})
+    assert "second view" in json.dumps(empty.to_dict())
+
+
+def test_margin_figure_needs_negatives():
+    with_negatives = pd.DataFrame({"margin": [0.1, 0.2], "hard_frac": [0.5, 0.4]})
+    without = pd.DataFrame({"margin": [np.nan, np.nan], "hard_frac": [np.nan, np.nan]})
+    fig = representation.margin_figure({"a": with_negatives, "b": without})
+    assert [t.name for t in fig.data] == ["a", "a"]
+    assert "needs scores" in json.dumps(representation.margin_figure({"b": without}).to_dict())
+
+
+# ---- health --------------------------------------------------------------------------
+
+
+def test_complete_collapse_is_flagged_from_its_first_persistent_step():
+    f = frame(60)
+    f.loc[30:, "std"] = 1e-4
+    f.loc[33, "std"] = 0.5  # a blip resets the count
+    flag = health.check_complete_collapse(f)
+    assert flag.fired and flag.step == 34 and "sqrt(dim)" in flag.detail
+    assert not health.check_complete_collapse(frame(60)).fired
+    assert health.check_complete_collapse(None).detail == "no embeddings"
+
+
+def test_dimensional_collapse_needs_low_rank_in_windows_with_enough_samples():
+    f = frame(100)  # rank falls linearly from 14.4 to 2 over 10 windows; 0.2 x 16 = 3.2
+    assert not health.check_dimensional_collapse(f).fired
+    f.loc[[69, 79, 89, 99], "rank"] = [1.0, 1.2, 1.5, 1.5]
+    flag = health.check_dimensional_collapse(f)
+    assert flag.fired and flag.step == 69 and flag.detail == "rank 1.0 of dim 16"
+    f["window_samples"] = np.where(f["rank"].notna(), 10.0, np.nan)  # fewer samples than dim: not judged
+    assert not health.check_dimensional_collapse(f).fired
+
+
+# ---- callbacks, a run without negatives in every view -------------------------------
+
+
+def callback_key(dash_app, prefix):
+    return next(k for k in dash_app.callback_map if k.lstrip(".").startswith(prefix))
+
+
+def view_calls(selection):
+    """(callback output, inputs, state) of every view's figure callbacks."""
+    return [
+        ("curves-graph", [selection, "curves", "train", ["pos_mean", "neg_mean", "neg_sample_var", "margin"], [], 0,
+                          "step"], []),
+        ("heatmap-graph", [selection, "distribution", "train", "neg", "90", "step"], [None, ""]),
+        ("hist-graph", [selection, "distribution", "train", None], []),
+        ("ft-graph", [selection, "distribution", None, None], []),
+        ("waterfall-graph", [selection, "waterfall", "train", "collapse_at", "neg_sample_var", "step"], []),
+        ("grad-heatmap-graph", [selection, "gradients", None, "step"], []),
+        ("rep-curves-graph", [selection, "representation", "train", "step"], []),
+        ("health-table", [selection, "health", "train"], []),
+    ]
+
+
+def test_every_view_draws_runs_without_negatives(runs):
+    dash_app = create_app(runs, refresh=60)
+    client = dash_app.server.test_client()
+    selection = {"runs": ["collapsing", "healthy"], "stamps": {}, "errors": {}}
+    drawn = {}
+    for prefix, inputs, state in view_calls(selection):
+        response = post_callback(client, dash_app, callback_key(dash_app, prefix), inputs, state)
+        assert response.status_code == 200, (prefix, response.get_data(as_text=True)[:500])
+        drawn.update(response.get_json()["response"])
+    names = lambda graph: [t.get("name") for t in drawn[graph]["figure"]["data"]]  # noqa: E731
+    # pos_mean drawn; neg_mean all NaN gets no (empty) trace
+    assert names("curves-graph")[0] == "collapsing" and "healthy" in names("curves-graph")
+    assert "no negative scores recorded" in json.dumps(drawn["heatmap-graph"]["figure"])
+    assert names("hist-graph") == ["collapsing pos", "healthy pos"]
+    assert names("ft-graph") == ["train pos"]
+    assert len(names("waterfall-graph")) == 2
+    assert [t["type"] for t in drawn["grad-heatmap-graph"]["figure"]["data"]] == ["heatmap"]
+    assert "collapsing" in names("rep-curves-graph")
+    assert "from step" in json.dumps(drawn["health-table"]["children"])
+    assert "no negatives" in json.dumps(drawn["health-table"]["children"])  # the score check cannot judge
+
+
+def view_of_both_runs(runs, output, view):
+    """The response of the callback of `output` with both runs selected and tag "train"."""
+    dash_app = create_app(runs, refresh=60)
+    selection = {"runs": ["collapsing", "healthy"], "stamps": {}, "errors": {}}
+    return post_callback(dash_app.server.test_client(), dash_app, callback_key(dash_app, output),
+                         [selection, view, "train", "step"][:len(dash_app.callback_map[callback_key(dash_app, output)]
+                                                                   ["inputs"])]).get_json()["response"]
+
+
+def test_representation_callback_draws_both_runs(runs):
+    out = view_of_both_runs(runs, "rep-curves-graph", "representation")
+    curves = [t["name"] for t in out["rep-curves-graph"]["figure"]["data"] if t["name"] in ("collapsing", "healthy")]
+    assert curves == ["collapsing", "collapsing", "healthy", "healthy"]
+    assert [t["type"] for t in out["spectrum-graph"]["figure"]["data"]] == ["heatmap", "heatmap"]
+    assert [t["name"] for t in out["plane-graph"]["figure"]["data"]] == ["collapsing", "healthy"]
+    assert "needs scores" in json.dumps(out["margin-graph"]["figure"])  # positives only: no margin
+
+
+def test_health_panel_flags_the_collapsing_run_only(runs):
+    out = view_of_both_runs(runs, "health-table", "health")
+    text = json.dumps(out["health-table"]["children"])
+    assert "complete collapse" in text and "dimensional collapse" in text
+    flags = {name: dict(zip(health.REPRESENTATION_CHECKS, health.representation_health(
+        scoreviz.open_run(runs / name).embeddings()))) for name in ("collapsing", "healthy")}
+    complete = flags["collapsing"]["complete collapse"]
+    assert complete.fired and 20 <= complete.step <= 25 and f"from step {complete.step}" in text
+    assert not flags["healthy"]["complete collapse"].fired and not flags["healthy"]["dimensional collapse"].fired
