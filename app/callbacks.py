@@ -337,15 +337,16 @@ def _figures(dash_app, data):
         fig = figures.score_heatmap_figure(
             heat, kind=kind, scale=figures.HEAT_SCALES.get(scale, figures.HEAT_SCALES[figures.DEFAULT_HEAT_SCALE]),
             colors=run_colors(runs), x=x or "step", times=run_times(data, runs, x))
+        linked = None
         if step is None:  # the page just opened: the step a link asked for
-            step = values_from_query(search).get("step")
+            step = linked = values_from_query(search).get("step")
         recorded = [v["snap"][0] for v in views.values() if v and len(v["snap"][0])]
         if not recorded:
             return fig, 0, 1, {}, no_update
         lo, hi = int(min(s[0] for s in recorded)), int(max(s[-1] for s in recorded))
         marks = {m: str(m) for m in (lo, (lo + hi) // 2, hi)}
         # Keep the user's step while it is valid; start at the last step.
-        value = hi if step is None or not lo <= step <= hi else no_update
+        value = hi if step is None or not lo <= step <= hi else (step if linked is not None else no_update)
         return fig, lo, hi, marks, value
 
     @dash_app.callback(

@@ -677,13 +677,25 @@ def gradient_surface_figure(steps, layers: Sequence[str], norms, *, run_name: st
         template=TEMPLATE, title=title, height=700,
         scene=dict(xaxis=dict(title="step", nticks=6),
                    yaxis=dict(title="", tickmode="array", tickvals=ticks,
-                              ticktext=[_short(layers[i], 22) for i in ticks], tickfont=dict(size=10)),
+                              ticktext=layer_labels([layers[i] for i in ticks], 22), tickfont=dict(size=10)),
                    zaxis=dict(title="log10 norm", nticks=5),
                    camera=dict(eye=dict(x=-1.6, y=-1.9, z=0.8)),
                    aspectmode="manual", aspectratio=dict(x=1.5, y=1.2, z=0.7)),
         margin=dict(l=10, r=10, t=60, b=10), uirevision="surface",
     )
     return fig
+
+
+def layer_labels(names: Sequence[str], most: int) -> list[str]:
+    """Short, still distinct names for layer ticks: the dotted prefix all share (``encoder_q.``) is
+    dropped, and a name longer than ``most`` keeps its end (``…layer4.1.conv2``), where layers differ."""
+    parts = [str(n).split(".") for n in names]
+    common = 0
+    while len(names) > 1 and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    labels = [".".join(p[common:]) for p in parts]
+    labels = [label if len(label) <= most else "\u2026" + label[-(most - 1):] for label in labels]
+    return labels if len(set(labels)) == len(labels) else [str(n) for n in names]
 
 
 def _evenly_spaced(n: int, most: int) -> list[int]:

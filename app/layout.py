@@ -250,10 +250,9 @@ def health_table(results: dict) -> html.Table:
         cells = [html.Td(name)]
         for flag in flags:
             if flag.fired:
-                text = f"from step {flag.step}" + (f": {flag.detail}" if flag.detail else "")
-                cells.append(html.Td(text, className="flagged"))
-            else:  # passed, or not checked for want of data ("no embeddings")
-                cells.append(html.Td(flag.detail or "ok", className="ok" if not flag.detail else "unchecked"))
+                cells.append(html.Td(flag.text(), className="flagged"))
+            else:  # passed (after a warm-up, perhaps), or not checked for want of data ("no embeddings")
+                cells.append(html.Td(flag.text(), className="ok" if not flag.detail else "unchecked"))
         rows.append(html.Tr(cells))
     if not rows:
         return html.P("select runs to check them")
