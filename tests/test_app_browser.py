@@ -231,10 +231,9 @@ def test_a_sparse_scalar_is_drawn(driver, tmp_path):
         driver.get(url + "?runs=sparse&stats=knn_acc")
         wait_for(driver, lambda d: [t["name"] for t in traces(d, "curves-graph") or []] == ["sparse"],
                  message="the sparse scalar's trace")
-        points = driver.execute_script(
-            "const t = document.querySelector('#curves-graph .js-plotly-plot').data[0];"
-            "return [Array.from(t.y).filter(v => Number.isFinite(v)).length, t.mode];")
-        assert points[0] == 4 and "markers" in points[1]
+        # four points drawn on the page (markers: one per logged value)
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#curves-graph .scatterlayer path.point")) == 4,
+                 message="the four knn_acc values drawn as points")
         assert console_errors(driver) == []
         driver.get("about:blank")
 
@@ -450,3 +449,28 @@ def test_the_simsiam_collapse_is_flagged_in_the_health_panel(driver, tmp_path):
         assert rows["linear/stop-gradient"][column] == "ok", rows
         assert console_errors(driver) == []
         driver.get("about:blank")
+
+
+def test_the_demo_page_shows_both_runs_while_they_train(driver, tmp_path, python, subprocess_env):
+    """`scoreviz demo` as a newcomer runs it: the printed link, opened at once, draws both runs
+    while their trainings are still running."""
+    import json
+    import signal
+
+    from test_demo import children, start_demo
+
+    out = tmp_path / "demo"
+    demo, port, _ = start_demo(python, subprocess_env, out, "--epochs", "40")
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")  # the bare link the demo prints
+        wait_for(driver, lambda d: {t["name"] for t in traces(d, "curves-graph") or []} == {"baseline", "ft"},
+                 timeout=240, message="both runs drawn while they train")
+        assert len(children(demo.pid)) == 2, "both trainings still running"
+        for name in ("baseline", "ft"):
+            results = out / name / "results.json"
+            assert not results.exists() or json.loads(results.read_text())["epoch"] < 40
+        assert console_errors(driver) == []
+    finally:
+        driver.get("about:blank")
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=60)
