@@ -28,7 +28,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
 
     import dash
 
-    from app import callbacks, guard, layout
+    from app import figures, callbacks, guard, layout
     from app.data import RunData
 
     data = RunData(runs_dir, warm=warm)
@@ -47,12 +47,15 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     def page():
         # A function, so each page load lists the runs (and tags) that exist now.
         run_ids = data.run_ids()
-        tags, keys = {}, set()
+        tags, keys, scalars = {}, set(), {}
         for run_id in run_ids:
             info = data.light_info(run_id)
             tags.update(dict.fromkeys(info.get("tags", [])))
             keys.update(info.get("config", {}))
-        return layout.build(str(runs_dir), run_ids, list(tags), sorted(keys), refresh)
+            scalars.update(dict.fromkeys(info.get("scalars", [])))
+        # the statistics picker lists the scalars from the start, so a link's ?stats=loss is kept
+        stats = list(figures.SCORE_COLUMNS) + [s for s in scalars if s not in figures.SCORE_COLUMNS]
+        return layout.build(str(runs_dir), run_ids, list(tags), sorted(keys), refresh, stats)
 
     dash_app.layout = page
     callbacks.register(dash_app, data)

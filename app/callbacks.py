@@ -183,10 +183,9 @@ def _url_sync(dash_app, data):
             shown["runs"] = None  # the default runs: the URL leaves them out, so a reload follows new runs
         else:
             shown["runs"] = list(shown["runs"] or []) + [r for r in wanted if r not in (shown["runs"] or [])]
-        if trigger not in (None, "url"):
-            shown["step"] = step
-        else:
-            shown["step"] = values_from_query(search).get("step")
+        # the slider's step; the link's while the slider has none yet (its runs still being read)
+        linked_step = values_from_query(search).get("step")
+        shown["step"] = step if trigger not in (None, "url") and step is not None else linked_step
         query = query_from_values(shown)
         if trigger not in (None, "url") and not new and query == (search or ""):
             raise _no_change()

@@ -247,8 +247,12 @@ def check_complete_collapse(embeddings: pd.DataFrame | None) -> Flag:
         return Flag("complete collapse", False, detail="no embeddings")
     scaled = embeddings["std"] * np.sqrt(embeddings["dim"].astype(float))
     found = stretches(scaled < COMPLETE_COLLAPSE_STD, COLLAPSE_RECORDS)
+    # the warm-up rule of the score check: crowded at the start of training, then left
+    warmup = next(((int(a), int(b)) for a, b in found if b is not None and a < embeddings.index[0] + WARMUP_STEPS),
+                  None)
+    found = [(a, b) for a, b in found if (int(a), None if b is None else int(b)) != warmup]
     if not found:
-        return Flag("complete collapse", False)
+        return Flag("complete collapse", False, warmup=warmup)
     step, end = found[0]
     return Flag("complete collapse", True, int(step),
                 f"std {embeddings['std'][step]:.2g} = {scaled[step]:.2g}/sqrt(dim)",
