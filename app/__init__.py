@@ -28,7 +28,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
 
     import dash
 
-    from app import callbacks, guard, layout
+    from app import figures, callbacks, guard, layout
     from app.data import RunData
 
     data = RunData(runs_dir, warm=warm)
@@ -47,12 +47,15 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     def page():
         # A function, so each page load lists the runs (and tags) that exist now.
         run_ids = data.run_ids()
-        tags, keys = {}, set()
+        tags, keys, scalars = {}, set(), {}
         for run_id in run_ids:
             info = data.light_info(run_id)
             tags.update(dict.fromkeys(info.get("tags", [])))
             keys.update(info.get("config", {}))
-        return layout.build(str(runs_dir), run_ids, list(tags), sorted(keys), refresh)
+            scalars.update(dict.fromkeys(info.get("scalars", [])))
+        # the statistics picker lists the scalars from the start, so a link's ?stats=loss is kept
+        stats = list(figures.SCORE_COLUMNS) + [s for s in scalars if s not in figures.SCORE_COLUMNS]
+        return layout.build(str(runs_dir), run_ids, list(tags), sorted(keys), refresh, stats)
 
     dash_app.layout = page
     callbacks.register(dash_app, data)
@@ -62,16 +65,31 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
 
 
 def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 5.0,
-          debug: bool = False, allow_hosts=()) -> None:
-    """Serve the app until interrupted. Binds 127.0.0.1 unless ``host`` says otherwise.
+          debug: bool = False, allow_hosts=(), verbose: bool = False, on_start=None) -> None:
+    """Serve the app until interrupted (Ctrl+C returns). Binds 127.0.0.1 unless ``host`` says otherwise.
 
+    Prints one line, the URL; request logs only with ``verbose``. Served by
+    waitress; ``debug`` uses Dash's debug server instead (loopback only).
     Raises ScorevizError for ``debug`` on a non-loopback host and for an
     address that cannot be bound; warns on stderr when ``host`` is not loopback.
+    ``on_start(url)``, if given, is called once the address is bound, before serving.
     """
     from app import binding
 
     binding.check(host, port, debug)
     dash_app = create_app(runs_dir, refresh=refresh, host=host, allow_hosts=allow_hosts)
     url_host = f"[{host}]" if ":" in host else host
-    print(f"scoreviz: serving {runs_dir} on http://{url_host}:{port}/ (Ctrl+C to stop)", flush=True)
-    dash_app.run(host=host, port=port, debug=debug)
+    url = f"http://{url_host}:{port}/"
+    if debug:
+        print(f"scoreviz: serving {runs_dir} on {url} (Ctrl+C to stop)", flush=True)
+        if on_start:
+            on_start(url)
+        dash_app.run(host=host, port=port, debug=True)
+        return
+    from app.server import make_server
+
+    server = make_server(dash_app, host, port, verbose=verbose)
+    print(f"scoreviz: serving {runs_dir} on {url} (Ctrl+C to stop)", flush=True)
+    if on_start:
+        on_start(url)
+    server.run()

@@ -76,6 +76,11 @@ PROPERTY_TYPES = {
     ("waterfall-stat", "value"): (_text, "a string"),
     ("grad-run", "value"): (_text, "a string"),
     ("step-slider", "value"): (_number, "a finite number"),
+    ("run-filter", "value"): (_text, "a string"),
+    ("x-axis", "value"): (_text, "a string"),
+    ("heat-scale", "value"): (_text, "a string"),
+    ("auto-runs", "data"): (_texts, "a list of run ids"),
+    ("wanted-runs", "data"): (_texts, "a list of run ids"),
     ("refresh", "n_intervals"): (_count, "a count"),
     ("table-signature", "data"): (_text, "a string"),
     ("selection", "data"): (_selection, "a selection object"),
@@ -140,10 +145,29 @@ def _id_and_property(item, key):
     return item["id"], item["property"]
 
 
+def _check_pattern(items, want, key):
+    """A pattern-matching input (``{"type": ..., "index": ALL}``): a list of one item per
+    matching component, each id an object of the pattern's type with a string index."""
+    pattern = json.loads(want["id"])
+    if not isinstance(items, list):
+        raise BadCallback(f"'{key}': {pattern.get('type')}.{want['property']} must be a list")
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), dict) \
+                or item["id"].get("type") != pattern.get("type") or not isinstance(item["id"].get("index"), str) \
+                or item.get("property") != want["property"]:
+            raise BadCallback(f"'{key}': each {pattern.get('type')} item must name its id and {want['property']!r}")
+        kind = BY_PROPERTY.get(want["property"])
+        if kind is not None and not kind[0](item.get("value")):
+            raise BadCallback(f"{pattern.get('type')}.{want['property']} must be {kind[1]}")
+
+
 def _check_values(items, declared, key):
     if not isinstance(items, list) or len(items) != len(declared):
         raise BadCallback(f"'{key}' must list {len(declared)} values")
     for item, want in zip(items, declared):
+        if str(want["id"]).startswith("{"):
+            _check_pattern(item, want, key)
+            continue
         got = _id_and_property(item, key)
         if got != (want["id"], want["property"]):
             raise BadCallback(f"'{key}' does not match the callback: {got[0]!r:.60}.{got[1]!r:.40}")

@@ -1,9 +1,14 @@
 """Wiring only: read runs (app.data), call figure functions (app.figures), return.
 
-The chain on the page: the refresh interval and the run picker update the
-``selection`` store (valid runs and their file stamps); every figure takes the
-store as input, so a figure is recomputed only when a selected run's file
-changed or a control moved, and only for the view that is on screen.
+The chain on the page: one state callback (``sync_url``) owns the URL and every
+control the URL holds, the picker's runs included: it applies a link when the
+page opens, follows new runs while the page shows the default runs, adds runs a
+link named once they appear, and toggles a run when its table row is clicked.
+The refresh interval and the picker update the ``selection`` store (valid runs
+and their file stamps); every figure takes the store as input, so a figure is
+recomputed only when a selected run's file changed or a control moved, and only
+for the view that is on screen. Each run keeps its colour (app.colors) in every
+view.
 """
 
 from __future__ import annotations
@@ -14,25 +19,35 @@ from urllib.parse import parse_qs, urlencode
 
 import pandas as pd
 import plotly.io as pio
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from app import figures, health, images, layout, representation
+from app import colors as run_colors_module
+from app import figures, health, images, layout, representation, runfilter
 from app.data import RefusedRunId, RunData
 
 # Controls whose values live in the URL: query key -> (component id, is a list).
 URL_CONTROLS = {
     "runs": ("run-picker", True),
+    "filter": ("run-filter", False),
     "tag": ("tag", False),
+    "x": ("x-axis", False),
     "view": ("view", False),
     "stats": ("stats", True),
     "log": ("log-y", True),
     "smooth": ("smoothing", False),
     "kind": ("hist-kind", False),
+    "hscale": ("heat-scale", False),
     "ft": ("ft-run", False),
     "key": ("waterfall-key", False),
     "wstat": ("waterfall-stat", False),
     "grun": ("grad-run", False),
 }
+# Written into the URL but set from it by the callback that owns the control:
+# the step slider belongs to the distribution callback (it knows the steps).
+URL_READ_ONLY = {"step": "step-slider"}
+# Runs shown when the URL names none: all of them, or the most recent this many.
+DEFAULT_RUNS = 10
+ROW = {"type": "run-row", "index": ALL}
 
 
 def register(dash_app, data: RunData) -> None:
@@ -60,10 +75,10 @@ def query_from_values(values: dict) -> str:
 
 
 def values_from_query(search: str) -> dict:
-    """Control values from a query string; unknown keys ignored."""
-    parsed = parse_qs((search or "").lstrip("?"))
+    """Control values from a query string; unknown keys and unreadable numbers ignored."""
+    parsed = parse_qs((search or "").lstrip("?"), keep_blank_values=False)
     out = {}
-    for key, (_, is_list) in URL_CONTROLS.items():
+    for key in list(URL_CONTROLS) + list(URL_READ_ONLY):
         if key not in parsed:
             continue
         items = parsed[key]
@@ -72,9 +87,23 @@ def values_from_query(search: str) -> dict:
                 out[key] = min(max(float(items[-1]), 0.0), 0.99)
             except ValueError:
                 continue
+        elif key == "step":
+            try:
+                out[key] = int(items[-1])
+            except ValueError:
+                continue
         else:
-            out[key] = items if is_list else items[-1]
+            out[key] = items if key in URL_CONTROLS and URL_CONTROLS[key][1] else items[-1]
     return out
+
+
+def default_runs(data: RunData, text) -> list[str]:
+    """The runs shown when the URL names none: every run the filter keeps, the most recent
+    DEFAULT_RUNS of them when there are more."""
+    ids = data.run_ids()
+    infos = {r: data.light_info(r) for r in ids}
+    kept, _ = runfilter.matching(ids, infos, text)
+    return runfilter.most_recent(kept, infos, DEFAULT_RUNS)
 
 
 def _url_sync(dash_app, data):
@@ -82,32 +111,106 @@ def _url_sync(dash_app, data):
     # the URL sets the controls when the page opens (or on back/forward), and
     # any control change rewrites the URL.
     ids = [cid for cid, _ in URL_CONTROLS.values()]
+    keys = list(URL_CONTROLS)
+    picker = keys.index("runs")
 
     @dash_app.callback(
-        Output("url", "search"), Output("url-notice", "children"),
+        Output("url", "search"), Output("url-notice", "children"), Output("auto-runs", "data"),
+        Output("wanted-runs", "data"),
         *[Output(cid, "value") for cid in ids],
-        Input("url", "search"), *[Input(cid, "value") for cid in ids],
+        Input("url", "search"), Input("refresh", "n_intervals"), Input(ROW, "n_clicks"),
+        *[Input(cid, "value") for cid in ids], Input("step-slider", "value"),
+        State("auto-runs", "data"), State("wanted-runs", "data"),
     )
-    def sync_url(search, *values):
-        if ctx.triggered_id in (None, "url"):
-            wanted = values_from_query(search)
-            # The picker drops ids it does not list, so say here why a
-            # linked run is missing (refused, or gone from RUNS_DIR).
+    def sync_url(search, _n, _clicks, *rest):
+        values = dict(zip(keys, rest[:len(ids)]))
+        step, auto, wanted = rest[len(ids):]
+        wanted = list(wanted or [])
+        trigger = ctx.triggered_id
+        notice = no_update
+        new = {}  # control values this call sets
+        if trigger in (None, "url"):
+            linked = values_from_query(search)
+            new = {key: linked[key] for key in keys if key in linked}
             known = set(data.run_ids())
-            problems = [_error_line(r, _why_unknown(data, r))
-                        for r in wanted.get("runs", []) if r not in known]
-            out = [wanted.get(key, no_update) for key in URL_CONTROLS]
-            return [no_update, problems] + out
-        query = query_from_values(dict(zip(URL_CONTROLS, values)))
-        return [query if query != (search or "") else no_update, no_update] + [no_update] * len(ids)
+            if "runs" in linked:
+                new["runs"] = [r for r in linked["runs"] if r in known]
+                wanted, problems = [], []
+                for r in linked["runs"]:
+                    if r in known:
+                        continue
+                    why = _why_unknown(data, r)
+                    if why is None:
+                        wanted.append(r)
+                    else:
+                        problems.append(_error_line(r, why))
+                auto = None
+                notice = problems
+            else:
+                new["runs"] = default_runs(data, linked.get("filter"))
+                auto, wanted, notice = new["runs"], [], []
+        elif trigger == "refresh":
+            known = set(data.run_ids())
+            runs = list(values["runs"] or [])
+            arrived = [r for r in wanted if r in known]
+            if arrived:  # a run the link named has appeared
+                runs += [r for r in arrived if r not in runs]
+                wanted = [r for r in wanted if r not in arrived]
+            elif auto is not None and sorted(runs) == sorted(auto):
+                latest = default_runs(data, values["filter"])
+                if latest != sorted(runs):
+                    runs = auto = latest
+            if runs != list(values["runs"] or []):
+                new["runs"] = runs
+        elif isinstance(trigger, dict):  # a run-table row
+            clicked = trigger.get("index")
+            if ctx.triggered and ctx.triggered[0].get("value"):
+                runs = list(values["runs"] or [])
+                new["runs"] = [r for r in runs if r != clicked] if clicked in runs else runs + [clicked]
+        elif trigger == "run-filter":
+            runs = list(values["runs"] or [])
+            if auto is not None and sorted(runs) == sorted(auto):
+                new["runs"] = auto = default_runs(data, values["filter"])
+            else:
+                infos = {r: data.light_info(r) for r in runs}
+                new["runs"], _ = runfilter.matching(runs, infos, values["filter"])
+        current = {**values, **new}
+        tag = pick_tag(data, current["runs"] or [], current["tag"])
+        if tag != current["tag"] and current["runs"]:
+            new["tag"] = current["tag"] = tag  # the control says the tag the figures show
+        shown = dict(current)
+        if auto is not None and sorted(shown["runs"] or []) == sorted(auto):
+            shown["runs"] = None  # the default runs: the URL leaves them out, so a reload follows new runs
+        else:
+            shown["runs"] = list(shown["runs"] or []) + [r for r in wanted if r not in (shown["runs"] or [])]
+        # the slider's step; the link's while the slider has none yet (its runs still being read)
+        linked_step = values_from_query(search).get("step")
+        shown["step"] = step if trigger not in (None, "url") and step is not None else linked_step
+        query = query_from_values(shown)
+        if trigger not in (None, "url") and not new and query == (search or ""):
+            raise _no_change()
+        if wanted and notice is no_update:
+            notice = []
+        if wanted:
+            notice = list(notice) + [html.Div(f"waiting for {', '.join(wanted)}: not below the runs folder yet; "
+                                              "shown as soon as it appears", className="pending-line")]
+        return [query if query != (search or "") else no_update, notice, auto, wanted] + \
+            [new.get(key, no_update) for key in keys]
+
+
+def _no_change():
+    from dash.exceptions import PreventUpdate
+
+    return PreventUpdate()
 
 
 def _why_unknown(data, run_id):
+    """Why a linked run is not listed: refused (a reason), or None when it may still appear."""
     try:
         data.resolve(run_id)
     except RefusedRunId as err:
         return str(err)
-    return "no such run below the runs folder"
+    return None
 
 
 # ---- run list, run table ------------------------------------------------------
@@ -117,19 +220,36 @@ def _run_list(dash_app, data):
     @dash_app.callback(
         Output("run-picker", "options"), Output("run-table", "children"),
         Output("table-signature", "data"), Output("last-refresh", "children"),
-        Input("refresh", "n_intervals"), State("table-signature", "data"),
+        Input("refresh", "n_intervals"), Input("run-filter", "value"), Input("run-picker", "value"),
+        State("table-signature", "data"),
     )
-    def refresh_runs(_n, signature):
+    def refresh_runs(_n, text, picked, signature):
         ids = data.run_ids()
         data.warm(ids)  # new and grown runs get read in the background
-        table = figures.run_table([data.table_row(i) for i in ids])
-        new_signature = json.dumps(table, sort_keys=True, default=str)
+        infos = {r: data.light_info(r) for r in ids}
+        kept, problems = runfilter.matching(ids, infos, text)
+        shown = [r for r in (picked or []) if r in infos]
+        table = figures.run_table([data.table_row(i) for i in kept])
+        new_signature = json.dumps([table, shown, problems], sort_keys=True, default=str)
         stamp = time.strftime("checked %H:%M:%S")
         if new_signature == signature:
             return no_update, no_update, no_update, stamp
         options = [{"label": i + ("  (error)" if row["error"] else ""), "value": i}
-                   for i, row in zip(ids, table["rows"])]
-        return options, layout.run_table(table), new_signature, stamp
+                   for i, row in zip(kept, table["rows"])]
+        options += [{"label": r, "value": r} for r in shown if r not in kept]  # the picker keeps its runs
+        if not ids:
+            children = layout.empty_folder_hint(str(data.root), _refresh_seconds(dash_app))
+        elif not kept:
+            children = html.P(f"No run matches the filter {text!r} ({len(ids)} runs in the folder).")
+        else:
+            children = layout.run_table(table, shown, run_colors_module.run_colors(shown))
+        if problems:
+            children = [html.Div(p, className="error-line") for p in problems] + [children]
+        return options, children, new_signature, stamp
+
+
+def _refresh_seconds(dash_app) -> float:
+    return getattr(dash_app, "scoreviz_refresh", 5.0)
 
 
 def _selection(dash_app, data):
@@ -165,9 +285,9 @@ def _selection(dash_app, data):
         tags = _union([t for info in infos for t in info.get("tags", [])]
                       + [t for r in selection["runs"] for t in embedding_tags(data, r)]) or ["train"]
         tags = _union(tags + list(previous_tags or []))  # keep the current choice valid
-        scalar_names = _union(c for r in selection["runs"]
-                              for c in _safe(lambda r=r: data.scalars(r).columns, []))
-        keys = _union(sorted({k for info in infos for k in info.get("config", {})}))
+        scalar_names = _union(c for info in infos for c in info.get("scalars", []))
+        keys = figures.differing_keys([info.get("config", {}) for info in infos]) if len(infos) > 1 else \
+            sorted({k for info in infos for k in info.get("config", {})})
         notice = [_error_line(run_id, msg) for run_id, msg in errors.items()]
         if pending:
             notice.append(html.Div(f"reading {len(pending)} run(s) in the background, drawn when read: "
@@ -187,36 +307,45 @@ def _figures(dash_app, data):
     @dash_app.callback(
         Output("curves-graph", "figure"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
-        Input("stats", "value"), Input("log-y", "value"), Input("smoothing", "value"),
+        Input("stats", "value"), Input("log-y", "value"), Input("smoothing", "value"), Input("x-axis", "value"),
     )
-    def update_curves(selection, view, tag, stats, log_y, smoothing):
+    def update_curves(selection, view, tag, stats, log_y, smoothing, x):
         if view != "curves":
             return no_update
-        tag = pick_tag(data, _runs(selection), tag)
-        frames = {r: curve_frame(data, r, tag, stats or []) for r in _runs(selection)}
+        runs = _runs(selection)
+        tag = pick_tag(data, runs, tag)
+        frames = {r: curve_frame(data, r, tag, stats or []) for r in runs}
         return figures.curves_figure(frames, stats or [], log_y="log" in (log_y or []),
-                                     smoothing=smoothing or 0.0, title=f"Statistics over steps ({tag})")
+                                     smoothing=smoothing or 0.0, title=f"Statistics over steps ({tag})",
+                                     colors=run_colors(runs), x=x or "step", times=run_times(data, runs, x))
 
     @dash_app.callback(
         Output("heatmap-graph", "figure"), Output("step-slider", "min"), Output("step-slider", "max"),
         Output("step-slider", "marks"), Output("step-slider", "value"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
-        Input("hist-kind", "value"), State("step-slider", "value"),
+        Input("hist-kind", "value"), Input("heat-scale", "value"), Input("x-axis", "value"),
+        State("step-slider", "value"), State("url", "search"),
     )
-    def update_distribution(selection, view, tag, kind, step):
+    def update_distribution(selection, view, tag, kind, scale, x, step, search):
         if view != "distribution":
             return [no_update] * 5
-        tag = pick_tag(data, _runs(selection), tag)
-        views = {r: _safe(lambda r=r: data.histograms(r, tag, kind)) for r in _runs(selection)}
+        runs = _runs(selection)
+        tag = pick_tag(data, runs, tag)
+        views = {r: _safe(lambda r=r: data.histograms(r, tag, kind)) for r in runs}
         heat = {r: v["heat"] for r, v in views.items() if v}
-        fig = figures.score_heatmap_figure(heat, kind=kind)
+        fig = figures.score_heatmap_figure(
+            heat, kind=kind, scale=figures.HEAT_SCALES.get(scale, figures.HEAT_SCALES[figures.DEFAULT_HEAT_SCALE]),
+            colors=run_colors(runs), x=x or "step", times=run_times(data, runs, x))
+        linked = None
+        if step is None:  # the page just opened: the step a link asked for
+            step = linked = values_from_query(search).get("step")
         recorded = [v["snap"][0] for v in views.values() if v and len(v["snap"][0])]
         if not recorded:
             return fig, 0, 1, {}, no_update
         lo, hi = int(min(s[0] for s in recorded)), int(max(s[-1] for s in recorded))
         marks = {m: str(m) for m in (lo, (lo + hi) // 2, hi)}
         # Keep the user's step while it is valid; start at the last step.
-        value = hi if step is None or not lo <= step <= hi else no_update
+        value = hi if step is None or not lo <= step <= hi else (step if linked is not None else no_update)
         return fig, lo, hi, marks, value
 
     @dash_app.callback(
@@ -230,7 +359,8 @@ def _figures(dash_app, data):
         tag = pick_tag(data, _runs(selection), tag)
         hists = {r: histogram_pair(data, r, tag) for r in _runs(selection)}
         step = step if step is not None else _last_step(hists)
-        return figures.histograms_at_step_figure(hists, step, title=f"Score histograms at step {step} ({tag})")
+        return figures.histograms_at_step_figure(hists, step, title=f"Score histograms at step {step} ({tag})",
+                                                 colors=run_colors(_runs(selection)))
 
     @dash_app.callback(
         Output("ft-graph", "figure"),
@@ -251,11 +381,12 @@ def _figures(dash_app, data):
     @dash_app.callback(
         Output("waterfall-graph", "figure"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
-        Input("waterfall-key", "value"), Input("waterfall-stat", "value"),
+        Input("waterfall-key", "value"), Input("waterfall-stat", "value"), Input("x-axis", "value"),
     )
-    def update_waterfall(selection, view, tag, key, stat):
+    def update_waterfall(selection, view, tag, key, stat, x):
         if view != "waterfall":
             return no_update
+        stat = stat or "neg_sample_var"
         tag = pick_tag(data, _runs(selection), tag)
         series, order = {}, {}
         for r in _runs(selection):
@@ -263,44 +394,50 @@ def _figures(dash_app, data):
             if stat in frame:
                 series[r] = frame[stat]
                 order[r] = data.light_info(r).get("config", {}).get(key) if key else None
-        return figures.waterfall_figure(series, order, key=key or "", stat=stat)
+        return figures.waterfall_figure(series, order, key=key or "", stat=stat, colors=run_colors(_runs(selection)),
+                                        x=x or "step", times=run_times(data, list(series), x))
 
     @dash_app.callback(
         Output("grad-heatmap-graph", "figure"), Output("grad-surface-graph", "figure"),
         Output("grad-total-graph", "figure"),
-        Input("selection", "data"), Input("view", "value"), Input("grad-run", "value"),
+        Input("selection", "data"), Input("view", "value"), Input("grad-run", "value"), Input("x-axis", "value"),
     )
-    def update_gradients(selection, view, run_id):
+    def update_gradients(selection, view, run_id, x):
         if view != "gradients":
             return no_update, no_update, no_update
         runs = _runs(selection)
+        colors, times = run_colors(runs), run_times(data, runs, x)
         grads = {r: _safe(lambda r=r: data.gradients(r)) for r in runs}
         totals = {r: g["total"] for r, g in grads.items() if g is not None and len(g["total"])}
         run_id = run_id if run_id in runs else (runs[0] if runs else None)
         g = grads.get(run_id)
         if g is None:
             empty = figures.empty_figure("Gradient landscape", "select a run with gradients")
-            return empty, empty, figures.total_norm_figure(totals)
-        return (figures.gradient_heatmap_figure(g["steps"], g["layers"], g["norms"], run_name=run_id),
+            return empty, empty, figures.total_norm_figure(totals, colors=colors, x=x or "step", times=times)
+        return (figures.gradient_heatmap_figure(g["steps"], g["layers"], g["norms"], run_name=run_id,
+                                                color=colors.get(run_id), x=x or "step",
+                                                times=(times or {}).get(run_id)),
                 figures.gradient_surface_figure(g["steps"], g["layers"], g["norms"], run_name=run_id),
-                figures.total_norm_figure(totals))
+                figures.total_norm_figure(totals, colors=colors, x=x or "step", times=times))
 
     @dash_app.callback(
         Output("rep-curves-graph", "figure"), Output("spectrum-graph", "figure"), Output("plane-graph", "figure"),
         Output("margin-graph", "figure"),
-        Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
+        Input("selection", "data"), Input("view", "value"), Input("tag", "value"), Input("x-axis", "value"),
     )
-    def update_representation(selection, view, tag):
+    def update_representation(selection, view, tag, x):
         if view != "representation":
             return [no_update] * 4
         runs = _runs(selection)
         score_tag = pick_tag(data, runs, tag)
+        colors, times = {}, {}  # by trace label ("run" or "run (its tag)"): each run's own colour and times
         frames, spectra = {}, {}
         for r in runs:
             etag = embedding_tag(data, r, tag)
             if etag is None:
                 continue
             label = r if etag == tag else f"{r} ({etag})"
+            colors[label], times[label] = run_colors(runs)[r], (run_times(data, [r], x) or {}).get(r)
             frames[label] = _safe(lambda r=r, etag=etag: embeddings_frame(data, r, etag))
             spectra[label] = _safe(lambda r=r, etag=etag: spectrum_view(data, r, etag))
         margins = {}
@@ -308,12 +445,15 @@ def _figures(dash_app, data):
             tags = data.light_info(r).get("tags", [])
             run_tag = score_tag if score_tag in tags else (tags[0] if tags else None)
             if run_tag is not None:
-                margins[r if run_tag == score_tag else f"{r} ({run_tag})"] = _safe(
-                    lambda r=r, t=run_tag: data.scores(r, t), pd.DataFrame())
-        return (representation.rank_std_figure(frames, title=f"Effective rank and std of the embeddings ({tag})"),
-                representation.spectrum_heatmap_figure(spectra),
-                representation.alignment_uniformity_figure(frames),
-                representation.margin_figure(margins))
+                label = r if run_tag == score_tag else f"{r} ({run_tag})"
+                colors[label], times[label] = run_colors(runs)[r], (run_times(data, [r], x) or {}).get(r)
+                margins[label] = _safe(lambda r=r, t=run_tag: data.scores(r, t), pd.DataFrame())
+        x = x or "step"
+        return (representation.rank_std_figure(frames, title=f"Effective rank and std of the embeddings ({tag})",
+                                               colors=colors, x=x, times=times),
+                representation.spectrum_heatmap_figure(spectra, colors=colors, x=x, times=times),
+                representation.alignment_uniformity_figure(frames, colors=colors),
+                representation.margin_figure(margins, colors=colors, x=x, times=times))
 
     @dash_app.callback(
         Output("health-table", "children"),
@@ -337,6 +477,18 @@ def pick_tag(data: RunData, runs: list[str], tag):
     """``tag`` if a selected run has it, else the tag the selected runs would default to."""
     tags = _union(t for r in runs for t in data.light_info(r).get("tags", []))
     return tag if tag in tags or not tags else layout.default_tag(tags)
+
+
+def run_colors(runs) -> dict:
+    """Each run's own colour (app.colors): the same in every view and on every page load."""
+    return run_colors_module.run_colors(runs)
+
+
+def run_times(data: RunData, runs, x) -> dict | None:
+    """{run: Run.times()} when the x axis is a time, else None (no file read for steps)."""
+    if x not in ("wall", "relative"):
+        return None
+    return {r: _safe(lambda r=r: data.times(r)) for r in runs}
 
 
 def curve_frame(data: RunData, run_id: str, tag: str, columns) -> pd.DataFrame:

@@ -54,7 +54,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also answer requests whose Host header is NAME (e.g. the name a reverse "
                              "proxy uses); repeatable. localhost, 127.0.0.1, [::1] and --host always are")
     parser.add_argument("--debug", action="store_true",
-                        help="Dash debug mode; refused unless --host is a loopback address")
+                        help="Dash debug mode (its development server); refused unless --host is a loopback address")
+    parser.add_argument("--verbose", action="store_true", help="print one line per request on stderr")
 
 
 def serve_main(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def serve_main(args: argparse.Namespace) -> int:
     from app import serve
 
     serve(args.runs_dir, host=args.host, port=args.port, refresh=args.refresh, debug=args.debug,
-          allow_hosts=args.allow_host)
+          allow_hosts=args.allow_host, verbose=args.verbose)
     return 0
 
 

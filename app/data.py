@@ -218,6 +218,7 @@ class RunData:
             for kind in ("pos", "neg"):
                 self.histograms(run_id, tag, kind)
         self.gradients(run_id)
+        self.times(run_id)
         for tag in info.get("tags", []):
             self.health(run_id, tag)
 
@@ -274,6 +275,10 @@ class RunData:
         """run.scalars() as float32."""
         return self._cached(run_id, ("scalars",), lambda run: run.scalars().astype(np.float32))
 
+    def times(self, run_id: str) -> pd.Series:
+        """run.times(): the wall time of each step (NaN where the file has none)."""
+        return self._cached(run_id, ("times",), lambda run: run.times())
+
     def histograms(self, run_id: str, tag: str, kind: str) -> dict:
         """Bounded views of run.histograms(tag, kind).
 
@@ -315,6 +320,7 @@ class RunData:
     def _light_info(self, run) -> dict:
         mtime = run.file.stat().st_mtime
         return {"name": run.name, "config": dict(run.config or {}), "tags": list(run.tags),
+                "scalars": list(run.scalar_names), "mtime": mtime,
                 "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))}
 
     def _info(self, run) -> dict:

@@ -8,13 +8,24 @@ went wrong.
 Thresholds (module constants, documented here and in the app's health panel):
 
 collapse
-    Representations collapse when every pair looks alike. Flagged from the
-    first step where, for ``PERSIST`` consecutive records,
-    either the positive mean > ``COLLAPSE_MEAN`` (0.9) and the negative mean
-    > ``COLLAPSE_MEAN`` (both approach 1), or the negative variance
-    < ``COLLAPSE_NEG_VAR`` (1e-4) while the positive mean > ``COLLAPSE_MEAN``.
-    Negative variance is ``neg_sample_var`` (per-sample variance of the
-    negatives) where recorded, else ``neg_var``.
+    Representations collapse when every pair looks alike: for ``PERSIST``
+    consecutive records either the positive mean > ``COLLAPSE_MEAN`` (0.9) and
+    the negative mean > ``COLLAPSE_MEAN`` (both approach 1), or the negative
+    variance < ``COLLAPSE_NEG_VAR`` (1e-4) while the positive mean >
+    ``COLLAPSE_MEAN``. Negative variance is ``neg_sample_var`` (per-sample
+    variance of the negatives) where recorded, else ``neg_var``. Each stretch
+    of it has a start and an end step (none while it lasts to the last record).
+    Warm-up rule: a stretch that starts within the first ``WARMUP_STEPS`` (1000)
+    steps and ends is the start of training, not a collapse (shown, not
+    flagged): a freshly initialised encoder maps every image to nearly one
+    direction, which shows in the negatives once the random initial queue is
+    replaced (after K/B steps), and training leaves it. Measured on the demo's
+    runs (docs/health.md): the FT run is all alike from step 9 (K/B = 1024/128 = 8)
+    to step 108 (and 112-121) and then trains to 90.8% kNN accuracy; the baseline
+    reaches neg mean 0.80 at step 9 and leaves at once. 1000 steps covers K/B of every
+    recipe of the trainer (8 for digits and CIFAR, 256 for ImageNet-100) with a
+    margin; a stretch that lasts to the last record is flagged however early
+    it began, so a run that never leaves it is a collapse.
 instability
     A spike is a value more than ``SPIKE_FACTOR`` (10) times the running median
     of the previous ``SPIKE_WINDOW`` (50) records (at least ``SPIKE_MIN_HISTORY``
@@ -43,13 +54,15 @@ import pandas as pd
 COLLAPSE_MEAN = 0.9
 COLLAPSE_NEG_VAR = 1e-4
 PERSIST = 5
+WARMUP_STEPS = 1000
 SPIKE_FACTOR = 10.0
 SPIKE_WINDOW = 50
 SPIKE_MIN_HISTORY = 10
 
 THRESHOLDS_TEXT = (
     f"collapse: pos mean and neg mean both > {COLLAPSE_MEAN}, or neg variance < "
-    f"{COLLAPSE_NEG_VAR:g} with pos mean > {COLLAPSE_MEAN}, for {PERSIST} consecutive records; "
+    f"{COLLAPSE_NEG_VAR:g} with pos mean > {COLLAPSE_MEAN}, for {PERSIST} consecutive records (a stretch that "
+    f"starts in the first {WARMUP_STEPS} steps and ends is warm-up, not collapse); "
     f"instability: neg variance or total gradient norm > {SPIKE_FACTOR:g}x the running median "
     f"of the previous {SPIKE_WINDOW} records; "
     "non-finite: any NaN/inf score, loss or gradient norm."
@@ -64,6 +77,24 @@ class Flag:
     fired: bool
     step: int | None = None
     detail: str = ""
+    end: int | None = None      # the last step of the condition, None while it lasts to the last record
+    last: int | None = None     # the run's last recorded step the check saw
+    warmup: tuple | None = None  # (start, end) of a warm-up stretch that was not flagged
+
+    def text(self) -> str:
+        """What the health panel says: where the finding starts, and where it ended or that it lasts."""
+        if not self.fired:
+            if self.warmup:
+                return (f"ok (warm-up: all alike at steps {self.warmup[0]}-{self.warmup[1]}, then left, as a "
+                        f"freshly initialised encoder does)")
+            return self.detail or "ok"
+        why = f": {self.detail}" if self.detail else ""
+        if self.end is None:
+            return f"from step {self.step}{why}; still at the last step ({self.last})" if self.last is not None \
+                else f"from step {self.step}{why}"
+        if self.end == self.step:
+            return f"at step {self.step}{why}"
+        return f"steps {self.step}-{self.end}{why}; ended"
 
 
 def first_persistent(mask: pd.Series, persist: int = PERSIST):
@@ -75,6 +106,18 @@ def first_persistent(mask: pd.Series, persist: int = PERSIST):
     window = np.convolve(values.astype(int), np.ones(persist, dtype=int), mode="valid")
     hits = np.flatnonzero(window == persist)
     return None if len(hits) == 0 else mask.index[hits[0]]
+
+
+def stretches(mask: pd.Series, persist: int = PERSIST) -> list[tuple]:
+    """(first, last) index labels of every run of True in ``mask`` at least ``persist`` long; last is
+    None when the run lasts to the end of ``mask``."""
+    values = np.concatenate([[False], mask.to_numpy(dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(values.astype(int)))
+    out = []
+    for begin, stop in zip(edges[::2], edges[1::2]):  # stop: one past the last True
+        if stop - begin >= persist:
+            out.append((mask.index[begin], None if stop == len(mask) else mask.index[stop - 1]))
+    return out
 
 
 def spikes(series: pd.Series, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW,
@@ -104,13 +147,17 @@ def check_collapse(scores: pd.DataFrame) -> Flag:
     both_high = pos_high & (scores.get("neg_mean", pd.Series(np.nan, scores.index)) > COLLAPSE_MEAN)
     neg_var = negative_variance(scores)
     flat = pos_high & (neg_var < COLLAPSE_NEG_VAR) if neg_var is not None else both_high & False
-    s1, s2 = first_persistent(both_high), first_persistent(flat)
-    starts = [s for s in (s1, s2) if s is not None]
-    if not starts:
-        return Flag("collapse", False)
-    step = min(starts)
-    why = "pos and neg means near 1" if step == s1 else "negative variance near 0, pos mean high"
-    return Flag("collapse", True, int(step), why)
+    last = int(scores.index[-1])
+    warmup = None
+    for start, end in stretches(both_high | flat):
+        if end is not None and start < scores.index[0] + WARMUP_STEPS:
+            warmup = warmup or (int(start), int(end))  # the start of training: shown, not flagged
+            continue
+        why = ("pos and neg means near 1" if both_high.loc[start:].iloc[:PERSIST].all()
+               else "negative variance near 0, pos mean high")
+        return Flag("collapse", True, int(start), why, end=None if end is None else int(end), last=last,
+                    warmup=warmup)
+    return Flag("collapse", False, last=last, warmup=warmup)
 
 
 def check_instability(scores: pd.DataFrame | None, total_norm: pd.Series | None) -> Flag:
@@ -122,12 +169,12 @@ def check_instability(scores: pd.DataFrame | None, total_norm: pd.Series | None)
             continue
         hit = spikes(series)
         if hit.any():
-            found.append((int(hit.idxmax()), label, int(hit.sum())))
+            found.append((int(hit.idxmax()), label, int(hit.sum()), int(hit[hit].index[-1])))
     if not found:
         return Flag("instability", False)
-    step, label, count = min(found)
-    others = "; ".join(f"{lbl}: {n} spikes" for _, lbl, n in found)
-    return Flag("instability", True, step, f"{label} spike first ({others})")
+    step, label, count, _ = min(found)
+    others = "; ".join(f"{lbl}: {n} spikes" for _, lbl, n, _ in found)
+    return Flag("instability", True, step, f"{label} spike first ({others})", end=max(f[3] for f in found))
 
 
 def check_nonfinite(scores: pd.DataFrame | None, scalars: pd.DataFrame | None,
@@ -199,11 +246,17 @@ def check_complete_collapse(embeddings: pd.DataFrame | None) -> Flag:
     if embeddings is None or embeddings.empty or "std" not in embeddings:
         return Flag("complete collapse", False, detail="no embeddings")
     scaled = embeddings["std"] * np.sqrt(embeddings["dim"].astype(float))
-    step = first_persistent(scaled < COMPLETE_COLLAPSE_STD, COLLAPSE_RECORDS)
-    if step is None:
-        return Flag("complete collapse", False)
+    found = stretches(scaled < COMPLETE_COLLAPSE_STD, COLLAPSE_RECORDS)
+    # the warm-up rule of the score check: crowded at the start of training, then left
+    warmup = next(((int(a), int(b)) for a, b in found if b is not None and a < embeddings.index[0] + WARMUP_STEPS),
+                  None)
+    found = [(a, b) for a, b in found if (int(a), None if b is None else int(b)) != warmup]
+    if not found:
+        return Flag("complete collapse", False, warmup=warmup)
+    step, end = found[0]
     return Flag("complete collapse", True, int(step),
-                f"std {embeddings['std'][step]:.2g} = {scaled[step]:.2g}/sqrt(dim)")
+                f"std {embeddings['std'][step]:.2g} = {scaled[step]:.2g}/sqrt(dim)",
+                end=None if end is None else int(end), last=int(embeddings.index[-1]))
 
 
 def check_dimensional_collapse(embeddings: pd.DataFrame | None) -> Flag:
@@ -214,11 +267,13 @@ def check_dimensional_collapse(embeddings: pd.DataFrame | None) -> Flag:
     windows = windows[windows["window_samples"] >= windows["dim"]]
     if windows.empty:
         return Flag("dimensional collapse", False, detail="no spectrum with at least dim samples")
-    step = first_persistent(windows["rank"] < DIMENSIONAL_COLLAPSE_RANK * windows["dim"], RANK_PERSIST)
-    if step is None:
+    found = stretches(windows["rank"] < DIMENSIONAL_COLLAPSE_RANK * windows["dim"], RANK_PERSIST)
+    if not found:
         return Flag("dimensional collapse", False)
+    step, end = found[0]
     rank, dim = windows["rank"][step], int(windows["dim"][step])
-    return Flag("dimensional collapse", True, int(step), f"rank {rank:.1f} of dim {dim}")
+    return Flag("dimensional collapse", True, int(step), f"rank {rank:.1f} of dim {dim}",
+                end=None if end is None else int(end), last=int(windows.index[-1]))
 
 
 def representation_health(embeddings: pd.DataFrame | None) -> list[Flag]:

@@ -28,28 +28,31 @@ GRAPH_CONFIG = {
 
 
 def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[str],
-          refresh_s: float) -> html.Div:
+          refresh_s: float, stats: list[str] = ()) -> html.Div:
     """The whole page.
 
-    ``run_ids``, ``tags`` and ``config_keys`` (of all runs) fill the pickers
-    from the start: a dropdown drops a value it has no option for, and the
-    values a URL asks for arrive before any callback has run.
+    ``run_ids``, ``tags``, ``config_keys`` and ``stats`` (score columns and the
+    scalars of all runs) fill the pickers from the start: a dropdown drops a
+    value it has no option for, and the values a URL asks for arrive before
+    any callback has run.
     """
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),
         dcc.Interval(id="refresh", interval=int(refresh_s * 1000), n_intervals=0),
         dcc.Store(id="selection"),   # valid selected runs and their file stamps
         dcc.Store(id="table-signature"),
+        dcc.Store(id="auto-runs"),   # the default runs the picker follows; None once the user picks
+        dcc.Store(id="wanted-runs", data=[]),  # runs a link named that do not exist yet
         header(runs_dir, refresh_s),
         controls(run_ids, tags),
         html.Div(id="url-notice", className="notice"),
         html.Div(id="notice", className="notice"),
         html.Details(open=True, className="run-table-box", children=[
-            html.Summary("Runs"),
+            html.Summary(["Runs ", html.Span("click a row to show or hide the run", className="hint")]),
             html.Div(id="run-table", className="run-table-scroll"),
         ]),
         dcc.Tabs(id="view", value="curves", className="tabs", children=[
-            dcc.Tab(label=label, value=value, children=view(value, run_ids, config_keys))
+            dcc.Tab(label=label, value=value, children=view(value, run_ids, config_keys, stats))
             for value, label in VIEWS
         ]),
     ])
@@ -69,18 +72,29 @@ def default_tag(tags: list[str]) -> str | None:
     return "train" if "train" in tags or not tags else tags[0]
 
 
+FILTER_HELP = ("regular expression on run names, and/or config conditions: moco_m=0.99, lr<0.1, "
+               "pos_alpha!=None (space-separated, all must hold)")
+X_AXIS_OPTIONS = [{"label": "step", "value": "step"}, {"label": "wall time", "value": "wall"},
+                  {"label": "relative time", "value": "relative"}]
+
+
 def controls(run_ids: list[str], tags: list[str]) -> html.Div:
     return html.Div(className="controls", children=[
-        labelled("Runs", dcc.Dropdown(id="run-picker", options=run_ids, value=[], multi=True,
-                                      searchable=True, placeholder="search and select runs")),
+        labelled("Filter runs", dcc.Input(id="run-filter", type="text", value="", debounce=True,
+                                          placeholder="e.g. moco  or  moco_m>=0.9",
+                                          className="filter-input"), className="narrow-wide", title=FILTER_HELP),
+        labelled("Runs shown", dcc.Dropdown(id="run-picker", options=run_ids, value=[], multi=True,
+                                            searchable=True, placeholder="search and select runs")),
         labelled("Tag", dcc.Dropdown(id="tag", options=tags or ["train"], value=default_tag(tags),
                                      clearable=False),
                  className="narrow"),
+        labelled("x axis", dcc.RadioItems(id="x-axis", options=X_AXIS_OPTIONS, value="step", inline=True),
+                 className="narrow-wide"),
     ])
 
 
-def labelled(label: str, component, className: str = "") -> html.Div:
-    return html.Div(className=f"control {className}".strip(),
+def labelled(label: str, component, className: str = "", title: str | None = None) -> html.Div:
+    return html.Div(className=f"control {className}".strip(), title=title,
                     children=[html.Label(label), component])
 
 
@@ -99,11 +113,11 @@ def graph(name: str, **graph_kwargs) -> html.Div:
     ])
 
 
-def view(name: str, run_ids: list[str], config_keys: list[str]) -> html.Div:
+def view(name: str, run_ids: list[str], config_keys: list[str], stats: list[str] = ()) -> html.Div:
     if name == "curves":
         return html.Div([
             html.Div(className="controls", children=[
-                labelled("Statistics", dcc.Dropdown(id="stats", options=list(figures.DEFAULT_STATS),
+                labelled("Statistics", dcc.Dropdown(id="stats", options=list(stats or figures.DEFAULT_STATS),
                                                     value=list(figures.DEFAULT_STATS), multi=True)),
                 labelled("Scale", dcc.Checklist(id="log-y", options=[{"label": "log y", "value": "log"}],
                                                 value=[]), className="narrow"),
@@ -120,6 +134,14 @@ def view(name: str, run_ids: list[str], config_keys: list[str]) -> html.Div:
                                                       options=[{"label": "negatives", "value": "neg"},
                                                                {"label": "positives", "value": "pos"}]),
                          className="narrow"),
+                labelled("Colour scale ends at", dcc.RadioItems(
+                    id="heat-scale", value=figures.DEFAULT_HEAT_SCALE, inline=True,
+                    options=[{"label": "90th percentile", "value": "90"},
+                             {"label": "99th percentile", "value": "99"},
+                             {"label": "max", "value": "100"}]),
+                    className="narrow-wide",
+                    title="of the largest fraction at each step: brighter cells saturate, so a few "
+                          "concentrated early steps do not darken the rest"),
             ]),
             graph("heatmap"),
             labelled("Step", dcc.Slider(id="step-slider", min=0, max=1, value=None, step=1,
@@ -134,8 +156,9 @@ def view(name: str, run_ids: list[str], config_keys: list[str]) -> html.Div:
     if name == "waterfall":
         return html.Div([
             html.Div(className="controls", children=[
-                labelled("Order runs by config key", dcc.Dropdown(id="waterfall-key", options=config_keys, value=None,
-                                                                  placeholder="e.g. moco_m")),
+                labelled("Order runs by config key (keys that differ)",
+                         dcc.Dropdown(id="waterfall-key", options=config_keys, value=None,
+                                      placeholder="e.g. moco_m")),
                 labelled("Statistic", dcc.Dropdown(id="waterfall-stat", options=list(figures.DEFAULT_STATS),
                                                    value="neg_sample_var", clearable=False)),
             ]),
@@ -172,27 +195,46 @@ def view(name: str, run_ids: list[str], config_keys: list[str]) -> html.Div:
 # ---- tables (components built from plain data) ------------------------------
 
 
-def run_table(table: dict) -> html.Table:
-    """The run table from :func:`figures.run_table` data; differing config columns marked."""
+def run_table(table: dict, shown=(), colors=None) -> html.Table:
+    """The run table from :func:`figures.run_table` data.
+
+    Differing config columns are marked in the header, the odd values out in
+    the cells; rows of the runs ``shown`` are marked and carry their colour
+    (``colors``); every row is clickable (it shows or hides its run).
+    """
+    colors = colors or {}
     head = html.Tr([html.Th(c, className="differs" if table["differs"].get(c) else None,
                             title="differs between runs" if table["differs"].get(c) else None)
                     for c in table["columns"]])
-    config_start = 3
     body = []
     for row in table["rows"]:
+        row_id = {"type": "run-row", "index": row["id"]}
         if row["error"]:
-            body.append(html.Tr(className="error-row", **{"data-run": row["id"]}, children=[
+            body.append(html.Tr(id=row_id, n_clicks=0, className="error-row", **{"data-run": row["id"]}, children=[
                 html.Td(row["cells"][0]),
                 html.Td(f"error: {row['error']}", colSpan=len(table["columns"]) - 1),
             ]))
             continue
-        cells = []
-        for i, value in enumerate(row["cells"]):
-            column = table["columns"][i]
-            marked = i >= config_start and table["differs"].get(column)
+        on = row["id"] in shown
+        swatch = html.Span(className="swatch", style={"background": colors.get(row["id"], "transparent")})
+        cells = [html.Td([swatch, row["cells"][0]])]
+        for value, marked in zip(row["cells"][1:], row["marks"][1:]):
             cells.append(html.Td(value, className="differs" if marked else None))
-        body.append(html.Tr(cells, className="run-row", **{"data-run": row["id"]}))
+        body.append(html.Tr(cells, id=row_id, n_clicks=0, className="run-row shown" if on else "run-row",
+                            title="click to hide this run" if on else "click to show this run",
+                            **{"data-run": row["id"]}))
     return html.Table(className="runs", children=[html.Thead(head), html.Tbody(body)])
+
+
+def empty_folder_hint(runs_dir: str, refresh_s: float) -> html.Div:
+    """What to do when RUNS_DIR holds no run yet."""
+    return html.Div(className="empty-hint", children=[
+        html.P(f"No runs below {runs_dir} yet: a run is a folder with a scores.h5 that "
+               f"scoreviz.Recorder writes. This page looks for new ones every {refresh_s:g} s."),
+        html.Pre(f'rec = scoreviz.Recorder("{runs_dir}/my-run")     # in your training loop\n'
+                 f"scoreviz train --run-dir {runs_dir}/moco           # or the bundled MoCo trainer\n"
+                 f"scoreviz demo --out {runs_dir}                   # or the demo's two runs"),
+    ])
 
 
 def health_table(results: dict) -> html.Table:
@@ -208,10 +250,9 @@ def health_table(results: dict) -> html.Table:
         cells = [html.Td(name)]
         for flag in flags:
             if flag.fired:
-                text = f"from step {flag.step}" + (f": {flag.detail}" if flag.detail else "")
-                cells.append(html.Td(text, className="flagged"))
-            else:  # passed, or not checked for want of data ("no embeddings")
-                cells.append(html.Td(flag.detail or "ok", className="ok" if not flag.detail else "unchecked"))
+                cells.append(html.Td(flag.text(), className="flagged"))
+            else:  # passed (after a warm-up, perhaps), or not checked for want of data ("no embeddings")
+                cells.append(html.Td(flag.text(), className="ok" if not flag.detail else "unchecked"))
         rows.append(html.Tr(cells))
     if not rows:
         return html.P("select runs to check them")

@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 
 from app import health
 from app.figures import (
-    MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, curves_figure, downsample_minmax, empty_figure,
+    MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, color_titles, curves_figure, downsample_minmax,
+    empty_figure, with_notes, x_axis,
 )
 
 PLANE_POINTS = 400  # points per run in the alignment-uniformity plane
@@ -25,26 +26,33 @@ EIGENVALUE_FLOOR = 1e-12  # drawn as the floor of the log colour scale (an eigen
 
 
 def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effective rank and std of the embeddings",
-                    max_points: int = MAX_POINTS) -> go.Figure:
-    """Two panels, one trace per run: RankMe's effective rank per window, and the std of the
-    l2-normalised embeddings per step on a log scale. Grey lines for each dim the runs have:
-    dotted, the level of spread-out embeddings (dim, 1/sqrt(dim)); dashed, the health
+                    max_points: int = MAX_POINTS, colors: Mapping[str, str] | None = None, x: str = "step",
+                    times: Mapping[str, pd.Series] | None = None) -> go.Figure:
+    """Two panels, one trace per run in its colour (``colors``): RankMe's effective rank per
+    window, and the std of the l2-normalised embeddings per step on a log scale, over steps
+    or time (``x``, ``times`` as for figures.curves_figure). Grey lines for each dim the runs
+    have: dotted, the level of spread-out embeddings (dim, 1/sqrt(dim)); dashed, the health
     panel's thresholds (dimensional and complete collapse below)."""
     frames = {name: f for name, f in frames.items() if f is not None and not f.empty}
     if not frames:
         return empty_figure(title, "no embeddings recorded (Recorder.log_embeddings)")
+    axis = x_axis({name: f.index.to_numpy() for name, f in frames.items()}, x, times)
+    frames = {name: f for name, f in frames.items() if name in axis.values}
+    if not frames:
+        return empty_figure(title, "; ".join(axis.notes))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         subplot_titles=["effective rank (RankMe), per window", "std of the l2-normalised embeddings"])
     palette = _palette()
     for i, (name, frame) in enumerate(frames.items()):
-        color = palette[i % len(palette)]
+        color = (colors or {}).get(name) or palette[i % len(palette)]
+        at = pd.Series(axis.values[name], index=frame.index)
         rank = frame["rank"].dropna()
-        x, y = downsample_minmax(rank.index.to_numpy(), rank.to_numpy(), max_points)
+        x, y = downsample_minmax(at[rank.index].to_numpy(), rank.to_numpy(), max_points)
         fig.add_trace(go.Scatter(x=x, y=y.astype(np.float32), name=name, legendgroup=name, mode="lines+markers",
                                  marker_size=4, line=dict(color=color, width=1.5)), row=1, col=1)
         std = frame["std"].dropna()
         std = std[std > 0]  # a log axis has no place for 0
-        x, y = downsample_minmax(std.index.to_numpy(), std.to_numpy(), max_points)
+        x, y = downsample_minmax(at[std.index].to_numpy(), std.to_numpy(), max_points)
         fig.add_trace(go.Scatter(x=x, y=y.astype(np.float32), name=name, legendgroup=name, showlegend=False,
                                  mode="lines", line=dict(color=color, width=1.5)), row=2, col=1)
     dims = sorted({int(d) for f in frames.values() for d in f["dim"].dropna().unique()})
@@ -62,14 +70,18 @@ def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effecti
                                xanchor="left", yanchor="bottom", font=dict(size=10, color="#7b8794"))
     fig.update_yaxes(title_text="rank", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="std", type="log", dtick="D2", tickformat=".2~g", row=2, col=1)
-    fig.update_xaxes(title_text="step", row=2, col=1)
-    fig.update_layout(template=TEMPLATE, title=title, height=640, hovermode="x unified",
+    fig.update_xaxes(title_text=axis.title, row=2, col=1)
+    if axis.is_date:
+        fig.update_xaxes(type="date")
+    fig.update_layout(template=TEMPLATE, title=with_notes(title, axis.notes), height=640, hovermode="x unified",
                       margin=dict(l=60, r=20, t=80, b=40), uirevision="rank-std")
     return fig
 
 
 def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MAX_CELLS,
-                            title: str = "Spectrum of the embeddings over steps (log10 eigenvalue)") -> go.Figure:
+                            title: str = "Spectrum of the embeddings over steps (log10 eigenvalue)",
+                            colors: Mapping[str, str] | None = None, x: str = "step",
+                            times: Mapping[str, pd.Series] | None = None) -> go.Figure:
     """Step x eigenvalue index heatmap of log10 eigenvalues, largest first, one panel per run.
 
     ``spectra`` maps a run name to ``(steps, eigenvalues (n, dim))`` as Run.spectrum returns
@@ -80,24 +92,35 @@ def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MA
     if not spectra:
         return empty_figure(title, "no spectrum recorded yet (one per window of log_embeddings calls)")
     n = len(spectra)
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
-                        subplot_titles=list(spectra))
     budget = max(2, max_cells // n)
-    everything = []
-    for row, (name, (steps, eigenvalues)) in enumerate(spectra.items(), start=1):
+    reduced = {}
+    for name, (steps, eigenvalues) in spectra.items():
         logs = np.log10(np.clip(np.asarray(eigenvalues, dtype=np.float64), EIGENVALUE_FLOOR, None))
         logs[np.isnan(eigenvalues)] = np.nan  # past a row's own dim
         dim = logs.shape[1]
         rows = max(2, min(MAX_ROWS, budget // min(dim, 512)))  # at least 512 columns' worth of cells per step
         bsteps, logs = bucket_rows(steps, logs, rows, how="mean")
-        index, logs = _group_columns(logs, max(1, budget // max(1, len(bsteps))))
+        reduced[name] = (bsteps, *_group_columns(logs, max(1, budget // max(1, len(bsteps)))))
+    axis = x_axis({name: r[0] for name, r in reduced.items()}, x, times)
+    reduced = {name: r for name, r in reduced.items() if name in axis.values}
+    if not reduced:
+        return empty_figure(title, "; ".join(axis.notes))
+    n = len(reduced)
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
+                        subplot_titles=list(reduced))
+    color_titles(fig, list(reduced), colors)
+    everything = []
+    for row, (name, (_, index, logs)) in enumerate(reduced.items(), start=1):
         everything.append(logs[np.isfinite(logs)])
         fig.add_trace(go.Heatmap(
-            x=bsteps, y=index, z=logs.T.astype(np.float32), coloraxis="coloraxis", name=name,
-            hovertemplate="step %{x}<br>eigenvalue %{y}<br>log10 %{z:.2f}<extra>" + name + "</extra>"),
+            x=axis.values[name], y=index, z=logs.T.astype(np.float32), coloraxis="coloraxis", name=name,
+            hovertemplate="%{x}<br>eigenvalue %{y}<br>log10 %{z:.2f}<extra>" + name + "</extra>"),
             row=row, col=1)
         fig.update_yaxes(title_text="index (largest first)", autorange="reversed", row=row, col=1)
-    fig.update_xaxes(title_text="step", row=n, col=1)
+    fig.update_xaxes(title_text=axis.title, row=n, col=1)
+    if axis.is_date:
+        fig.update_xaxes(type="date")
+    title = with_notes(title, axis.notes)
     # One colour scale for every run, from the 1st to the last percentile of what is drawn: a few
     # eigenvalues at the floor (zero) would otherwise squeeze every panel into one colour.
     values = np.concatenate(everything) if everything else np.zeros(1)
@@ -124,7 +147,8 @@ def _group_columns(values, most: int):
 
 
 def alignment_uniformity_figure(frames: Mapping[str, pd.DataFrame], *, max_points: int = PLANE_POINTS,
-                                title: str = "Alignment and uniformity over training") -> go.Figure:
+                                title: str = "Alignment and uniformity over training",
+                                colors: Mapping[str, str] | None = None) -> go.Figure:
     """Each run's trajectory in the alignment-uniformity plane (Wang & Isola 2020), its points
     coloured by step: lower left is better on both. Runs without a second view (no
     alignment) are left out, and said so."""
@@ -142,17 +166,18 @@ def alignment_uniformity_figure(frames: Mapping[str, pd.DataFrame], *, max_point
     first = min(int(f.index[0]) for f in usable.values())
     last = max(int(f.index[-1]) for f in usable.values())
     for i, (name, both) in enumerate(usable.items()):
+        color = (colors or {}).get(name) or palette[i % len(palette)]
         pick = np.unique(np.linspace(0, len(both) - 1, min(max_points, len(both))).round().astype(int))
         both = both.iloc[pick]
         steps = both.index.to_numpy()
         fig.add_trace(go.Scatter(
             x=both["uniformity"].to_numpy(np.float32), y=both["alignment"].to_numpy(np.float32), name=name,
-            mode="lines+markers", line=dict(color=palette[i % len(palette)], width=2.5),
+            mode="lines+markers", line=dict(color=color, width=2.5),
             marker=dict(size=5, color=steps, coloraxis="coloraxis", line=dict(width=0)),
             customdata=steps, hovertemplate="step %{customdata}<br>uniformity %{x:.3f}<br>alignment %{y:.3f}"
                                             "<extra>" + name + "</extra>"))
         fig.add_annotation(x=float(both["uniformity"].iloc[-1]), y=float(both["alignment"].iloc[-1]), text=name,
-                           showarrow=True, arrowhead=0, ax=20, ay=-20, font=dict(size=11, color=palette[i % len(palette)]))
+                           showarrow=True, arrowhead=0, ax=20, ay=-20, font=dict(size=11, color=color))
     fig.update_layout(template=TEMPLATE, title=title, height=520,
                       xaxis_title="uniformity: log E exp(-2 ||x - y||²), lower is more uniform",
                       yaxis_title="alignment: E ||x - x2||², lower is closer",

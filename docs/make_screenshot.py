@@ -1,6 +1,11 @@
 """Take docs/screenshot.png of the app with the browser-test tooling.
 
     python docs/make_screenshot.py RUNS_DIR [--view curves] [--out docs/screenshot.png]
+    python docs/make_screenshot.py RUNS_DIR --all docs/views    # one PNG per view
+
+The views of docs/views/ were taken on the demo's runs:
+    nice -n 10 python benchmarks/demo_time.py --epochs 100 --out /tmp/demo
+    python docs/make_screenshot.py /tmp/demo --all docs/views
 
 Serves RUNS_DIR on 127.0.0.1 exactly as the browser tests do, opens every
 readable run in headless Debian Chromium, waits until the figures are drawn
@@ -18,6 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
+# Each view, with the query that shows it at its most telling.
+VIEWS = {
+    "curves": "stats=pos_mean&stats=neg_mean&stats=neg_sample_var&stats=knn_acc",
+    "distribution": "tag=raw&step=300",
+    "waterfall": "key=pos_alpha&tag=raw",
+    "gradients": "",
+    "representation": "tag=raw",
+    "health": "tag=raw",
+}
+HEIGHTS = {"curves": 1500, "distribution": 1700, "gradients": 2000, "representation": 2000, "health": 700}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir")
@@ -25,7 +42,14 @@ def main(argv=None) -> int:
     parser.add_argument("--extra", default="", help="more query string, e.g. 'log=log&smooth=0.6'")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
     parser.add_argument("--height", type=int, default=1300)
+    parser.add_argument("--all", metavar="FOLDER", help="one PNG per view into FOLDER (VIEW.png)")
     args = parser.parse_args(argv)
+    if args.all:
+        Path(args.all).mkdir(parents=True, exist_ok=True)
+        for view, extra in VIEWS.items():
+            main([args.runs_dir, "--view", view, "--extra", extra, "--out", str(Path(args.all) / f"{view}.png"),
+                  "--height", str(HEIGHTS.get(view, args.height))])
+        return 0
 
     from test_app_browser import chromium, serving, traces, wait_for
 

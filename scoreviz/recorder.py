@@ -141,14 +141,31 @@ class Recorder:
         if self.rank == 0:
             self._submit(("scores", tag, step, row, _event(row)))
 
-    def log_logits(self, step, logits, temperature: float, tag: str = "train"):
-        """Record MoCo-style logits: (batch, 1 + negatives), column 0 the positive,
-        already divided by `temperature`; they are multiplied back into scores."""
+    def log_logits(self, step, logits, temperature: float, tag: str = "train", positives: str = "first"):
+        """Record logits (cosine scores divided by `temperature`; multiplied back here).
+
+        positives="first" (default): MoCo-style (batch, 1 + negatives), column 0 the
+        positive, the rest its negatives. positives="diagonal": in-batch (batch, batch)
+        logits as in CLIP or InfoNCE over a batch, row i's positive in column i, the
+        other columns of the row its negatives.
+        """
         logits = arguments.scores(logits, "logits", "log_logits")
-        if logits.dim() != 2 or logits.shape[1] < 2:
-            raise ScorevizError(f"log_logits: logits must have shape (batch, 1 + negatives), got {tuple(logits.shape)}")
         temperature = arguments.temperature(temperature)
-        self._log_scores(step, logits[:, 0], logits[:, 1:], tag, temperature, "log_logits")
+        if positives == "first":
+            if logits.dim() != 2 or logits.shape[1] < 2:
+                raise ScorevizError(f"log_logits: logits must have shape (batch, 1 + negatives) with column 0 the "
+                                    f"positive, got {tuple(logits.shape)}; for in-batch (batch, batch) logits pass "
+                                    f"positives='diagonal'")
+            pos, neg = logits[:, 0], logits[:, 1:]
+        elif positives == "diagonal":
+            if logits.dim() != 2 or logits.shape[0] != logits.shape[1] or logits.shape[0] < 2:
+                raise ScorevizError(f"log_logits: positives='diagonal' needs square (batch, batch) logits with "
+                                    f"batch >= 2, got {tuple(logits.shape)}")
+            pos, neg = logits.diagonal(), _off_diagonal(logits)
+        else:
+            raise ScorevizError(f"log_logits: positives must be 'first' (column 0, MoCo) or 'diagonal' "
+                                f"(in-batch), got {positives!r:.60}")
+        self._log_scores(step, pos, neg, tag, temperature, "log_logits")
 
     def log_embeddings(self, step, z, z2=None, tag: str = "train"):
         """Record statistics of one step's embeddings z (batch, dim), any device.
@@ -468,6 +485,15 @@ class Recorder:
 
 
 
+
+
+def _off_diagonal(square: torch.Tensor) -> torch.Tensor:
+    """The (n, n - 1) entries off the diagonal of an (n, n) tensor, row by row.
+
+    A reshape, not a boolean mask: masked_select would wait for the device.
+    """
+    n = square.shape[0]
+    return square.flatten()[1:].view(n - 1, n + 1)[:, :-1].reshape(n, n - 1)
 
 
 def _event(*tensors):

@@ -53,6 +53,11 @@ class Run:
         """Layer names in model order (later additions at the end)."""
         return self._reader.layers()
 
+    @property
+    def scalar_names(self) -> list:
+        """Names of the logged scalars in order of first use (without reading their values)."""
+        return self._reader._names("scalars")
+
     def scores(self, tag: str = "train") -> pd.DataFrame:
         """Score statistics of one tag, indexed by step.
 
@@ -129,6 +134,17 @@ class Run:
         frame.index = pd.Index(np.asarray(steps, dtype=np.int64), name="step")
         # several log_scalars calls may share a step: keep the last value of each name
         return frame.groupby(level="step").last()
+
+    def times(self) -> pd.Series:
+        """Wall time (Unix seconds, float) at which each step was logged, indexed by step.
+
+        A step logged in several streams or calls keeps its latest time (as a step
+        recorded twice keeps its later row). NaN for steps without a time: files of
+        scoreviz 0.1, and rows copied from them.
+        """
+        steps, times = self._reader.times()
+        series = pd.Series(times, index=pd.Index(np.asarray(steps, dtype=np.int64), name="step"), name="time")
+        return series.groupby(level="step").max()
 
     def steps(self) -> np.ndarray:
         """Every step recorded in any stream, sorted; cheap (reads only the step columns)."""

@@ -116,7 +116,7 @@ def post_callback(client, dash_app, output_key, inputs, state=(), changed=None):
     body = {
         "output": output_key,
         "outputs": outputs if output_key.startswith("..") else outputs[0],
-        "inputs": [dict(i, value=v) for i, v in zip(spec["inputs"], inputs)],
+        "inputs": [v if i["id"].startswith("{") else dict(i, value=v) for i, v in zip(spec["inputs"], inputs)],
         "state": [dict(s, value=v) for s, v in zip(spec["state"], state)],
         "changedPropIds": [changed or f"{spec['inputs'][-1]['id']}.{spec['inputs'][-1]['property']}"],
     }
@@ -147,7 +147,7 @@ def test_curves_callback_returns_one_trace_per_run_and_statistic(runs):
     key = next(k for k in dash_app.callback_map if k.startswith("curves-graph"))
     selection = {"runs": ["m0.99", "sweep/m0.9"], "stamps": {}, "errors": {}}
     response = post_callback(client, dash_app, key,
-                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0])
+                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0, "step"])
     fig = response.get_json()["response"]["curves-graph"]["figure"]
     assert [t["name"] for t in fig["data"]] == ["m0.99", "m0.99", "sweep/m0.9", "sweep/m0.9"]
 

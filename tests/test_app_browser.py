@@ -85,7 +85,7 @@ def console_errors(driver):
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def wait_for(driver, condition, timeout=20, message=""):
+def wait_for(driver, condition, timeout=60, message=""):
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d), message)
 
 
@@ -118,6 +118,18 @@ def runs_dir(tmp_path_factory):
     make_run(root, "m0.9", momentum=0.9, steps=40, seed=1)
     make_foreign(root)
     return root
+
+
+def make_sparse(root):
+    """A run that logs loss every step and knn_acc every 10th (once per "epoch"), as the trainer does."""
+    import scoreviz
+
+    from test_app import record_steps, tiny_model
+
+    with scoreviz.Recorder(root / "sparse", config={"moco_m": 0.5}) as rec:
+        record_steps(rec, tiny_model(), 1, 41)
+        for step in range(10, 41, 10):
+            rec.log_scalars(step, knn_acc=50.0 + step)
 
 
 @pytest.fixture(scope="module")
@@ -154,21 +166,29 @@ def test_page_loads_without_console_errors_and_only_local_requests(driver, app_u
     assert requested and all(u.startswith(app_url) for u in requested), requested
 
 
+def table_rows(driver):
+    """{run id: {"class", "text"}} of the run table, read in one go (the table re-renders)."""
+    return driver.execute_script(
+        "const out = {}; document.querySelectorAll('#run-table tr[data-run]').forEach(r => "
+        "{ out[r.dataset.run] = {class: r.className, text: r.textContent}; }); return out;")
+
+
 def test_runs_are_listed_and_foreign_file_is_an_error_row(driver, app_url):
     driver.get(app_url)
     wait_for(driver, page_ready)
-    rows = {r.get_attribute("data-run"): r for r in driver.find_elements(By.CSS_SELECTOR, "#run-table tr[data-run]")}
+    wait_for(driver, lambda d: "shown" in (table_rows(d).get("m0.9") or {}).get("class", ""))
+    rows = table_rows(driver)
     assert set(rows) == {"m0.99", "m0.9", "foreign"}
-    assert "error-row" in rows["foreign"].get_attribute("class")
-    assert "not a scoreviz run" in rows["foreign"].text
-    assert "40" in rows["m0.9"].text
-    assert "error" not in rows["m0.9"].get_attribute("class")
+    assert "error-row" in rows["foreign"]["class"]
+    assert "not a scoreviz run" in rows["foreign"]["text"]
+    assert "40" in rows["m0.9"]["text"]
+    assert "error" not in rows["m0.9"]["class"]
 
 
 def test_selecting_two_runs_draws_two_traces(driver, app_url):
-    driver.get(app_url + "?stats=neg_sample_var")
+    driver.get(app_url + "?stats=neg_sample_var&runs=m0.99")
     wait_for(driver, page_ready)
-    for name in ("m0.99", "m0.9"):
+    for name in ("m0.9",):
         driver.find_element(By.ID, "run-picker").click()
         search = wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".dash-dropdown-search"))
         search.send_keys(name)
@@ -186,6 +206,95 @@ def test_selecting_two_runs_draws_two_traces(driver, app_url):
     assert "runs=m0.99" in url and "runs=m0.9" in url and "stats=neg_sample_var" in url
     driver.get(url)
     wait_for(driver, lambda d: len(traces(d, "curves-graph") or []) == 2)
+    assert console_errors(driver) == []
+
+
+def trace_colors(driver, graph_id):
+    """{trace name: line colour} of one graph."""
+    return driver.execute_script(
+        "const g = document.querySelector('#' + arguments[0] + ' .js-plotly-plot'); const out = {};"
+        "(g && g.data || []).forEach(t => { if (t.line && t.line.color) out[t.name] = t.line.color; });"
+        "return out;", graph_id)
+
+
+def test_the_bare_url_shows_every_run(driver, app_url):
+    driver.get(app_url)
+    wait_for(driver, lambda d: {t["name"] for t in traces(d, "curves-graph") or []} == {"m0.99", "m0.9"},
+             message="both readable runs drawn without picking any")
+    assert "runs=" not in driver.current_url  # the default runs: a reload follows new runs
+    assert console_errors(driver) == []
+
+
+def test_a_sparse_scalar_is_drawn(driver, tmp_path):
+    make_sparse(tmp_path)
+    with serving(tmp_path) as url:
+        driver.get(url + "?runs=sparse&stats=knn_acc")
+        wait_for(driver, lambda d: [t["name"] for t in traces(d, "curves-graph") or []] == ["sparse"],
+                 message="the sparse scalar's trace")
+        # four points drawn on the page (markers: one per logged value)
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#curves-graph .scatterlayer path.point")) == 4,
+                 message="the four knn_acc values drawn as points")
+        assert console_errors(driver) == []
+        driver.get("about:blank")
+
+
+def test_run_colours_are_the_same_on_every_load_and_order(driver, app_url):
+    driver.get(app_url + "?runs=m0.99&runs=m0.9")
+    wait_for(driver, lambda d: len(trace_colors(d, "curves-graph")) == 2)
+    first = trace_colors(driver, "curves-graph")
+    assert len(set(first.values())) == 2
+    driver.get(app_url + "?runs=m0.9&runs=m0.99")  # picked the other way round
+    wait_for(driver, lambda d: len(trace_colors(d, "curves-graph")) == 2)
+    assert trace_colors(driver, "curves-graph") == first
+    driver.refresh()  # a second page load
+    wait_for(driver, lambda d: len(trace_colors(d, "curves-graph")) == 2)
+    assert trace_colors(driver, "curves-graph") == first
+    for key in ("moco_m", "lr"):  # the waterfall re-ordered: each line keeps its run's colour
+        driver.get(app_url + f"?runs=m0.99&runs=m0.9&view=waterfall&key={key}")
+        wait_for(driver, lambda d: len(trace_colors(d, "waterfall-graph")) == 2)
+        assert {name.split(" ")[0]: c for name, c in trace_colors(driver, "waterfall-graph").items()} == first
+    assert console_errors(driver) == []
+
+
+def test_a_full_url_is_restored_after_a_reload(driver, app_url):
+    query = "?runs=m0.9&runs=m0.99&view=distribution&stats=pos_mean&stats=loss&step=17&tag=ft&hscale=99"
+    driver.get(app_url + query)
+    wait_for(driver, lambda d: d.execute_script(
+        "const s = document.querySelector('#step-slider [role=slider]'); return s && s.getAttribute('aria-valuenow')")
+        == "17", message="the step slider at the linked step")
+    wait_for(driver, lambda d: "step 17" in json_text(d, "hist-graph"), message="the histograms at step 17")
+    for part in ("runs=m0.9", "runs=m0.99", "view=distribution", "stats=pos_mean", "stats=loss", "step=17",
+                 "tag=ft", "hscale=99"):
+        assert part in driver.current_url, part
+    driver.refresh()
+    wait_for(driver, lambda d: "step 17" in json_text(d, "hist-graph"), message="still step 17 after a reload")
+    driver.find_element(By.CSS_SELECTOR, "#view [data-value=curves], #view .tab:first-child").click()
+    wait_for(driver, lambda d: {t["name"] for t in traces(d, "curves-graph") or []} == {"m0.9", "m0.99"})
+    titles = driver.execute_script("return Array.from(document.querySelectorAll('#curves-graph .gtitle, "
+                                   "#curves-graph .annotation-text')).map(e => e.textContent)")
+    assert "loss" in titles and any("positive" in t for t in titles)  # the scalar kept its place
+    assert "stats=loss" in driver.current_url and "step=17" in driver.current_url
+    assert console_errors(driver) == []
+
+
+def json_text(driver, graph_id):
+    return driver.execute_script(
+        "const g = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
+        "return g && g.layout ? JSON.stringify(g.layout.title) : '';", graph_id) or ""
+
+
+def test_clicking_a_run_table_row_shows_and_hides_the_run(driver, app_url):
+    driver.get(app_url + "?runs=m0.99")
+    wait_for(driver, lambda d: [t["name"] for t in traces(d, "curves-graph") or []][:1] == ["m0.99"])
+    wait_for(driver, lambda d: "run-row" in (table_rows(d).get("m0.9") or {}).get("class", ""))
+    driver.execute_script("document.querySelector('#run-table tr[data-run=\"m0.9\"] td:nth-child(2)').click()")
+    wait_for(driver, lambda d: {t["name"] for t in traces(d, "curves-graph") or []} == {"m0.99", "m0.9"},
+             message="the clicked run drawn")
+    assert "runs=m0.9" in driver.current_url
+    wait_for(driver, lambda d: "shown" in table_rows(d)["m0.9"]["class"])
+    driver.execute_script("document.querySelector('#run-table tr[data-run=\"m0.99\"] td:nth-child(2)').click()")
+    wait_for(driver, lambda d: {t["name"] for t in traces(d, "curves-graph") or []} == {"m0.9"},
+             message="a second click hides a run")
     assert console_errors(driver) == []
 
 
@@ -340,3 +449,28 @@ def test_the_simsiam_collapse_is_flagged_in_the_health_panel(driver, tmp_path):
         assert rows["linear/stop-gradient"][column] == "ok", rows
         assert console_errors(driver) == []
         driver.get("about:blank")
+
+
+def test_the_demo_page_shows_both_runs_while_they_train(driver, tmp_path, python, subprocess_env):
+    """`scoreviz demo` as a newcomer runs it: the printed link, opened at once, draws both runs
+    while their trainings are still running."""
+    import json
+    import signal
+
+    from test_demo import children, start_demo
+
+    out = tmp_path / "demo"
+    demo, port, _ = start_demo(python, subprocess_env, out, "--epochs", "40")
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")  # the bare link the demo prints
+        wait_for(driver, lambda d: {t["name"] for t in traces(d, "curves-graph") or []} == {"baseline", "ft"},
+                 timeout=240, message="both runs drawn while they train")
+        assert len(children(demo.pid)) == 2, "both trainings still running"
+        for name in ("baseline", "ft"):
+            results = out / name / "results.json"
+            assert not results.exists() or json.loads(results.read_text())["epoch"] < 40
+        assert console_errors(driver) == []
+    finally:
+        driver.get("about:blank")
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=60)

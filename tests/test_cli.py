@@ -40,7 +40,19 @@ def test_info_on_bad_input_is_one_line_on_stderr(tmp_path, python, subprocess_en
         assert str(target) in out.stderr
 
 
-COMMANDS = ("info", "serve", "export", "train", "lincls", "demo")
+COMMANDS = ("info", "serve", "export", "train", "lincls", "demo", "import-tensorboard")
+HEAVY = ("torch", "numpy", "pandas", "dash", "plotly", "h5py", "tensorboard", "tqdm")
+
+# Which heavy packages answering `scoreviz [COMMAND] --help` imports (it exits through SystemExit).
+HELP_IMPORTS = """
+import sys
+from scoreviz.cli import main
+try:
+    main(sys.argv[1:] + ["--help"])
+except SystemExit:
+    pass
+print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+"""
 
 
 def test_every_command_has_help(python, subprocess_env):
@@ -50,6 +62,35 @@ def test_every_command_has_help(python, subprocess_env):
         assert command in out.stdout
         sub = scoreviz(python, subprocess_env, command, "--help")
         assert sub.returncode == 0 and f"usage: scoreviz {command}" in sub.stdout, command
+
+
+@pytest.mark.parametrize("command", ("",) + COMMANDS)
+def test_help_imports_no_heavy_package(python, subprocess_env, command):
+    """--help answers without torch, numpy, pandas or Dash: 0.1-0.2 s instead of 3-7 s
+    (issue 11, defect 9; benchmarks/cli_help.py times it)."""
+    out = subprocess.run([python, "-c", HELP_IMPORTS.format(heavy=HEAVY), *([command] if command else [])],
+                         env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert "usage: scoreviz" in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr
+
+
+def test_help_shows_defaults(python, subprocess_env):
+    train_help = scoreviz(python, subprocess_env, "train", "--help").stdout
+    for text in ("(default: 0.9)", "(default: digits, bundled)", "digits 100", "digits 128", "(default: 200)",
+                 "(default: v1 0.07, v2 0.2; cifar10/cifar100 without --moco-version: 0.1",
+                 "(default: 0)"):
+        assert text in " ".join(train_help.split()), text
+    assert "(default: 60 80)" in scoreviz(python, subprocess_env, "lincls", "--help").stdout
+    demo_help = " ".join(scoreviz(python, subprocess_env, "demo", "--help").stdout.split())
+    assert "(default: runs/demo)" in demo_help and "(default: 8050)" in demo_help
+
+
+def test_importing_scoreviz_is_light_until_a_name_is_used(python, subprocess_env):
+    code = ("import sys, scoreviz; light = 'torch' not in sys.modules; "
+            "from scoreviz import Recorder, open_run, Run, find_runs, ScorevizError; "
+            "print(light, 'torch' in sys.modules, Recorder.__module__, scoreviz.store.FILE_NAME)")
+    out = subprocess.run([python, "-c", code], env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "scoreviz.recorder", "scores.h5"], out.stderr
 
 
 @pytest.mark.parametrize("args", [

@@ -79,6 +79,39 @@ def test_logits_are_turned_back_into_scores(tmp_path):
     assert frame.loc[3, "neg_count"] == neg.numel()
 
 
+def test_log_logits_diagonal_takes_in_batch_positives(tmp_path):
+    """(B, B) in-batch logits: row i's positive is column i, the rest of the row its negatives
+    (issue 11, defect 2: the default reading took column 0 as every row's positive)."""
+    gen = torch.Generator().manual_seed(0)
+    z1 = torch.nn.functional.normalize(torch.randn(6, 8, generator=gen), dim=1)
+    z2 = torch.nn.functional.normalize(z1 + 0.3 * torch.randn(6, 8, generator=gen), dim=1)
+    cos = z1 @ z2.T
+    off = cos[~torch.eye(6, dtype=torch.bool)].view(6, 5)
+    with Recorder(tmp_path / "diag") as rec:
+        rec.log_logits(0, cos / 0.1, 0.1, positives="diagonal")
+        rec.log_logits(1, (cos / 0.1).T.contiguous().T, 0.1, positives="diagonal")  # a non-contiguous view
+    with Recorder(tmp_path / "reference") as rec:
+        rec.log_scores(0, cos.diagonal(), off)
+        rec.log_scores(1, cos.diagonal(), off)
+    got, want = open_run(tmp_path / "diag").scores(), open_run(tmp_path / "reference").scores()
+    columns = ["pos_count", "pos_mean", "pos_var", "neg_count", "neg_mean", "neg_var", "neg_sample_var"]
+    np.testing.assert_allclose(got[columns].to_numpy(), want[columns].to_numpy(), rtol=1e-5, atol=1e-7)
+    assert got.loc[0, "pos_count"] == 6 and got.loc[0, "neg_count"] == 30
+    assert got.loc[0, "pos_mean"] == pytest.approx(cos.diagonal().mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("logits, positives, message", [
+    (torch.rand(4, 5), "diagonal", r"square \(batch, batch\)"),
+    (torch.rand(1, 1), "diagonal", "batch >= 2"),
+    (torch.rand(4, 4), "column0", "positives must be 'first'"),
+    (torch.rand(4), "first", "positives='diagonal'"),
+])
+def test_log_logits_positives_are_checked(tmp_path, logits, positives, message):
+    with Recorder(tmp_path) as rec:
+        with pytest.raises(ScorevizError, match=message):
+            rec.log_logits(0, logits, 0.1, positives=positives)
+
+
 def test_every_records_only_every_nth_step_but_all_scalars(tmp_path):
     model = TwoLayers()
     model(torch.randn(2, 4)).sum().backward()

@@ -143,13 +143,14 @@ def callback_key(dash_app, prefix):
 def view_calls(selection):
     """(callback output, inputs, state) of every view's figure callbacks."""
     return [
-        ("curves-graph", [selection, "curves", "train", ["pos_mean", "neg_mean", "neg_sample_var", "margin"], [], 0], []),
-        ("heatmap-graph", [selection, "distribution", "train", "neg"], [None]),
+        ("curves-graph", [selection, "curves", "train", ["pos_mean", "neg_mean", "neg_sample_var", "margin"], [], 0,
+                          "step"], []),
+        ("heatmap-graph", [selection, "distribution", "train", "neg", "90", "step"], [None, ""]),
         ("hist-graph", [selection, "distribution", "train", None], []),
         ("ft-graph", [selection, "distribution", None, None], []),
-        ("waterfall-graph", [selection, "waterfall", "train", "collapse_at", "neg_sample_var"], []),
-        ("grad-heatmap-graph", [selection, "gradients", None], []),
-        ("rep-curves-graph", [selection, "representation", "train"], []),
+        ("waterfall-graph", [selection, "waterfall", "train", "collapse_at", "neg_sample_var", "step"], []),
+        ("grad-heatmap-graph", [selection, "gradients", None, "step"], []),
+        ("rep-curves-graph", [selection, "representation", "train", "step"], []),
         ("health-table", [selection, "health", "train"], []),
     ]
 
@@ -164,7 +165,8 @@ def test_every_view_draws_runs_without_negatives(runs):
         assert response.status_code == 200, (prefix, response.get_data(as_text=True)[:500])
         drawn.update(response.get_json()["response"])
     names = lambda graph: [t.get("name") for t in drawn[graph]["figure"]["data"]]  # noqa: E731
-    assert names("curves-graph")[:2] == ["collapsing", "collapsing"]  # pos_mean drawn, neg_mean all NaN
+    # pos_mean drawn; neg_mean all NaN gets no (empty) trace
+    assert names("curves-graph")[0] == "collapsing" and "healthy" in names("curves-graph")
     assert "no negative scores recorded" in json.dumps(drawn["heatmap-graph"]["figure"])
     assert names("hist-graph") == ["collapsing pos", "healthy pos"]
     assert names("ft-graph") == ["train pos"]
@@ -180,7 +182,8 @@ def view_of_both_runs(runs, output, view):
     dash_app = create_app(runs, refresh=60)
     selection = {"runs": ["collapsing", "healthy"], "stamps": {}, "errors": {}}
     return post_callback(dash_app.server.test_client(), dash_app, callback_key(dash_app, output),
-                         [selection, view, "train"]).get_json()["response"]
+                         [selection, view, "train", "step"][:len(dash_app.callback_map[callback_key(dash_app, output)]
+                                                                   ["inputs"])]).get_json()["response"]
 
 
 def test_representation_callback_draws_both_runs(runs):

@@ -172,10 +172,16 @@ def callback_request(output, inputs, state=()):
     return {
         "output": output,
         "outputs": outputs if isinstance(s["output"], list) else outputs[0],
-        "inputs": [dict(i, value=v) for i, v in zip(s["inputs"], inputs)],
-        "state": [dict(i, value=v) for i, v in zip(s["state"], state)],
+        "inputs": [_item(i, v) for i, v in zip(s["inputs"], inputs)],
+        "state": [_item(i, v) for i, v in zip(s["state"], state)],
         "changedPropIds": [f"{s['inputs'][0]['id']}.{s['inputs'][0]['property']}"],
     }
+
+
+def _item(declared, value):
+    """One input as the browser posts it: a pattern-matching input (a run-table row's
+    clicks) is the list of its matching components, given as is."""
+    return value if declared["id"].startswith("{") else dict(declared, value=value)
 
 
 def figure_key(graph):
@@ -316,7 +322,7 @@ def test_malformed_callback_bodies_are_400_not_500(server):
 @pytest.mark.slow
 def test_callback_values_of_a_wrong_type_are_400_and_odd_ones_never_500(server):
     curves = figure_key("curves-graph")
-    good = [{"runs": ["good-a"], "stamps": {}, "errors": {}}, "curves", "train", ["pos_mean"], [], 0]
+    good = [{"runs": ["good-a"], "stamps": {}, "errors": {}}, "curves", "train", ["pos_mean"], [], 0, "step"]
     assert server.callback(curves, good)[0] == 200
     for index, value in ((0, "good-a"), (3, "pos_mean"), (5, "smooth"), (5, 1e400), (5, True), (2, ["train"])):
         inputs = list(good)
@@ -327,14 +333,14 @@ def test_callback_values_of_a_wrong_type_are_400_and_odd_ones_never_500(server):
     odd_selection = {"runs": ["../../etc", "good-a", "nosuch", "linked", "absurd"], "stamps": {"x": 1},
                      "errors": {}, "pending": ["zzz"]}
     cases = [
-        (figure_key("curves-graph"), [odd_selection, "curves", "no-tag", ["nonsense", "loss", ""], ["x"], 0.99]),
+        (figure_key("curves-graph"), [odd_selection, "curves", "no-tag", ["nonsense", "loss", ""], ["x"], 0.99, "nonsense"]),
         (figure_key("curves-graph"), [odd_selection, "curves", None, None, None, None]),
         (figure_key("hist-graph"), [odd_selection, "distribution", "train", 2 ** 53]),
         (figure_key("hist-graph"), [odd_selection, "distribution", "", -5.5]),
         (figure_key("ft-graph"), [odd_selection, "distribution", "linked", None]),
         (figure_key("waterfall-graph"), [odd_selection, "waterfall", "train", "no-key", "no-stat"]),
-        (figure_key("grad-heatmap-graph"), [odd_selection, "gradients", "absurd"]),
-        (figure_key("heatmap-graph"), [odd_selection, "distribution", "train", "sideways"], [10 ** 15]),
+        (figure_key("grad-heatmap-graph"), [odd_selection, "gradients", "absurd", "wall"]),
+        (figure_key("heatmap-graph"), [odd_selection, "distribution", "train", "sideways", "7"], [10 ** 15, "?step=x"]),
         (next(k for k in callback_map() if "health-table" in k),
          [odd_selection, "health", "nope"]),
         (SELECTION_KEY, [10 ** 12, ["", ".", "/", "a" * 5000, "good-a/../good-b"]], [{}, ["x", ""]]),
@@ -440,7 +446,7 @@ def test_scores_file_linked_out_of_the_runs_folder_is_refused(server):
     assert SECRET.encode() not in raw
     # a forged selection naming it gets no trace of it
     forged = {"runs": ["linked"], "stamps": {}, "errors": {}}
-    for graph, inputs in (("curves-graph", [forged, "curves", "train", ["pos_mean"], [], 0]),
+    for graph, inputs in (("curves-graph", [forged, "curves", "train", ["pos_mean"], [], 0, "step"]),
                           ("waterfall-graph", [forged, "waterfall", "train", "secret", "pos_mean"])):
         status, _, raw = server.callback(figure_key(graph), inputs)
         assert status == 200 and json.loads(raw)["response"][graph]["figure"]["data"] == []
@@ -503,11 +509,11 @@ def test_broken_runs_beside_good_ones_leave_the_good_figures_whole(server):
     # A forged selection with the broken runs in it, as if they broke after being picked.
     forged = {"runs": picked, "stamps": {}, "errors": {}}
     views = {
-        "curves-graph": [forged, "curves", "train", ["pos_mean", "neg_mean"], [], 0],
-        "heatmap-graph": [forged, "distribution", "train", "neg"],
+        "curves-graph": [forged, "curves", "train", ["pos_mean", "neg_mean"], [], 0, "step"],
+        "heatmap-graph": [forged, "distribution", "train", "neg", "90"],
         "hist-graph": [forged, "distribution", "train", None],
         "waterfall-graph": [forged, "waterfall", "train", "moco_m", "neg_sample_var"],
-        "grad-total-graph": [forged, "gradients", None],
+        "grad-total-graph": [forged, "gradients", None, "relative"],
     }
     for graph, inputs in views.items():
         output = figure_key(graph) if graph != "grad-total-graph" else next(
@@ -687,6 +693,10 @@ STRINGS = ["", "train", "ft", "good-a", "good-b", "linked", "absurd", "foreign",
 def random_value(rng, component_id, prop):
     from app import callback_body
 
+    if component_id.startswith("{"):  # the run-table rows: a list of their n_clicks
+        pattern = json.loads(component_id)
+        return [{"id": {"type": pattern["type"], "index": rng.choice(STRINGS)}, "property": prop,
+                 "value": rng.choice([None, 0, 1, 3])} for _ in range(rng.randrange(4))]
     check = callback_body.property_type(component_id, prop)[0]
     if rng.random() < 0.1:
         return None
@@ -754,7 +764,7 @@ def test_any_failure_reading_one_run_stays_with_that_run(runs, monkeypatch):
         dash_app = create_app(runs, refresh=60, warm=False)
         client = dash_app.server.test_client()
         body = callback_request(figure_key("curves-graph"), [{"runs": ["good-a", "good-b"], "stamps": {},
-                                                              "errors": {}}, "curves", "train", ["pos_mean"], [], 0])
+                                                              "errors": {}}, "curves", "train", ["pos_mean"], [], 0, "step"])
         response = client.post(CALLBACK, data=json.dumps(body), content_type="application/json")
         assert response.status_code == 200, failure
         names = [t["name"] for t in response.get_json()["response"]["curves-graph"]["figure"]["data"]]

@@ -26,4 +26,6 @@ def test_train_then_lincls_through_the_cli(tmp_path, capsys):
 
 def test_lincls_without_checkpoint_is_a_clean_error(tmp_path, capsys):
     assert cli(["lincls", str(tmp_path)]) == 1
-    assert "checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: no checkpoint.pt in it" in err
+    assert "--run-dir" not in err and "resume" not in err  # options the user did not give (issue 11, defect 10)

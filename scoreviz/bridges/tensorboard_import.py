@@ -38,13 +38,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scoreviz.bridges import require
+from scoreviz.bridges.options import DEFAULT_BINS, add_import_arguments as add_arguments  # noqa: F401
 from scoreviz.bridges.precomputed import KindSummary, score_stats, write_precomputed_run
 from scoreviz.bridges.tensorboard import MARKER_TAG, TOTAL_LAYER, read_marker_text
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS
 from scoreviz.store import FILE_NAME
 
-DEFAULT_BINS = 100
 UNPAIRED_KIND = "neg"
 _PURPOSE = "scoreviz import-tensorboard"
 
@@ -344,14 +344,6 @@ def _table(series: dict):
 
 
 # ------------------------------------------------------------------ command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("logdir", metavar="LOGDIR", help="a TensorBoard log folder (searched recursively)")
-    parser.add_argument("--out", default="runs", help="folder to write the runs into (default runs)")
-    parser.add_argument("--bins", type=int, default=None,
-                        help=f"histogram bins over [-1, 1] (default: a scoreviz export's own, else {DEFAULT_BINS})")
-    return parser
 
 
 def main(args: argparse.Namespace) -> int:

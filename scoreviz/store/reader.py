@@ -301,6 +301,19 @@ class StoreReader:
             return np.unique(np.concatenate([f[name]["step"][:n] for name, n in extents.items()]))
         return self._read(read)
 
+    def times(self):
+        """(steps, wall times) of every row of every stream; times NaN where a file has none (schema 1)."""
+        def read(f):
+            committed = self._committed(f)
+            steps, times = [], []
+            for name in STREAMS:
+                n = self._extent(f, name, committed)[0]
+                steps.append(f[name]["step"][:n])
+                has_time = self.schema >= 2 and "time" in f[name]
+                times.append(f[name]["time"][:n] if has_time else np.full(n, np.nan))
+            return np.concatenate(steps), np.concatenate(times).astype(np.float64)
+        return self._read(read)
+
     def read_rows(self, stream, start, stop):
         """Rows start:stop of every dataset of a stream, as {dataset: array}, and its names."""
         def read(f):

@@ -26,30 +26,10 @@ from scoreviz.errors import ScorevizError
 from scoreviz.trainer.augment import normalize, random_resized_crop, to_float
 from scoreviz.trainer.data import IndexSampler, epoch_indices, load_dataset
 from scoreviz.trainer.evaluate import eval_batches
-from scoreviz.trainer.train import RESULTS, build_model, load_checkpoint, saved_settings
-
-# Linear-evaluation epochs per dataset (see the module docstring).
-EPOCHS = {"imagefolder": 60}
-DEFAULT_EPOCHS = 100
-
-
-def add_arguments(parser):
-    """Add the linear-evaluation options to an argparse parser (used by ``scoreviz lincls``)."""
-    a = parser.add_argument
-    a("run_dir", metavar="RUN_DIR", help="a run written by `scoreviz train` (holds checkpoint.pt)")
-    a("--data", metavar="PATH", help="the dataset folder, if it moved since training")
-    a("--epochs", type=int, help=f"default {EPOCHS['imagefolder']} for imagefolder (the authors' ImageNet-100 "
-                                 f"setting), {DEFAULT_EPOCHS} otherwise (MoCo's protocol)")
-    a("--lr", type=float, default=30.0)
-    a("--schedule", type=int, nargs="*", default=[60, 80], help="epochs where lr drops 10x")
-    a("--momentum", type=float, default=0.9)
-    a("--wd", type=float, default=0.0)
-    a("--batch-size", type=int, default=256)
-    a("--workers", type=int, default=4)
-    a("--seed", type=int, default=0)
-    a("--device", help="cpu, cuda ... (default: cuda when available)")
-    a("--quiet", action="store_true", help="no progress bar")
-    return parser
+from scoreviz.trainer.options import LINCLS_DEFAULT_EPOCHS as DEFAULT_EPOCHS
+from scoreviz.trainer.options import LINCLS_EPOCHS as EPOCHS
+from scoreviz.trainer.options import add_lincls_arguments as add_arguments  # noqa: F401 (the lincls API)
+from scoreviz.trainer.train import CHECKPOINT, RESULTS, build_model, load_checkpoint, saved_settings
 
 
 def _train_batches(data, run, batch_size, epoch, seed, device, workers):
@@ -70,7 +50,9 @@ def _train_batches(data, run, batch_size, epoch, seed, device, workers):
 def main(args):
     """Train and evaluate the linear classifier; returns the val top-1 accuracy in percent."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    checkpoint = load_checkpoint(args.run_dir)
+    checkpoint = load_checkpoint(args.run_dir, missing=(
+        f"{args.run_dir}: no {CHECKPOINT} in it; lincls evaluates a run trained by `scoreviz train` "
+        f"(it writes {CHECKPOINT} after every epoch)"))
     run = saved_settings(checkpoint)
     epochs = args.epochs if args.epochs is not None else EPOCHS.get(run.dataset, DEFAULT_EPOCHS)
     if epochs <= 0:

@@ -24,99 +24,15 @@ from scoreviz.trainer.augment import Augment
 from scoreviz.trainer.data import IndexSampler, epoch_indices, load_dataset
 from scoreviz.trainer.evaluate import knn_accuracy
 from scoreviz.trainer.model import FT, MoCo, build_backbone
+from scoreviz.trainer.options import (  # noqa: F401 (add_arguments: the trainer's API)
+    BN_SPLITS_ONE_DEVICE, DATASET_DEFAULTS, RECIPES, VERSION_DEFAULTS, add_arguments)
 
-# The paper's settings per MoCo version (the rest of v1 is v2's, as in the authors' code).
-VERSION_DEFAULTS = {
-    1: dict(mlp=False, moco_t=0.07, cos=False, blur=False),
-    2: dict(mlp=True, moco_t=0.2, cos=True, blur=True),
-}
-# A dataset's reference recipe, used unless --moco-version is given: CIFAR
-# trains as MoCo's CIFAR demo does (linear head, t 0.1, v2's augmentation
-# without blur, cosine lr), so its kNN accuracy compares with the demo's.
-RECIPES = {
-    "cifar10": dict(mlp=False, moco_t=0.1, cos=True, blur=False),
-    "cifar100": dict(mlp=False, moco_t=0.1, cos=True, blur=False),
-}
-# Sizes per dataset: ImageNet-100 as in the paper, CIFAR as in MoCo's CIFAR
-# demo (crops 0.08-1, kNN on the head's output, cosine down to 0), digits
-# sized to train on a laptop CPU in a few minutes.
-_IMAGENET = dict(arch="resnet50", batch_size=256, lr=0.03, wd=1e-4, moco_k=65536, moco_m=0.99, epochs=200,
-                 crop_min=0.2, flip=True, knn_features="backbone", lr_floor=0.001)
-_CIFAR = dict(arch="resnet18", batch_size=512, lr=0.06, wd=5e-4, moco_k=4096, moco_m=0.99, epochs=200,
-              crop_min=0.08, flip=True, knn_features="head", lr_floor=0.0)
-DATASET_DEFAULTS = {
-    "imagefolder": _IMAGENET,
-    "cifar10": _CIFAR,
-    "cifar100": _CIFAR,
-    # Digits are not mirror-symmetric and only 8 px wide: no flip, milder crops.
-    "digits": dict(arch="small", batch_size=128, lr=0.06, wd=5e-4, moco_k=1024, moco_m=0.99, epochs=100,
-                   crop_min=0.5, flip=False, knn_features="backbone", lr_floor=0.001),
-}
-# SplitBatchNorm groups on one device: MoCo's 8 GPUs, as its CIFAR demo emulates them.
-BN_SPLITS_ONE_DEVICE = 8
+# The option tables and add_arguments live in options.py (no torch: `scoreviz train --help` is quick).
 # Settings a run recorded before they existed had these values; a resumed or
 # evaluated old run keeps them, so it continues as it started.
 SETTINGS_BEFORE_ISSUE_10 = dict(bn_splits=1, knn_features="backbone", lr_floor=0.0, recipe=None)
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
-
-
-def add_arguments(parser):
-    """Add the training options to an argparse parser (used by ``scoreviz train``)."""
-    a = parser.add_argument
-    a("--dataset", default="digits", choices=sorted(DATASET_DEFAULTS),
-      help="training data (default: digits, bundled). cifar10/cifar100 default to MoCo's CIFAR demo (ResNet-18, "
-           "batch 512, K 4096, linear head, t 0.1, crops 0.08-1, no blur, 8 BN groups, kNN on the head's output); "
-           "imagefolder to the paper's ImageNet-100 settings (ResNet-50, batch 256, K 65536)")
-    a("--data", metavar="PATH", help="local folder of the dataset (cifar10, cifar100, imagefolder)")
-    a("--run-dir", metavar="PATH", help="where the record, checkpoints and results go (default: a new folder under runs/)")
-    a("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, with its saved settings (only --epochs may change)")
-    a("--moco-version", type=int, choices=[1, 2],
-      help="MoCo v1 (linear head, t 0.07, step lr) or v2 (MLP head, t 0.2, blur, cosine lr). Default: 2, "
-           "except cifar10/cifar100, which train as MoCo's CIFAR demo (linear head, t 0.1, no blur, cosine lr)")
-    a("--arch", choices=["small", "resnet18", "resnet50"], help="backbone (default per dataset)")
-    a("--image-size", type=int, help="crop size for imagefolder (default 224)")
-    a("--epochs", type=int)
-    a("--batch-size", type=int, help="total batch over all processes")
-    a("--lr", type=float, help="base learning rate")
-    a("--momentum", type=float, default=0.9, help="SGD momentum")
-    a("--wd", type=float, help="weight decay")
-    a("--schedule", type=int, nargs="*", help="v1 step schedule: epochs where lr drops 10x (default 60%% and 80%% of epochs)")
-    a("--cos", action=argparse.BooleanOptionalAction, default=None, help="cosine lr schedule (default: on for v2)")
-    a("--lr-floor", type=float,
-      help="where the cosine schedule ends, as a fraction of --lr (default 0.001 as the authors' code; 0 for cifar, "
-           "as MoCo's CIFAR demo)")
-    a("--moco-dim", type=int, default=128, help="feature dimension")
-    a("--moco-k", type=int, help="queue size K")
-    a("--moco-m", type=float, help="momentum of the key encoder")
-    a("--moco-t", type=float, help="softmax temperature")
-    a("--mlp", action=argparse.BooleanOptionalAction, default=None, help="2-layer MLP projection head (default: on for v2)")
-    a("--bn-splits", type=int,
-      help=f"shuffle-BN on one device: BatchNorm statistics over this many groups of each process's batch, the keys "
-           f"shuffled (default {BN_SPLITS_ONE_DEVICE} on one device, as MoCo's CIFAR demo; 1 under torchrun, where the "
-           f"keys are shuffled across processes)")
-    a("--crop-min", type=float, help="smallest area fraction of RandomResizedCrop")
-    a("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip (default: on, off for digits)")
-    a("--blur", action=argparse.BooleanOptionalAction, default=None, help="Gaussian blur, p 0.5 (default: on for v2, off for v1 and the CIFAR demo)")
-    a("--pos-alpha", type=float, help="positive extrapolation, lambda = 1 + Beta(a, a) (off when unset; paper: 2.0)")
-    a("--neg-alpha", type=float, help="negative interpolation, lambda = Beta(a, a) (off when unset; paper: 1.6)")
-    a("--per-dim", default="auto", choices=["auto", "none", "pos", "neg", "both"],
-      help="which transformation draws one lambda per element ((B, D) for the positives, (K, D) for the queue) "
-           "instead of one per batch, the authors' --dim_mask. auto (default): per element when only one "
-           "transformation is on (the authors' pos-only and neg-only modes), none when both are")
-    a("--ft-start-epoch", type=int, default=0, help="first epoch with feature transformation")
-    a("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks)")
-    a("--knn-k", type=int, default=200, help="neighbours of the kNN monitor (default 200)")
-    a("--knn-t", type=float, default=0.1, help="temperature of the kNN monitor's vote (default 0.1)")
-    a("--knn-features", choices=["backbone", "head"],
-      help="what the kNN monitor compares: the backbone's pooled features, or the 128-d output of the projection "
-           "head (default: head for cifar, as MoCo's CIFAR demo; backbone otherwise)")
-    a("--record-every", type=int, default=1, help="Recorder: record every N steps")
-    a("--workers", type=int, default=4, help="DataLoader workers (imagefolder)")
-    a("--seed", type=int, default=0)
-    a("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    a("--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def resolve(args):
@@ -178,6 +94,11 @@ def default_run_name(args):
     if args.per_dim != "none" and (args.pos_alpha or args.neg_alpha):
         name += f"-dim{args.per_dim}"  # per-element lambdas
     return name + datetime.now().strftime("-%Y%m%d-%H%M%S")
+
+
+def uses_ft(args) -> bool:
+    """Whether the run transforms features at all (it then records tag ``ft`` at every step)."""
+    return args.pos_alpha is not None or args.neg_alpha is not None
 
 
 def ft_for_epoch(args, epoch):
@@ -267,11 +188,14 @@ def save_checkpoint(run_dir, model, optimizer, args, epoch, step, results):
         json.dump(results, f, indent=2)
 
 
-def load_checkpoint(run_dir, map_location="cpu"):
-    """The checkpoint dict of a run; ScorevizError when there is none or it is damaged."""
+def load_checkpoint(run_dir, map_location="cpu", missing=None):
+    """The checkpoint dict of a run; ScorevizError when there is none or it is damaged.
+
+    ``missing``: the message when there is no checkpoint (default: the one for ``--resume``).
+    """
     path = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(path):
-        raise ScorevizError(f"--run-dir: no checkpoint at {path} to resume from")
+        raise ScorevizError(missing or f"--run-dir: no checkpoint at {path} to resume from")
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
@@ -322,7 +246,8 @@ def train_one_epoch(model, ddp_model, data, augment, optimizer, rec, args, epoch
 
         rec.log_scores(step, raw.pos, raw.neg, tag="raw")
         rec.log_embeddings(step, raw.q, raw.k, tag="raw")  # the query and key projections
-        rec.log_scores(step, after.pos, after.neg, tag="ft")
+        if uses_ft(args):  # a run without FT would record its raw scores again under "ft"
+            rec.log_scores(step, after.pos, after.neg, tag="ft")
         rec.log_gradients(step, model.encoder_q)
         rec.log_scalars(step, loss=loss.detach(), lr=lr)
         optimizer.step()

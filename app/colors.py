@@ -1,0 +1,54 @@
+"""One colour per run, derived from the run itself, the same in every view.
+
+A run's colour comes from a hash of its name (the folder name), never from the
+order runs were picked, listed or sorted in a figure: the same runs get the same
+colours on every page load, in every view, after the waterfall is reordered, and
+in `scoreviz export`. Two of the runs shown that hash to the same colour are
+told apart by probing: the one whose id sorts later takes the next free colour.
+So a colour depends on the run and on which other runs are shown with it, never
+on any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable
+
+# Tableau 10 (matplotlib's default cycle) without olive (faint on white, near green) and cyan (near blue), plus
+# near-black. Few colours that never look alike beat many that do: with probing
+# (run_colors), up to 9 runs shown together never share or nearly share a colour.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#222222",
+)
+
+
+def run_key(run_id: str) -> str:
+    """What a run's colour is derived from: its folder name, the last part of its id."""
+    return str(run_id).rstrip("/").rsplit("/", 1)[-1]
+
+
+def slot(run_id: str, size: int = len(PALETTE)) -> int:
+    """The palette index a run's name hashes to (stable across processes, unlike hash())."""
+    digest = hashlib.blake2b(run_key(run_id).encode("utf-8", "backslashreplace"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % size
+
+
+def run_colors(run_ids: Iterable[str], palette=PALETTE) -> dict:
+    """``{run id: colour}`` for the runs shown together.
+
+    Each run takes the colour its name hashes to; where two collide, the run whose
+    id sorts first keeps it and the other takes the next free one. More runs than
+    colours reuse colours (every colour once before any twice).
+    """
+    ids = sorted(dict.fromkeys(str(r) for r in run_ids))
+    taken: dict[int, int] = {}  # palette index -> runs using it
+    out = {}
+    for run_id in ids:
+        start = slot(run_id, len(palette))
+        fewest = min(taken.get(i, 0) for i in range(len(palette)))
+        index = next(i % len(palette) for i in range(start, start + len(palette))
+                     if taken.get(i % len(palette), 0) == fewest)
+        taken[index] = taken.get(index, 0) + 1
+        out[run_id] = palette[index]
+    return out

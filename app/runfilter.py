@@ -1,0 +1,118 @@
+"""The run filter: which runs a text like ``moco m=0.99 lr<0.1`` keeps.
+
+The text is split at spaces into terms; a run is kept when every term holds:
+
+- ``KEY=VALUE``, ``KEY!=VALUE``: the run's config value of KEY equals (or not)
+  VALUE, as numbers when both are numbers (``m=0.99`` matches 0.99 and
+  "0.99"), else as text ignoring case (``arch=small``; ``pos_alpha=None`` also
+  matches a run without the key);
+- ``KEY<VALUE``, ``KEY<=VALUE``, ``KEY>VALUE``, ``KEY>=VALUE``: numbers only
+  (a run whose value is not a number is left out);
+- anything else: a regular expression searched in the run's id (its path
+  below the runs folder), ignoring case, as TensorBoard's run filter does.
+
+A term that cannot be read (a broken regular expression) is reported and
+ignored, so a half-typed filter never empties the page.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+
+_COMPARE = re.compile(r"^(?P<key>[^=!<>\s]+)(?P<op>!=|<=|>=|=|<|>)(?P<value>.*)$")
+_OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+        ">=": operator.ge}
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str
+    key: str | None = None      # a config key, or None for a name pattern
+    op: str | None = None
+    value: str | None = None
+    pattern: re.Pattern | None = None
+
+    def holds(self, run_id: str, config: dict) -> bool:
+        if self.pattern is not None:
+            return bool(self.pattern.search(run_id))
+        present = self.key in config
+        got = config.get(self.key)
+        want_number, got_number = _number(self.value), _number(got)
+        if self.op in ("=", "!="):
+            if want_number is not None and got_number is not None:
+                equal = math.isclose(want_number, got_number, rel_tol=1e-9, abs_tol=0.0)
+            else:
+                equal = (_text(got).lower() == self.value.lower() if present
+                         else self.value.lower() in ("none", "null", ""))
+            return equal if self.op == "=" else not equal
+        if want_number is None or got_number is None:
+            return False
+        return _OPS[self.op](got_number, want_number)
+
+
+def parse(text) -> tuple[list[Term], list[str]]:
+    """(terms, problems) of a filter text; a term with a problem is left out."""
+    terms, problems = [], []
+    for raw in str(text or "").split():
+        match = _COMPARE.match(raw)
+        if match:
+            terms.append(Term(raw, match["key"], match["op"], match["value"]))
+            continue
+        try:
+            terms.append(Term(raw, pattern=re.compile(raw, re.IGNORECASE)))
+        except re.error as err:
+            problems.append(f"filter {raw!r} ignored: not a regular expression ({err})")
+    return terms, problems
+
+
+def keep(terms: list[Term], run_id: str, config: dict | None) -> bool:
+    """Whether a run passes every term."""
+    config = config or {}
+    return all(term.holds(run_id, config) for term in terms)
+
+
+def _number(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    try:
+        number = float(str(value))
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(v) for v in value)
+    return "None" if value is None else str(value)
+
+
+def matching(run_ids, infos: dict, text) -> tuple[list[str], list[str]]:
+    """(the ids of ``run_ids`` the filter ``text`` keeps, problems with the text).
+
+    ``infos`` maps an id to its light info (config, or an error): a run that
+    cannot be read is kept while no config condition is given, so its error shows.
+    """
+    terms, problems = parse(text)
+    config_terms = any(t.pattern is None for t in terms)
+    kept = []
+    for run_id in run_ids:
+        info = infos.get(run_id) or {}
+        if info.get("error") and config_terms:
+            continue
+        if keep(terms, run_id, info.get("config")):
+            kept.append(run_id)
+    return kept, problems
+
+
+def most_recent(run_ids, infos: dict, most: int) -> list[str]:
+    """The ``most`` readable runs of ``run_ids`` written to last, in id order: what the page
+    shows when no runs were picked (all of them while there are at most ``most``)."""
+    readable = [r for r in run_ids if not (infos.get(r) or {}).get("error")]
+    latest = sorted(readable, key=lambda r: (infos[r].get("mtime", 0), r), reverse=True)[:most]
+    return sorted(latest)

@@ -1,0 +1,92 @@
+"""Serving the app: waitress, quiet, with the guard's rules on every answer.
+
+Werkzeug's development server prints a red banner and one log line per
+request (a page fires a dozen callbacks every refresh), and says itself that it
+is not for production. waitress is a production WSGI server in pure Python:
+threads for the callbacks, nothing printed. Request logs, one line each, only
+with ``--verbose``.
+
+waitress reads a request's whole body before the app sees it, so the body
+limit is waitress's own ``max_request_body_size`` (app.guard.MAX_BODY): a
+larger declared body is refused from its headers. The answers waitress makes
+itself (413, 400 for a malformed request, 500 for an app error) carry the
+guard's security headers too.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from app import guard
+
+THREADS = 8  # callbacks of one page load run side by side; reads release the GIL in h5py
+
+
+class AccessLog:
+    """WSGI middleware: one line per request on stderr (``--verbose``)."""
+
+    def __init__(self, wsgi_app, stream=None):
+        self.wsgi_app = wsgi_app
+        self.stream = stream
+
+    def __call__(self, environ, start_response):
+        start = time.monotonic()
+        seen = {}
+
+        def recording(status, headers, exc_info=None):
+            seen["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        body = self.wsgi_app(environ, recording)
+        try:
+            size = 0
+            for chunk in body:
+                size += len(chunk)
+                yield chunk
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+            query = environ.get("QUERY_STRING")
+            path = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+            print(f"{environ.get('REMOTE_ADDR', '-')} {environ.get('REQUEST_METHOD', '-')} {path} "
+                  f"{seen.get('status', '-')} {size} B {1000 * (time.monotonic() - start):.0f} ms",
+                  file=self.stream or sys.stderr, flush=True)
+
+
+def make_server(dash_app, host: str, port: int, verbose: bool = False, threads: int = THREADS):
+    """A waitress server for ``dash_app`` (already guarded by app.guard.protect), not yet running.
+
+    ``server.run()`` serves until Ctrl+C and returns; ``server.close()`` stops it
+    from another thread.
+    """
+    import waitress
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+    from waitress.task import ErrorTask
+
+    headers = list(dash_app.server.wsgi_app.headers)  # the Guard's security headers
+
+    class GuardedErrorTask(ErrorTask):
+        def execute(self):
+            self.response_headers.extend(headers)
+            super().execute()
+
+    class GuardedChannel(HTTPChannel):
+        error_task_class = GuardedErrorTask
+
+    wsgi_app = AccessLog(dash_app.server) if verbose else dash_app.server
+    server = waitress.create_server(
+        wsgi_app, host=host, port=port, threads=threads, ident="scoreviz",
+        max_request_body_size=guard.MAX_BODY, clear_untrusted_proxy_headers=True)
+    listeners = [server] if isinstance(server, BaseWSGIServer) else [
+        s for s in server.map.values() if isinstance(s, BaseWSGIServer)]
+    for listener in listeners:  # connections are accepted only once run() starts
+        listener.channel_class = GuardedChannel
+    if not verbose:
+        import logging
+
+        # waitress warns on stderr when callbacks queue up ("Task queue depth is 3"):
+        # a page load does that by design.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    return server
