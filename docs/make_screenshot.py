@@ -1,7 +1,7 @@
-"""Take docs/screenshot.png of the app with the browser-test tooling.
+"""Take screenshots of the app (docs/views/VIEW.png) with the browser-test tooling.
 
-    python docs/make_screenshot.py RUNS_DIR [--view curves] [--out docs/screenshot.png]
-    python docs/make_screenshot.py RUNS_DIR --all docs/views    # one PNG per view
+    python docs/make_screenshot.py RUNS_DIR [--view curves] [--out docs/views/curves.png]
+    python docs/make_screenshot.py RUNS_DIR --all docs/views      # every view (the README's gallery)
 
 The views of docs/views/ were taken on the demo's runs:
     nice -n 10 python benchmarks/demo_time.py --epochs 100 --out /tmp/demo
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("runs_dir")
     parser.add_argument("--view", default="curves")
     parser.add_argument("--extra", default="", help="more query string, e.g. 'log=log&smooth=0.6'")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "views" / "curves.png"))
     parser.add_argument("--height", type=int, default=1300)
     parser.add_argument("--all", metavar="FOLDER", help="one PNG per view into FOLDER (VIEW.png)")
     args = parser.parse_args(argv)
