@@ -50,6 +50,14 @@ def _selection(value):
     return lists_ok and maps_ok
 
 
+def _options(value):
+    """A dropdown's options: strings, or {"label": ..., "value": string} dicts."""
+    if value is None:
+        return True
+    return isinstance(value, list) and all(
+        _text(o) if not isinstance(o, dict) else _text(o.get("value")) for o in value)
+
+
 def _figure(value):
     if value is None:
         return True
@@ -64,6 +72,7 @@ def _figure(value):
 PROPERTY_TYPES = {
     ("url", "search"): (_text, "a string"),
     ("run-picker", "value"): (_texts, "a list of run ids"),
+    ("run-picker", "options"): (_options, "a list of options"),  # the runs the run-list callback listed
     ("tag", "value"): (_text, "a string"),
     ("tag", "options"): (_texts, "a list of strings"),  # the tags the selection callback set
     ("view", "value"): (_text, "a string"),

@@ -120,11 +120,11 @@ def _url_sync(dash_app, data):
         *[Output(cid, "value") for cid in ids],
         Input("url", "search"), Input("refresh", "n_intervals"), Input(ROW, "n_clicks"),
         *[Input(cid, "value") for cid in ids], Input("step-slider", "value"),
-        State("auto-runs", "data"), State("wanted-runs", "data"),
+        State("auto-runs", "data"), State("wanted-runs", "data"), State("run-picker", "options"),
     )
     def sync_url(search, _n, _clicks, *rest):
         values = dict(zip(keys, rest[:len(ids)]))
-        step, auto, wanted = rest[len(ids):]
+        step, auto, wanted, options = rest[len(ids):]
         wanted = list(wanted or [])
         trigger = ctx.triggered_id
         notice = no_update
@@ -150,14 +150,18 @@ def _url_sync(dash_app, data):
                 new["runs"] = default_runs(data, linked.get("filter"))
                 auto, wanted, notice = new["runs"], [], []
         elif trigger == "refresh":
-            known = set(data.run_ids())
+            # Only runs the picker already lists: a dropdown drops a value missing from its
+            # options, and the run-list callback adds a new run's option on this same tick,
+            # maybe after this answer arrives. So a new run is shown one refresh later.
+            listed = {o.get("value") if isinstance(o, dict) else o for o in options or []}
+            known = set(data.run_ids()) & listed
             runs = list(values["runs"] or [])
             arrived = [r for r in wanted if r in known]
             if arrived:  # a run the link named has appeared
                 runs += [r for r in arrived if r not in runs]
                 wanted = [r for r in wanted if r not in arrived]
             elif auto is not None and sorted(runs) == sorted(auto):
-                latest = default_runs(data, values["filter"])
+                latest = [r for r in default_runs(data, values["filter"]) if r in listed]
                 if latest != sorted(runs):
                     runs = auto = latest
             if runs != list(values["runs"] or []):

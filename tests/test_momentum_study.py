@@ -32,7 +32,7 @@ def test_momentum_study_records_every_seed_and_tables_mean_and_spread(tmp_path, 
     # the markdown table: a header, a rule and one row per m, in order of m, values as mean ± sd over 2 seeds
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3 and rows[1].startswith("| 0.5 |") and rows[2].startswith("| 0.99 |")
-    assert rows[1].count("±") == 6 and "/2" in rows[1] and rows[2].endswith("| 56.2 |")
+    assert rows[1].count("±") == 8 and "/2" in rows[1] and rows[2].endswith("| 56.2 |")
 
     reason = images.unavailable_reason()
     if reason is None:

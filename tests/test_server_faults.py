@@ -165,8 +165,11 @@ def spec(output):
 
 
 def callback_request(output, inputs, state=()):
-    """The body the browser posts for ``output`` with these input and state values."""
+    """The body the browser posts for ``output`` with these input and state values; controls
+    not given (a page's later additions) are posted as None, as the page does before they load."""
     s = spec(output)
+    inputs = list(inputs) + [[] if i["id"].startswith("{") else None for i in s["inputs"][len(inputs):]]
+    state = list(state) + [None] * (len(s["state"]) - len(state))
     outputs = [{"id": o.component_id, "property": o.component_property}
                for o in (s["output"] if isinstance(s["output"], list) else [s["output"]])]
     return {
@@ -345,7 +348,7 @@ def test_callback_values_of_a_wrong_type_are_400_and_odd_ones_never_500(server):
          [odd_selection, "health", "nope"]),
         (SELECTION_KEY, [10 ** 12, ["", ".", "/", "a" * 5000, "good-a/../good-b"]], [{}, ["x", ""]]),
         (next(k for k in callback_map() if k.startswith("..url.search")),
-         ["?runs=../../x&smooth=nan&view=%00"] + [None] * 11),
+         ["?runs=../../x&smooth=nan&view=%00"]),
     ]
     for case in cases:
         output, inputs = case[0], case[1]
@@ -711,6 +714,9 @@ def random_value(rng, component_id, prop):
     if check is callback_body._selection:
         runs = [rng.choice(STRINGS) for _ in range(rng.randrange(5))]
         return {"runs": runs, "pending": [], "stamps": {r: [1, 2] for r in runs}, "errors": {}}
+    if check is callback_body._options:
+        return [rng.choice([rng.choice(STRINGS), {"label": "x", "value": rng.choice(STRINGS)}])
+                for _ in range(rng.randrange(4))]
     if check is callback_body._figure:
         return rng.choice([{"data": [{"type": "scatter", "x": [0, 1], "y": [1, 2]}], "layout": {}},
                            {"data": []}, {"data": [{"type": "nonsense", "x": "y"}], "layout": {"title": 5}}])
