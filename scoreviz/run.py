@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +148,16 @@ class Run:
         edges = np.linspace(-1.0, 1.0, self.bins + 1)
         return steps[keep], edges, hists[kind][keep]
 
+    def histogram_at(self, tag: str, kind: str, step: int):
+        """(recorded step, bin_edges, counts (bins,)) of the recorded step nearest to ``step``
+        (the earlier one on a tie); reads the step column and one histogram row only."""
+        recorded = self.scores(tag, columns=[]).index.to_numpy()
+        if not len(recorded):
+            raise ScorevizError(f"{self.file}: no {kind} histograms under tag {tag!r} yet")
+        at = int(recorded[np.argmin(np.abs(recorded - int(step)))])
+        steps, edges, counts = self.histograms(tag, kind, steps=(at, at))
+        return at, edges, counts[-1]
+
     def gradients(self, layers=None, steps=None, max_points=None) -> pd.DataFrame:
         """Per-layer gradient L2 norms, indexed by step, one column per layer (``layers``: only
         those recorded of these); ``steps`` and ``max_points`` as in the class docstring."""
@@ -211,8 +223,40 @@ def open_run(run_dir, header: bool = False) -> Run:
 
 
 def find_runs(root) -> list:
-    """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ScorevizError(f"{root}: no such folder")
-    return sorted(p.parent for p in root.rglob(FILE_NAME) if p.is_file())
+    """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included.
+
+    ``root`` may also be a glob (``runs/sweep-*``) or a list of folders and globs
+    (see :func:`expand_roots`); a run below two of them is listed once."""
+    found = set()
+    for folder in expand_roots(root):
+        found.update(p.parent for p in folder.rglob(FILE_NAME) if p.is_file())
+    return sorted(found)
+
+
+def expand_roots(roots) -> list:
+    """The folders named by ``roots``: a folder, a glob, or a list (tuple) of them, in the order
+    given, globs sorted, each folder once. ScorevizError for a name that is not a folder and a
+    glob that matches none."""
+    items = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    if not items:
+        raise ScorevizError("no run folder given")
+    folders = []
+    for item in items:
+        text = str(item)
+        if glob.has_magic(text) and not Path(text).exists():
+            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_dir()]
+            if not matches:
+                raise ScorevizError(f"{text}: the pattern matches no folder")
+        else:
+            if not Path(text).is_dir():
+                raise ScorevizError(f"{text}: no such folder")
+            matches = [Path(text)]
+        folders += [m for m in matches if m not in folders]
+    return folders
+
+
+def common_base(folders) -> Path:
+    """The folder that run ids of several run folders are relative to: their deepest common
+    folder, so two folders' runs of the same name get different ids (``runs/a``, ``other/a``);
+    a single folder is its own base."""
+    return Path(os.path.commonpath([Path(f).resolve() for f in folders]))
