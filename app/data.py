@@ -329,6 +329,44 @@ class RunData:
         return self._cached(run_id, ("gradients",), read)
 
 
+    def statistic(self, run_id: str, tag: str, column: str, max_points: int = figures.MAX_POINTS) -> pd.Series:
+        """One statistic of one run, at most ``max_points`` steps read as a strided hyperslab
+        (scoreviz.store.select): a score column of ``tag``, else a scalar of that name; an
+        empty Series when the run has neither. For grouped curves, where a spike of one seed
+        matters less than the group's mean; a single run's curve reads full resolution.
+
+        All score columns of a tag (or all scalars) are read in one go and cached as one
+        entry, so the statistics of a view cost one read per run."""
+        empty = pd.Series(dtype=np.float32)
+        if column in _scoreviz().store.STATS_COLUMNS:
+            if tag not in self.light_info(run_id).get("tags", []):
+                return empty
+            frame = self._cached(run_id, ("thin-scores", tag, max_points), lambda run: run.scores(
+                tag, max_points=max_points).astype(np.float32))
+        else:
+            frame = self._cached(run_id, ("thin-scalars", max_points), lambda run: run.scalars(
+                max_points=max_points).astype(np.float32))
+        return frame[column] if column in frame else empty
+
+    def grouped_curves(self, run_ids, tag: str, column: str, by=(), band: str = "std",
+                       max_points: int = figures.MAX_POINTS) -> list:
+        """scoreviz.groups.group_curves of ``run_ids`` grouped by config keys ``by``: what a
+        grouped curve view draws (a list of GroupCurve: mean, lower, upper, count per step).
+        Broken runs and runs without the statistic are left out of their group's curve."""
+        from scoreviz import groups
+
+        configs, curves = {}, {}
+        for run_id in run_ids:
+            info = self.light_info(run_id)
+            if info.get("error"):
+                continue
+            configs[run_id] = info.get("config", {})
+            try:
+                curves[run_id] = self.statistic(run_id, tag, column, max_points)
+            except Exception:  # noqa: BLE001 - a run that cannot be read has no curve
+                curves[run_id] = None
+        return groups.group_curves(curves, groups.group_runs(configs, by), band=band, max_points=max_points)
+
     def health(self, run_id: str, tag: str) -> list:
         """health.run_health of one run and tag (list of health.Flag)."""
         return self.memo(run_id, ("health", tag), lambda: health.run_health(

@@ -149,13 +149,27 @@ class StoreReader:
         committed = self._committed(f)
         out = {"rows": {}, "names": {}, "last_step": None}
         for name in streams_of(self.schema):
-            rows, count = self._extent(f, name, committed)
+            rows, count = self._extent(f, name, committed) if committed is None else self._counted(f, name, committed)
             out["rows"][name] = rows
             out["names"][name] = decode_names(f[name][STREAMS[name].names][:count]) if count else []
             if rows:
                 last = int(f[name]["step"][rows - 1])  # one element: rows are appended in step order
                 out["last_step"] = last if out["last_step"] is None else max(out["last_step"], last)
         return out
+
+    def _counted(self, f, stream_name, committed):
+        """(rows, names) of a stream from /committed, checked against its step and name datasets
+        only: what a header reads. Reading data checks every dataset (:meth:`_extent`)."""
+        rows, names = committed[stream_name]
+        group = f[stream_name]
+        steps = _dataset(group, "step", 1, self.path)
+        names_ds = _dataset(group, STREAMS[stream_name].names, 1, self.path)
+        if not (0 <= rows <= steps.shape[0] and 0 <= names <= names_ds.shape[0]) or \
+                names * NAME_BYTES > self.path.stat().st_size:
+            raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name} says {rows} rows "
+                                f"and {names} names are complete, but holds {steps.shape[0]} steps and "
+                                f"{names_ds.shape[0]} names")
+        return rows, names
 
     def rows(self) -> dict:
         """{stream: (rows, names)} complete in every dataset, sizes checked; (0, 0) for a stream
