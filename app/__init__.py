@@ -19,6 +19,8 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
                allow_hosts=()):
     """The ``dash.Dash`` app for every run below ``runs_dir``, re-read every ``refresh`` s.
 
+    ``runs_dir`` may be a folder, a glob, or a list of them (app.data.RunData).
+
     With ``warm`` (the default) runs are read into the cache in the background
     as soon as they are found, so the first figures come from memory.
     ``host`` is the address the server will bind: requests must name it, a
@@ -52,7 +54,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
             info = data.light_info(run_id)
             tags.update(dict.fromkeys(info.get("tags", [])))
             keys.update(info.get("config", {}))
-        return layout.build(str(runs_dir), run_ids, list(tags), sorted(keys), refresh)
+        return layout.build(_describe(runs_dir), run_ids, list(tags), sorted(keys), refresh)
 
     dash_app.layout = page
     callbacks.register(dash_app, data)
@@ -73,5 +75,12 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
     binding.check(host, port, debug)
     dash_app = create_app(runs_dir, refresh=refresh, host=host, allow_hosts=allow_hosts)
     url_host = f"[{host}]" if ":" in host else host
-    print(f"scoreviz: serving {runs_dir} on http://{url_host}:{port}/ (Ctrl+C to stop)", flush=True)
+    print(f"scoreviz: serving {_describe(runs_dir)} on http://{url_host}:{port}/ (Ctrl+C to stop)", flush=True)
     dash_app.run(host=host, port=port, debug=debug)
+
+
+def _describe(runs_dir) -> str:
+    """The run folders as the page and the console name them."""
+    if isinstance(runs_dir, (str, Path)):
+        return str(runs_dir)
+    return ", ".join(str(r) for r in runs_dir)

@@ -1,6 +1,8 @@
 """Reading only what a view needs: step ranges, columns and downsampling on read
 (HDF5 hyperslabs), headers without data, and the app's bounded cache."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +95,83 @@ def test_header_reads_names_and_counts_only(long_run):
     header = run.header
     assert header["tags"] == ["train", "ft"] and header["scalars"] == ["loss", "lr"]
     assert header["rows"]["scores"] == 2000 and header["last_step"] == 2997
+
+
+# ---- the app: headers for the run list, bounded cache -------------------------------
+
+
+@pytest.fixture
+def many_runs(tmp_path):
+    for i in range(6):
+        steps = np.arange(0, 400, 2)
+        write_run(tmp_path / f"m{i % 2}-s{i}", {"moco_m": i % 2, "seed": i}, steps, np.cos(steps + i),
+                  tags=("train", "ft"), scalars={"loss": steps * 1.0})
+    return tmp_path
+
+
+def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
+    import h5py
+
+    from app import create_app
+    from app.data import RunData
+    from scoreviz.store import reader
+    from tests.test_app import post_callback
+
+    opened, reads = [], []
+    real_open, real_getitem = reader.open_read, h5py.Dataset.__getitem__
+
+    def counting_open(path):
+        opened.append(str(path))
+        return real_open(path)
+
+    def recording_getitem(ds, selection):
+        out = real_getitem(ds, selection)
+        reads.append((ds.name, np.size(out)))
+        return out
+
+    monkeypatch.setattr(reader, "open_read", counting_open)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", recording_getitem)
+    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # no background reads: only the requests'
+    dash_app = create_app(many_runs, refresh=60)
+    client = dash_app.server.test_client()
+    assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
+    key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+    response = post_callback(client, dash_app, key, [0], [None])
+    assert response.status_code == 200 and "m1-s5" in response.get_data(as_text=True)
+    assert sorted(opened) == sorted(str(p / "scores.h5") for p in many_runs.iterdir())  # each run once
+    data_read = [name for name, size in reads if size > 1 and not name.endswith(("_names", "/committed"))]
+    assert data_read == [], f"the run list read data: {data_read}"
+    assert {name.rsplit("/", 1)[-1] for name, _ in reads} <= {"committed", "step", "tag_names", "layer_names",
+                                                               "names"}
+
+
+def test_background_reads_count_steps_of_listed_runs_and_read_selected_runs_in_full(many_runs):
+    from app.data import RunData
+
+    data = RunData(many_runs)
+    ids = data.run_ids()
+    data.warm(ids)
+    data.warm(ids[:1], urgent=True)
+    deadline = time.monotonic() + 60
+    while not data.warm_idle() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kinds = {(key[0], key[1]) for key in data._cache}
+    assert {(r, "info") for r in ids} <= kinds  # every listed run: its step count
+    assert {r for r, kind in kinds if kind == "scores"} == {ids[0]}  # only the selected run's data
+    assert data.table_row(ids[3])["steps"] == 200
+
+
+def test_cache_is_an_lru_bounded_in_bytes(many_runs):
+    from app.data import RunData
+
+    probe = RunData(many_runs, warm=False)
+    one = probe.scores("m0-s0", "train").memory_usage(deep=False).sum()
+    data = RunData(many_runs, max_bytes=int(2.5 * one), warm=False)
+    ids = data.run_ids()
+    for run_id in ids:
+        data.scores(run_id, "train")
+    data.scores(ids[-2], "train")  # used again: now the most recent
+    data.scores(ids[0], "ft")
+    assert data._bytes <= data.max_bytes
+    cached = [key[0] for key in data._cache if key[1] == "scores"]
+    assert ids[-2] in cached and ids[1] not in cached
