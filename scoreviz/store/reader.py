@@ -147,29 +147,35 @@ class StoreReader:
     def _header(self, f) -> dict:
         """Names, committed rows and the last step of every stream, without reading its data."""
         committed = self._committed(f)
+        size = self.path.stat().st_size
         out = {"rows": {}, "names": {}, "last_step": None}
         for name in streams_of(self.schema):
-            rows, count = self._extent(f, name, committed) if committed is None else self._counted(f, name, committed)
+            if committed is None:
+                rows, count = self._extent(f, name, committed)
+                steps, names_ds = f[name]["step"], f[name][STREAMS[name].names]
+            else:
+                rows, count = committed[name]
+                if not rows and not count:  # nothing committed: nothing to check or read
+                    out["rows"][name], out["names"][name] = 0, []
+                    continue
+                steps, names_ds = self._counted(f[name], name, rows, count, size)
             out["rows"][name] = rows
-            out["names"][name] = decode_names(f[name][STREAMS[name].names][:count]) if count else []
+            out["names"][name] = decode_names(names_ds[:count]) if count else []
             if rows:
-                last = int(f[name]["step"][rows - 1])  # one element: rows are appended in step order
+                last = int(steps[rows - 1])  # one element: rows are appended in step order
                 out["last_step"] = last if out["last_step"] is None else max(out["last_step"], last)
         return out
 
-    def _counted(self, f, stream_name, committed):
-        """(rows, names) of a stream from /committed, checked against its step and name datasets
-        only: what a header reads. Reading data checks every dataset (:meth:`_extent`)."""
-        rows, names = committed[stream_name]
-        group = f[stream_name]
+    def _counted(self, group, stream_name, rows, names, size):
+        """The step and name datasets of a stream, checked against its committed (rows, names):
+        all a header reads. Reading data checks every dataset (:meth:`_extent`)."""
         steps = _dataset(group, "step", 1, self.path)
         names_ds = _dataset(group, STREAMS[stream_name].names, 1, self.path)
-        if not (0 <= rows <= steps.shape[0] and 0 <= names <= names_ds.shape[0]) or \
-                names * NAME_BYTES > self.path.stat().st_size:
+        if not (0 <= rows <= steps.shape[0] and 0 <= names <= names_ds.shape[0]) or names * NAME_BYTES > size:
             raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name} says {rows} rows "
                                 f"and {names} names are complete, but holds {steps.shape[0]} steps and "
                                 f"{names_ds.shape[0]} names")
-        return rows, names
+        return steps, names_ds
 
     def rows(self) -> dict:
         """{stream: (rows, names)} complete in every dataset, sizes checked; (0, 0) for a stream
@@ -388,9 +394,9 @@ class StoreReader:
 
 
 def _dataset(group, name, ndim, path):
-    if name not in group or not isinstance(group[name], h5py.Dataset):
+    ds = group.get(name)  # one lookup: a run list opens a thousand files
+    if not isinstance(ds, h5py.Dataset):
         raise ScorevizError(f"{path}: truncated or damaged scoreviz run: missing dataset {group.name}/{name}")
-    ds = group[name]
     if ds.ndim != ndim or ds.dtype.kind not in "iufS":
         raise ScorevizError(f"{path}: truncated or damaged scoreviz run: {group.name}/{name} has shape {ds.shape} "
                             f"and type {ds.dtype}")
