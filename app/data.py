@@ -49,6 +49,11 @@ SNAPSHOTS = 1000
 CACHE_BYTES = 512 * 1024**2
 
 
+# Background reading, most urgent first: the selected runs' scores, the rest of the
+# selected runs, the step counts of every listed run.
+_SCORES, _REST, _COUNT = 0, 1, 2
+
+
 class RefusedRunId(ValueError):
     """A run id that does not name a run below RUNS_DIR."""
 
@@ -76,9 +81,8 @@ class RunData:
         self._lock = threading.Lock()
         self._warm_queue = queue.PriorityQueue() if warm else None
         self._order = itertools.count()  # FIFO within one priority
-        self._queued: dict = {}  # run id -> (stamp, priority) last queued
-        self._read_stamp: dict = {}  # run id -> stamp its background full read finished at
-        self._counted_stamp: dict = {}  # run id -> stamp its background step count finished at
+        self._queued: dict = {}  # (run id, level) -> stamp last queued
+        self._done: dict = {level: {} for level in (_SCORES, _REST, _COUNT)}  # level -> {run id: stamp read}
         if warm:
             threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
 
@@ -180,39 +184,42 @@ class RunData:
     def warm(self, run_ids, urgent: bool = False) -> None:
         """Read ``run_ids`` into the cache in a background thread.
 
-        ``urgent`` runs (the selected ones) are read in full, before the rest:
-        a 100k-step run takes seconds to read through scoreviz.Run, so it is
-        read when it is selected or changes, not when a figure asks for it.
-        The others (every listed run) get only their step counts for the run
-        table (the step columns), so a thousand runs on disk cost a thousand
-        small rows, not a thousand runs in memory. One thread does it: reads
-        share h5py's lock anyway, and it leaves the other cores to the callbacks.
+        ``urgent`` runs (the selected ones) are read before the rest, in two
+        passes: first their score statistics (what the curves, the default
+        view, draw: a run is no longer pending then), then everything else
+        (histograms, gradients, health). A 100k-step run takes seconds to read
+        in full, so it is read when it is selected or changes, not when a
+        figure asks for it. The other runs (every listed run) get only their
+        step counts for the run table (the step columns), so a thousand runs
+        on disk cost a thousand small rows, not a thousand runs in memory. One
+        thread does it: reads share h5py's lock anyway, and it leaves the
+        other cores to the callbacks.
         """
         if self._warm_queue is None:
             return
-        level = 0 if urgent else 1
         for run_id in run_ids:
             try:
                 stamp = self.stamp(run_id)
             except RefusedRunId:
                 continue
-            if self._read_stamp.get(run_id) == stamp or (not urgent and self._counted_stamp.get(run_id) == stamp):
-                continue
-            queued = self._queued.get(run_id)
-            if queued is not None and queued[0] == stamp and queued[1] <= level:
-                continue
-            self._queued[run_id] = (stamp, level)
-            self._warm_queue.put((level, next(self._order), run_id))
+            for level in (_SCORES, _REST) if urgent else (_COUNT,):
+                if self._done[level].get(run_id) == stamp or (
+                        level == _COUNT and self._done[_SCORES].get(run_id) == stamp):
+                    continue
+                if self._queued.get((run_id, level)) == stamp:
+                    continue
+                self._queued[(run_id, level)] = stamp
+                self._warm_queue.put((level, next(self._order), run_id))
 
     def pending(self, run_ids) -> list[str]:
-        """Those of ``run_ids`` never read yet: figures leave them out until they are.
+        """Those of ``run_ids`` whose scores were never read yet: figures leave them out until they are.
 
         A run read before but grown since is not pending: the callbacks read
         it again themselves, so a live run stays current.
         """
         if self._warm_queue is None:
             return []
-        return [r for r in run_ids if r not in self._read_stamp]
+        return [r for r in run_ids if r not in self._done[_SCORES]]
 
     def warm_idle(self) -> bool:
         """True when the background reader has nothing left to do."""
@@ -223,15 +230,16 @@ class RunData:
             level, _, run_id = self._warm_queue.get()
             try:
                 stamp = self.stamp(run_id)
-                if level > 0:
-                    if self._counted_stamp.get(run_id) != stamp:
-                        self.info(run_id)
-                        self._counted_stamp[run_id] = stamp
-                elif self._read_stamp.get(run_id) != stamp:
-                    self._read_everything(run_id)
-                    self._read_stamp[run_id] = stamp
+                if self._done[level].get(run_id) != stamp:
+                    info = self.info(run_id)
+                    if level == _SCORES and not info.get("error"):
+                        for tag in info.get("tags", []):
+                            self.scores(run_id, tag)
+                    elif level == _REST:
+                        self._read_everything(run_id)
+                    self._done[level][run_id] = stamp
             except Exception:  # noqa: BLE001 - a broken run shows its error when asked for
-                (self._counted_stamp if level > 0 else self._read_stamp).setdefault(run_id, None)
+                self._done[level].setdefault(run_id, None)
             finally:
                 self._warm_queue.task_done()
 
