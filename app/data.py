@@ -47,6 +47,8 @@ SNAPSHOTS = 1000
 # The cache's bound: 512 MiB holds the full reads of about 50 runs of 100k steps, or
 # of hundreds of 10k-step runs, and keeps a 1,000-run server well under 1.5 GB.
 CACHE_BYTES = 512 * 1024**2
+# Opened runs kept (a Run holds its config and attributes only, a few KB).
+OPEN_RUNS = 2048
 
 
 # Background reading, most urgent first: the selected runs' scores, the rest of the
@@ -81,6 +83,7 @@ class RunData:
         self._lock = threading.Lock()
         self._warm_queue = queue.PriorityQueue() if warm else None
         self._order = itertools.count()  # FIFO within one priority
+        self._runs: OrderedDict = OrderedDict()  # run id -> (stamp, scoreviz.Run), see _open
         self._queued: dict = {}  # (run id, level) -> stamp last queued
         self._done: dict = {level: {} for level in (_SCORES, _REST, _COUNT)}  # level -> {run id: stamp read}
         if warm:
@@ -176,8 +179,21 @@ class RunData:
         return hit[1], fresh
 
     def _open(self, run_id, header: bool = False):
+        """The run as scoreviz.Run, kept while its file is unchanged (opening reads its root
+        attributes: one open of the file saved on every later read)."""
         self.scores_file(run_id)  # refuses a scores.h5 that links out of the root
-        return _scoreviz().open_run(self.resolve(run_id), header=header)
+        stamp = self.stamp(run_id)
+        with self._lock:
+            hit = self._runs.get(run_id)
+            if hit is not None and hit[0] == stamp:
+                self._runs.move_to_end(run_id)
+                return hit[1]
+        run = _scoreviz().open_run(self.resolve(run_id), header=header)
+        with self._lock:
+            self._runs[run_id] = (stamp, run)
+            while len(self._runs) > OPEN_RUNS:
+                self._runs.popitem(last=False)
+        return run
 
     # ---- background reading -------------------------------------------------
 
@@ -204,7 +220,7 @@ class RunData:
                 continue
             for level in (_SCORES, _REST) if urgent else (_COUNT,):
                 if self._done[level].get(run_id) == stamp or (
-                        level == _COUNT and self._done[_SCORES].get(run_id) == stamp):
+                        level == _COUNT and self._done[_REST].get(run_id) == stamp):  # read in full: counted
                     continue
                 if self._queued.get((run_id, level)) == stamp:
                     continue
@@ -231,12 +247,13 @@ class RunData:
             try:
                 stamp = self.stamp(run_id)
                 if self._done[level].get(run_id) != stamp:
-                    info = self.info(run_id)
-                    if level == _SCORES and not info.get("error"):
-                        for tag in info.get("tags", []):
+                    if level == _SCORES:
+                        for tag in self.light_info(run_id).get("tags", []):
                             self.scores(run_id, tag)
                     elif level == _REST:
                         self._read_everything(run_id)
+                    else:
+                        self.info(run_id)
                     self._done[level][run_id] = stamp
             except Exception:  # noqa: BLE001 - a broken run shows its error when asked for
                 self._done[level].setdefault(run_id, None)
@@ -299,7 +316,8 @@ class RunData:
     def scores(self, run_id: str, tag: str) -> pd.DataFrame:
         """run.scores(tag) as float32 (empty when the run has no such tag)."""
         def read(run):
-            if tag not in run.tags:
+            tags = self.light_info(run_id).get("tags")  # from the cached header: no extra open
+            if tag not in (tags if tags is not None else run.tags):
                 return pd.DataFrame()
             return run.scores(tag).astype(np.float32)
         return self._cached(run_id, ("scores", tag), read)
