@@ -175,3 +175,13 @@ def test_cache_is_an_lru_bounded_in_bytes(many_runs):
     assert data._bytes <= data.max_bytes
     cached = [key[0] for key in data._cache if key[1] == "scores"]
     assert ids[-2] in cached and ids[1] not in cached
+
+
+def test_a_header_refuses_declared_sizes_the_file_cannot_hold(tmp_path):
+    import h5py
+
+    folder = write_run(tmp_path / "absurd", {}, np.arange(5), np.zeros(5))
+    with h5py.File(folder / "scores.h5", "r+") as f:
+        f["scores/step"].resize((2_000_000_000,))
+    with pytest.raises(scoreviz.ScorevizError, match="declares shape"):
+        scoreviz.open_run(folder, header=True)

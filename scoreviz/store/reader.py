@@ -171,6 +171,11 @@ class StoreReader:
         all a header reads. Reading data checks every dataset (:meth:`_extent`)."""
         steps = _dataset(group, "step", 1, self.path)
         names_ds = _dataset(group, STREAMS[stream_name].names, 1, self.path)
+        for name, ds in (("step", steps), (STREAMS[stream_name].names, names_ds)):
+            if ds.shape[0] * ds.dtype.itemsize > 16 * size + _DECLARED_SLACK:
+                raise self._absurd(f"{stream_name}/{name}", ds.shape)
+        if rows * steps.dtype.itemsize > size:
+            raise self._absurd(stream_name, (rows, names))
         if not (0 <= rows <= steps.shape[0] and 0 <= names <= names_ds.shape[0]) or names * NAME_BYTES > size:
             raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name} says {rows} rows "
                                 f"and {names} names are complete, but holds {steps.shape[0]} steps and "
