@@ -22,7 +22,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     ``runs_dir`` may be a folder, a glob, or a list of them (app.data.RunData).
 
     With ``warm`` (the default) runs are read into the cache in the background
-    as soon as they are found, so the first figures come from memory.
+    once listed (step counts) and selected (their data), so figures come from memory.
     ``host`` is the address the server will bind: requests must name it, a
     loopback name or one of ``allow_hosts`` in their Host header (app.guard).
     """
@@ -33,8 +33,10 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     from app import callbacks, guard, layout
     from app.data import RunData
 
+    # Background reading starts with the first run list (app.callbacks), not here: Dash
+    # builds the page at its first request, and a thousand headers read while the
+    # background thread holds h5py's lock for step counts would make that page wait.
     data = RunData(runs_dir, warm=warm)
-    data.warm(data.run_ids())
     options = {}
     if "enable_mcp" in inspect.signature(dash.Dash).parameters:
         options["enable_mcp"] = False  # no second endpoint, whatever DASH_MCP_ENABLED says
