@@ -12,7 +12,9 @@ already binned, for the pos and neg histograms, every step).
 Then, each server in its own process on 127.0.0.1, the clock starting at its
 launch:
 
-- scoreviz (`python -m app.cli_commands serve`): the page shell, the run table
+- scoreviz (`python -m app.cli_commands serve`): launch until the first page
+  (Dash builds the page at its first request: every run's header is read then;
+  the header reads alone are timed in this process), the page shell, the run table
   (N rows), selecting 50 runs (10 of each momentum; the time until the
   background has read them all) and the curves of the 50 runs (3 statistics),
   cold and warm; its peak RSS (VmHWM) at the end;
@@ -222,6 +224,10 @@ def measure_grouped_path(root: Path, selected: list) -> dict:
 
     data = RunData(root, warm=False)
     out = {}
+    start = time.perf_counter()
+    ids = data.run_ids()
+    assert not [r for r in ids if data.light_info(r).get("error")]
+    out["headers"] = time.perf_counter() - start  # what the first page reads: every run's header
     for label in ("cold", "warm"):
         start = time.perf_counter()
         for stat in STATS:
@@ -328,8 +334,10 @@ def report(n_runs, steps, workers, written, sizes, sv, grouped, tb):
     print("| measurement (50 runs compared: 10 seeds x 5 momentum values) | scoreviz | TensorBoard |")
     print("|---|---:|---:|")
     rows = [
-        ("server up (launch to first response)", s(sv["up"]), s(tb["up"]) if tb else na),
-        ("first page: page shell (/, layout, dependencies; every run's header, cold)", ms(sv["page"]), na),
+        ("launch until the first page is served (imports, every run's header)", s(sv["up"] + sv["page"]),
+         s(tb["up"]) if tb else na),
+        (f"of which: every run's header read ({n_runs:,} runs, cold, in this process)", ms(grouped["headers"]), na),
+        ("page shell (/, layout, dependencies) once the server is up", ms(sv["page"]), na),
         (f"run table + picker, {n_runs:,} rows (first / later)", f"{ms(sv['table'])} / {ms(sv['table_warm'])}", na),
         ("50 runs selected: read in the background (until none pending)", s(sv["read50"]), na),
         ("curves of the 50 runs, 3 statistics, one trace per run: cold / warm",
@@ -346,7 +354,8 @@ def report(n_runs, steps, workers, written, sizes, sv, grouped, tb):
     print(f"\ngroups: {', '.join(grouped['groups'])}")
     print("grouped curves: the app has no grouped view yet; this row times app.data.RunData.grouped_curves "
           "(what that view will call) in the benchmark's process.")
-    targets = [("first page < 2 s", sv["page"] + sv["table"] < 2),
+    targets = [("first page < 2 s (headers + page shell + run table)",
+                grouped["headers"] + sv["page"] + sv["table"] < 2),
                ("grouped curves cold < 1.5 s", grouped["cold"] < 1.5),
                ("grouped curves warm < 300 ms", grouped["warm"] < 0.3),
                ("peak server RSS < 1.5 GB", sv["rss"] < 1.5e9)]
