@@ -291,6 +291,7 @@ def _children(pid):
 def _disk_check(root: Path, n_runs: int, steps: int, tensorboard: bool):
     need = n_runs * steps * (SCOREVIZ_BYTES_PER_STEP + (TENSORBOARD_BYTES_PER_STEP if tensorboard else 0))
     root.mkdir(parents=True, exist_ok=True)
+    need -= sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())  # a kept sweep is reused
     free = shutil.disk_usage(root).free
     print(f"the sweep needs about {need / 1e9:.1f} GB; {free / 1e9:.1f} GB free", file=sys.stderr)
     if need > free - 5e9:
