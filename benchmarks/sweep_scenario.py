@@ -330,7 +330,8 @@ def report(n_runs, steps, workers, written, sizes, sv, grouped, tb):
     s = lambda t: f"{t:.2f} s"  # noqa: E731
     na = "-"
     print(f"\nsweep: {n_runs:,} runs x {steps:,} steps ({len(MOMENTA)} momentum values x {n_runs // len(MOMENTA)} "
-          f"seeds; 1 tag, {BINS} bins, 20 layers), written in {written:.0f} s by {workers} processes; on disk: "
+          f"seeds; 1 tag, {BINS} bins, 20 layers), "
+          f"{f'written in {written:.0f} s by {workers} processes' if written > 5 else 'kept from an earlier run'}; on disk: "
           f"scoreviz {sizes[0] / 1e9:.2f} GB, TensorBoard {sizes[1] / 1e9:.2f} GB\n")
     print("| measurement (50 runs compared: 10 seeds x 5 momentum values) | scoreviz | TensorBoard |")
     print("|---|---:|---:|")
