@@ -12,6 +12,7 @@ import pandas as pd
 from scoreviz.errors import ScorevizError
 from scoreviz.run import common_base, expand_roots, find_runs, open_run
 from scoreviz.store import STATS_COLUMNS
+from scoreviz.store.select import check_max_points, check_step_range
 
 FIXED_COLUMNS = ("run", "path", "tag", "statistic", "step", "value")
 
@@ -50,6 +51,8 @@ def open_runs(roots, statistics="neg_mean", tag: str = "train", where=None, step
     """
     if errors not in ("warn", "raise"):
         raise ScorevizError(f"open_runs: errors must be 'warn' or 'raise', got {errors!r}")
+    check_max_points(max_points, "open_runs")  # a bad option is said once, not as every run's warning
+    check_step_range(steps, "open_runs")
     names = [statistics] if isinstance(statistics, str) else list(statistics)
     if not names:
         raise ScorevizError("open_runs: no statistic asked for")

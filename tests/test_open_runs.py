@@ -69,5 +69,8 @@ def test_steps_and_max_points_and_errors(sweep):
     assert set(frame.groupby("run")["step"].apply(tuple)) == {(10, 25, 30)}  # 5 steps: every 3rd, the last
     with pytest.raises(scoreviz.ScorevizError, match="broken"):
         scoreviz.open_runs(sweep / "runs", "neg_mean", errors="raise")
+    for bad in ({"max_points": 0}, {"steps": (0.5, None)}, {"where": "moco_m=0.9"}, {"errors": "ignore"}):
+        with pytest.raises(scoreviz.ScorevizError, match="open_runs"):
+            scoreviz.open_runs(sweep / "runs", "neg_mean", **bad)
     empty = scoreviz.open_runs(sweep / "runs", "no such statistic", where={"seed": 0})
     assert empty.empty and list(empty.columns[:6]) == ["run", "path", "tag", "statistic", "step", "value"]
