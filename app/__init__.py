@@ -19,8 +19,10 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
                allow_hosts=()):
     """The ``dash.Dash`` app for every run below ``runs_dir``, re-read every ``refresh`` s.
 
+    ``runs_dir`` may be a folder, a glob, or a list of them (app.data.RunData).
+
     With ``warm`` (the default) runs are read into the cache in the background
-    as soon as they are found, so the first figures come from memory.
+    once listed (step counts) and selected (their data), so figures come from memory.
     ``host`` is the address the server will bind: requests must name it, a
     loopback name or one of ``allow_hosts`` in their Host header (app.guard).
     """
@@ -31,8 +33,10 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     from app import figures, callbacks, guard, layout
     from app.data import RunData
 
+    # Background reading starts with the first run list (app.callbacks), not here: Dash
+    # builds the page at its first request, and a thousand headers read while the
+    # background thread holds h5py's lock for step counts would make that page wait.
     data = RunData(runs_dir, warm=warm)
-    data.warm(data.run_ids())
     options = {}
     if "enable_mcp" in inspect.signature(dash.Dash).parameters:
         options["enable_mcp"] = False  # no second endpoint, whatever DASH_MCP_ENABLED says
@@ -55,7 +59,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
             scalars.update(dict.fromkeys(info.get("scalars", [])))
         # the statistics picker lists the scalars from the start, so a link's ?stats=loss is kept
         stats = list(figures.SCORE_COLUMNS) + [s for s in scalars if s not in figures.SCORE_COLUMNS]
-        return layout.build(str(runs_dir), run_ids, list(tags), sorted(keys), refresh, stats)
+        return layout.build(_describe(runs_dir), run_ids, list(tags), sorted(keys), refresh, stats)
 
     dash_app.layout = page
     callbacks.register(dash_app, data)
@@ -81,7 +85,7 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}/"
     if debug:
-        print(f"scoreviz: serving {runs_dir} on {url} (Ctrl+C to stop)", flush=True)
+        print(f"scoreviz: serving {_describe(runs_dir)} on {url} (Ctrl+C to stop)", flush=True)
         if on_start:
             on_start(url)
         dash_app.run(host=host, port=port, debug=True)
@@ -89,7 +93,14 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
     from app.server import make_server
 
     server = make_server(dash_app, host, port, verbose=verbose)
-    print(f"scoreviz: serving {runs_dir} on {url} (Ctrl+C to stop)", flush=True)
+    print(f"scoreviz: serving {_describe(runs_dir)} on {url} (Ctrl+C to stop)", flush=True)
     if on_start:
         on_start(url)
     server.run()
+
+
+def _describe(runs_dir) -> str:
+    """The run folders as the page and the console name them."""
+    if isinstance(runs_dir, (str, Path)):
+        return str(runs_dir)
+    return ", ".join(str(r) for r in runs_dir)

@@ -112,7 +112,6 @@ def _url_sync(dash_app, data):
     # any control change rewrites the URL.
     ids = [cid for cid, _ in URL_CONTROLS.values()]
     keys = list(URL_CONTROLS)
-    picker = keys.index("runs")
 
     @dash_app.callback(
         Output("url", "search"), Output("url-notice", "children"), Output("auto-runs", "data"),

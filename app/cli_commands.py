@@ -41,8 +41,11 @@ def refresh_seconds(text: str) -> float:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `scoreviz serve RUNS_DIR`."""
-    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="folder holding run folders (searched recursively)")
+    """Options of `scoreviz serve RUNS_DIR...`."""
+    parser.add_argument("runs_dir", metavar="RUNS_DIR", nargs="+",
+                        help="folders holding run folders (searched recursively), or globs of them "
+                             "('runs/sweep-*', quoted so the shell leaves it); with several, run names are "
+                             "paths from their common folder (runs/a, other/a)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; anything else "
                              "is reachable from other machines and prints a warning)")
@@ -101,7 +104,7 @@ def export_main(args: argparse.Namespace) -> int:
 
 # The pairs scoreviz.cli wires up: command -> (add_arguments, main, help).
 COMMANDS = {
-    "serve": (add_serve_arguments, serve_main, "serve the app for every run below RUNS_DIR"),
+    "serve": (add_serve_arguments, serve_main, "serve the app for every run below the RUNS_DIR folders"),
     "export": (add_export_arguments, export_main, "write one standalone HTML report of some runs"),
 }
 

@@ -1,15 +1,29 @@
-"""Runs below RUNS_DIR, read through scoreviz.Run and cached for the app.
+"""Runs below the run folders the server was given, read through scoreviz.Run and cached.
 
-A run id is the run folder's path relative to RUNS_DIR (POSIX form). Ids that
-point outside RUNS_DIR (``../..``, absolute paths, symlinks leading out) are
-refused, so a crafted URL can only ever open runs the server was given.
+A run id is the run folder's path relative to the run folder (POSIX form);
+with several run folders (``scoreviz serve runs/ other/``, or a glob), it is
+relative to their deepest common folder, so two folders' runs of the same
+name get different ids (``runs/a``, ``other/a``). Ids that point outside the
+folders given (``../..``, absolute paths, symlinks leading out) are refused,
+so a crafted URL can only ever open runs the server was given.
 
-Reading a 100k-step run is slow compared to a callback's budget, so every
-read is cached. The cache key includes the file's size and mtime: a run that
-is still being written gets a new key as soon as it grows, so live runs update
-and finished runs are read once. Where a whole array would be large (the
-per-step histograms, the step x layer gradient norms), only a bounded
-reduction is cached, which is all the figures need.
+Reading is lazy and bounded, so the server's memory does not grow with the
+number of runs on disk:
+
+- listing runs (the page, the run table, the picker) reads each run's header
+  only: root attributes, name lists, row counts, the last step (one open, a
+  few hundred bytes, whatever the run's length);
+- in the background, listed runs get their step counts (the step columns
+  only), and only the *selected* runs are read in full for the figures;
+- every read is cached in one LRU of at most ``CACHE_BYTES`` (512 MiB) of
+  arrays and frames, least recently used dropped first; headers and step
+  counts are a few hundred bytes each and are cached the same way.
+
+The cache key includes the file's size and mtime: a run that is still being
+written gets a new key as soon as it grows, so live runs update and finished
+runs are read once. Where a whole array would be large (the per-step
+histograms, the step x layer gradient norms), only a bounded reduction is
+cached, which is all the figures need.
 """
 
 from __future__ import annotations
@@ -30,7 +44,16 @@ from app import figures, health
 # Exact histograms kept per (run, tag, kind) for the step slider; the slider
 # moves over this many positions at most.
 SNAPSHOTS = 1000
-CACHE_BYTES = 2 * 1024**3
+# The cache's bound: 512 MiB holds the full reads of about 50 runs of 100k steps, or
+# of hundreds of 10k-step runs, and keeps a 1,000-run server well under 1.5 GB.
+CACHE_BYTES = 512 * 1024**2
+# Opened runs kept (a Run holds its config and attributes only, a few KB).
+OPEN_RUNS = 2048
+
+
+# Background reading, most urgent first: the selected runs' scores, the rest of the
+# selected runs, the step counts of every listed run.
+_SCORES, _REST, _COUNT = 0, 1, 2
 
 
 class RefusedRunId(ValueError):
@@ -46,20 +69,23 @@ def _scoreviz():
 
 
 class RunData:
-    """All runs below ``root``, their reads cached per (file, size, mtime)."""
+    """All runs below ``root`` (a folder, a glob, or a list of them), their reads cached
+    per (file, size, mtime)."""
 
     def __init__(self, root, max_bytes: int = CACHE_BYTES, warm: bool = True):
-        self.root = Path(root).resolve()
-        if not self.root.is_dir():
-            raise _scoreviz().ScorevizError(f"{root}: no such folder")
+        from scoreviz.run import common_base, expand_roots
+
+        self.roots = [p.resolve() for p in expand_roots(root)]
+        self.root = common_base(self.roots)  # run ids are relative to it
         self.max_bytes = max_bytes
         self._cache: OrderedDict = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self._warm_queue = queue.PriorityQueue() if warm else None
         self._order = itertools.count()  # FIFO within one priority
-        self._queued: dict = {}  # run id -> (stamp, priority) last queued
-        self._read_stamp: dict = {}  # run id -> stamp its background read finished at
+        self._runs: OrderedDict = OrderedDict()  # run id -> (stamp, scoreviz.Run), see _open
+        self._queued: dict = {}  # (run id, level) -> stamp last queued
+        self._done: dict = {level: {} for level in (_SCORES, _REST, _COUNT)}  # level -> {run id: stamp read}
         if warm:
             threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
 
@@ -67,11 +93,12 @@ class RunData:
 
     def run_ids(self) -> list[str]:
         """Ids of every run folder below the root, broken ones included, sorted."""
-        ids = []
-        for path in _scoreviz().find_runs(self.root):
-            rel = Path(os.path.relpath(path, self.root)).as_posix()
-            ids.append(rel)
-        return ids
+        return sorted(Path(os.path.relpath(path, self.root)).as_posix()
+                      for path in _scoreviz().find_runs(self.roots))
+
+    def _inside(self, path: Path, strictly: bool = False) -> bool:
+        """Whether ``path`` (resolved) lies in one of the run folders given."""
+        return any(root in path.parents or (path == root and not strictly) for root in self.roots)
 
     def resolve(self, run_id) -> Path:
         """Folder of ``run_id``; raises RefusedRunId unless it lies below the root."""
@@ -80,7 +107,7 @@ class RunData:
         if Path(run_id).is_absolute() or run_id.startswith(("/", "\\")):
             raise RefusedRunId(f"run id {run_id!r} refused: absolute paths are not allowed")
         path = (self.root / run_id).resolve()
-        if path != self.root and self.root not in path.parents:
+        if not self._inside(path):
             raise RefusedRunId(f"run id {run_id!r} refused: it points outside the runs folder")
         return path
 
@@ -92,7 +119,7 @@ class RunData:
         """
         path = self.resolve(run_id) / _scoreviz().store.FILE_NAME
         target = path.resolve()
-        if self.root not in target.parents:
+        if not self._inside(target, strictly=True):
             raise RefusedRunId(f"run id {run_id!r} refused: its {path.name} is a link to a file "
                                "outside the runs folder")
         return path
@@ -120,7 +147,7 @@ class RunData:
                     raise value
                 return value
         try:
-            value = compute(self._open(run_id))
+            value = compute(self._open(run_id, header=key == ("light",)))
         except Exception as err:  # noqa: BLE001 - whatever breaks one run must not break the others
             # A broken file stays broken until it changes: remember the error.
             value = err if isinstance(err, ValueError) else _scoreviz().ScorevizError(
@@ -151,46 +178,64 @@ class RunData:
             return None, False
         return hit[1], fresh
 
-    def _open(self, run_id):
+    def _open(self, run_id, header: bool = False):
+        """The run as scoreviz.Run, kept while its file is unchanged (opening reads its root
+        attributes: one open of the file saved on every later read)."""
         self.scores_file(run_id)  # refuses a scores.h5 that links out of the root
-        return _scoreviz().open_run(self.resolve(run_id))
+        stamp = self.stamp(run_id)
+        with self._lock:
+            hit = self._runs.get(run_id)
+            if hit is not None and hit[0] == stamp:
+                self._runs.move_to_end(run_id)
+                return hit[1]
+        run = _scoreviz().open_run(self.resolve(run_id), header=header)
+        with self._lock:
+            self._runs[run_id] = (stamp, run)
+            while len(self._runs) > OPEN_RUNS:
+                self._runs.popitem(last=False)
+        return run
 
     # ---- background reading -------------------------------------------------
 
     def warm(self, run_ids, urgent: bool = False) -> None:
         """Read ``run_ids`` into the cache in a background thread.
 
-        A 100k-step run takes seconds to read through scoreviz.Run, so runs
-        are read when they are discovered or change, not when a user first
-        asks for a figure. ``urgent`` (the selected runs) go before the rest.
-        One thread does it: reads share h5py's lock anyway, and it leaves the
+        ``urgent`` runs (the selected ones) are read before the rest, in two
+        passes: first their score statistics (what the curves, the default
+        view, draw: a run is no longer pending then), then everything else
+        (histograms, gradients, health). A 100k-step run takes seconds to read
+        in full, so it is read when it is selected or changes, not when a
+        figure asks for it. The other runs (every listed run) get only their
+        step counts for the run table (the step columns), so a thousand runs
+        on disk cost a thousand small rows, not a thousand runs in memory. One
+        thread does it: reads share h5py's lock anyway, and it leaves the
         other cores to the callbacks.
         """
         if self._warm_queue is None:
             return
-        level = 0 if urgent else 1
         for run_id in run_ids:
             try:
                 stamp = self.stamp(run_id)
             except RefusedRunId:
                 continue
-            if self._read_stamp.get(run_id) == stamp:
-                continue
-            queued = self._queued.get(run_id)
-            if queued is not None and queued[0] == stamp and queued[1] <= level:
-                continue
-            self._queued[run_id] = (stamp, level)
-            self._warm_queue.put((level, next(self._order), run_id))
+            for level in (_SCORES, _REST) if urgent else (_COUNT,):
+                if self._done[level].get(run_id) == stamp or (
+                        level == _COUNT and self._done[_REST].get(run_id) == stamp):  # read in full: counted
+                    continue
+                if self._queued.get((run_id, level)) == stamp:
+                    continue
+                self._queued[(run_id, level)] = stamp
+                self._warm_queue.put((level, next(self._order), run_id))
 
     def pending(self, run_ids) -> list[str]:
-        """Those of ``run_ids`` never read yet: figures leave them out until they are.
+        """Those of ``run_ids`` whose scores were never read yet: figures leave them out until they are.
 
         A run read before but grown since is not pending: the callbacks read
         it again themselves, so a live run stays current.
         """
         if self._warm_queue is None:
             return []
-        return [r for r in run_ids if r not in self._read_stamp]
+        return [r for r in run_ids if r not in self._done[_SCORES]]
 
     def warm_idle(self) -> bool:
         """True when the background reader has nothing left to do."""
@@ -198,14 +243,20 @@ class RunData:
 
     def _warm_loop(self):
         while True:
-            _, _, run_id = self._warm_queue.get()
+            level, _, run_id = self._warm_queue.get()
             try:
                 stamp = self.stamp(run_id)
-                if self._read_stamp.get(run_id) != stamp:
-                    self._read_everything(run_id)
-                    self._read_stamp[run_id] = stamp
+                if self._done[level].get(run_id) != stamp:
+                    if level == _SCORES:
+                        for tag in self.light_info(run_id).get("tags", []):
+                            self.scores(run_id, tag)
+                    elif level == _REST:
+                        self._read_everything(run_id)
+                    else:
+                        self.info(run_id)
+                    self._done[level][run_id] = stamp
             except Exception:  # noqa: BLE001 - a broken run shows its error when asked for
-                self._read_stamp.setdefault(run_id, None)
+                self._done[level].setdefault(run_id, None)
             finally:
                 self._warm_queue.task_done()
 
@@ -266,7 +317,8 @@ class RunData:
     def scores(self, run_id: str, tag: str) -> pd.DataFrame:
         """run.scores(tag) as float32 (empty when the run has no such tag)."""
         def read(run):
-            if tag not in run.tags:
+            tags = self.light_info(run_id).get("tags")  # from the cached header: no extra open
+            if tag not in (tags if tags is not None else run.tags):
                 return pd.DataFrame()
             return run.scores(tag).astype(np.float32)
         return self._cached(run_id, ("scores", tag), read)
@@ -308,6 +360,44 @@ class RunData:
         return self._cached(run_id, ("gradients",), read)
 
 
+    def statistic(self, run_id: str, tag: str, column: str, max_points: int = figures.MAX_POINTS) -> pd.Series:
+        """One statistic of one run, at most ``max_points`` steps read as a strided hyperslab
+        (scoreviz.store.select): a score column of ``tag``, else a scalar of that name; an
+        empty Series when the run has neither. For grouped curves, where a spike of one seed
+        matters less than the group's mean; a single run's curve reads full resolution.
+
+        All score columns of a tag (or all scalars) are read in one go and cached as one
+        entry, so the statistics of a view cost one read per run."""
+        empty = pd.Series(dtype=np.float32)
+        if column in _scoreviz().store.STATS_COLUMNS:
+            if tag not in self.light_info(run_id).get("tags", []):
+                return empty
+            frame = self._cached(run_id, ("thin-scores", tag, max_points), lambda run: run.scores(
+                tag, max_points=max_points).astype(np.float32))
+        else:
+            frame = self._cached(run_id, ("thin-scalars", max_points), lambda run: run.scalars(
+                max_points=max_points).astype(np.float32))
+        return frame[column] if column in frame else empty
+
+    def grouped_curves(self, run_ids, tag: str, column: str, by=(), band: str = "std",
+                       max_points: int = figures.MAX_POINTS) -> list:
+        """scoreviz.groups.group_curves of ``run_ids`` grouped by config keys ``by``: what a
+        grouped curve view draws (a list of GroupCurve: mean, lower, upper, count per step).
+        Broken runs and runs without the statistic are left out of their group's curve."""
+        from scoreviz import groups
+
+        configs, curves = {}, {}
+        for run_id in run_ids:
+            info = self.light_info(run_id)
+            if info.get("error"):
+                continue
+            configs[run_id] = info.get("config", {})
+            try:
+                curves[run_id] = self.statistic(run_id, tag, column, max_points)
+            except Exception:  # noqa: BLE001 - a run that cannot be read has no curve
+                curves[run_id] = None
+        return groups.group_curves(curves, groups.group_runs(configs, by), band=band, max_points=max_points)
+
     def health(self, run_id: str, tag: str) -> list:
         """health.run_health of one run and tag (list of health.Flag)."""
         return self.memo(run_id, ("health", tag), lambda: health.run_health(
@@ -318,9 +408,11 @@ class RunData:
         return self._cached(run_id, ("memo",) + key, lambda _run: compute())
 
     def _light_info(self, run) -> dict:
+        header = run.header  # read in the same open as the config (see _open(header=True))
         mtime = run.file.stat().st_mtime
-        return {"name": run.name, "config": dict(run.config or {}), "tags": list(run.tags),
-                "scalars": list(run.scalar_names), "mtime": mtime,
+        return {"name": run.name, "config": dict(run.config or {}), "tags": list(header["tags"]),
+                "scalars": list(header["scalars"]), "mtime": mtime,
+                "last_step": header["last_step"], "rows": header["rows"],
                 "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))}
 
     def _info(self, run) -> dict:

@@ -1,6 +1,10 @@
 """Server-side latency of the app on large runs, and the bytes each figure sends.
 
     python benchmarks/app_latency.py [--runs-dir /tmp/scoreviz-bench] [--steps 100000]
+    nice -n 10 python benchmarks/app_latency.py --sweep [--runs 1000] [--steps 10000]
+
+The second is the sweep scenario (benchmarks/sweep_scenario.py): scoreviz and
+TensorBoard on the same N runs x S steps, side by side.
 
 Writes 8 runs of 100,000 recorded steps (2 tags, 100 histogram bins, 150
 layers) through scoreviz.store's writer (the Recorder would take far longer to
@@ -46,42 +50,51 @@ def _erf(x):
     return sign * y
 
 
-def write_run(path: Path, steps: int, momentum: float, seed: int):
-    """One large run: score stats and histograms for two tags, 150 layer norms, scalars."""
-    from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreWriter
+def score_rows(rng, s, steps: int, momentum: float, shift: float = 0.0) -> dict:
+    """Score statistics and histograms of steps ``s`` of a run of ``steps`` steps (a dict
+    as StoreWriter.append_scores takes): the positive mean rises with momentum."""
+    from scoreviz.store import STATS_COLUMNS
+
+    edges = np.linspace(-1, 1, BINS + 1)
+    t = s / steps
+    pos_mean = 0.3 + 0.6 * t * momentum + shift + rng.normal(0, 0.01, len(s))
+    neg_mean = 0.02 * np.sin(t * 20) + rng.normal(0, 0.003, len(s))
+    pos_std = np.full(len(s), 0.1)
+    neg_std = 0.15 * (1 - 0.5 * t) + rng.normal(0, 0.002, len(s)) ** 2
+    stats = {c: np.zeros(len(s)) for c in STATS_COLUMNS}
+    stats.update(pos_count=np.full(len(s), 256.0), neg_count=np.full(len(s), 256.0 * 4096),
+                 pos_mean=pos_mean, neg_mean=neg_mean, pos_var=pos_std ** 2,
+                 neg_var=neg_std ** 2, neg_sample_var=0.8 * neg_std ** 2,
+                 pos_min=pos_mean - 3 * pos_std, pos_max=np.minimum(pos_mean + 3 * pos_std, 1),
+                 neg_min=neg_mean - 4 * neg_std, neg_max=neg_mean + 4 * neg_std)
+    for kind, m, sd in (("pos", pos_mean, pos_std), ("neg", neg_mean, neg_std)):
+        for q, z in (("q05", -1.645), ("q25", -0.674), ("q50", 0.0), ("q75", 0.674),
+                     ("q95", 1.645)):
+            stats[f"{kind}_{q}"] = m + z * sd
+    stats["pos_hist"] = _hist_rows(rng, pos_mean, pos_std, 256, edges)
+    stats["neg_hist"] = _hist_rows(rng, neg_mean, neg_std, 256 * 4096, edges)
+    return stats
+
+
+def write_run(path: Path, steps: int, momentum: float, seed: int, tags=TAGS, layers: int = LAYERS,
+              config=None):
+    """One large run: score stats and histograms for each tag, per-layer norms, scalars."""
+    from scoreviz.store import FILE_NAME, StoreWriter
 
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    edges = np.linspace(-1, 1, BINS + 1)
-    layers = [f"encoder.layer{i // 3}.{['conv', 'bn', 'relu'][i % 3]}" for i in range(LAYERS)]
-    writer = StoreWriter(path / FILE_NAME, BINS, {"moco_m": momentum, "lr": 0.03, "arch": "resnet18",
-                                                  "steps": steps}, {"benchmark": True})
+    names = [f"encoder.layer{i // 3}.{['conv', 'bn', 'relu'][i % 3]}" for i in range(layers)]
+    config = config or {"moco_m": momentum, "lr": 0.03, "arch": "resnet18", "steps": steps}
+    writer = StoreWriter(path / FILE_NAME, BINS, config, {"benchmark": True})
     try:
         for start in range(0, steps, CHUNK):
             s = np.arange(start, min(start + CHUNK, steps))
             t = s / steps
-            for tag in TAGS:
-                shift = 0.1 if tag == "ft" else 0.0
-                pos_mean = 0.3 + 0.6 * t * momentum + shift + rng.normal(0, 0.01, len(s))
-                neg_mean = 0.02 * np.sin(t * 20) + rng.normal(0, 0.003, len(s))
-                pos_std = np.full(len(s), 0.1)
-                neg_std = 0.15 * (1 - 0.5 * t) + rng.normal(0, 0.002, len(s)) ** 2
-                stats = {c: np.zeros(len(s)) for c in STATS_COLUMNS}
-                stats.update(pos_count=np.full(len(s), 256.0), neg_count=np.full(len(s), 256.0 * 4096),
-                             pos_mean=pos_mean, neg_mean=neg_mean, pos_var=pos_std ** 2,
-                             neg_var=neg_std ** 2, neg_sample_var=0.8 * neg_std ** 2,
-                             pos_min=pos_mean - 3 * pos_std, pos_max=np.minimum(pos_mean + 3 * pos_std, 1),
-                             neg_min=neg_mean - 4 * neg_std, neg_max=neg_mean + 4 * neg_std)
-                for kind, m, sd in (("pos", pos_mean, pos_std), ("neg", neg_mean, neg_std)):
-                    for q, z in (("q05", -1.645), ("q25", -0.674), ("q50", 0.0), ("q75", 0.674),
-                                 ("q95", 1.645)):
-                        stats[f"{kind}_{q}"] = m + z * sd
-                stats["pos_hist"] = _hist_rows(rng, pos_mean, pos_std, 256, edges)
-                stats["neg_hist"] = _hist_rows(rng, neg_mean, neg_std, 256 * 4096, edges)
-                writer.append_scores(tag, s, stats)
-            depth = np.linspace(2, -1, LAYERS)
-            norms = (10 ** (depth[None, :] - t[:, None]) * rng.lognormal(0, 0.2, (len(s), LAYERS)))
-            writer.append_gradients(s, layers, norms.astype(np.float32),
+            for tag in tags:
+                writer.append_scores(tag, s, score_rows(rng, s, steps, momentum, 0.1 if tag == "ft" else 0.0))
+            depth = np.linspace(2, -1, layers)
+            norms = (10 ** (depth[None, :] - t[:, None]) * rng.lognormal(0, 0.2, (len(s), layers)))
+            writer.append_gradients(s, names, norms.astype(np.float32),
                                     np.sqrt((norms ** 2).sum(axis=1)))
             writer.append_scalars(s, ["loss", "lr"], np.stack([8 - 2 * t, np.full(len(s), 0.03)], axis=1))
     finally:
@@ -142,8 +155,22 @@ class Client:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs-dir", default="/tmp/scoreviz-bench")
-    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per run (default 100,000; 10,000 with --sweep)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="the sweep scenario instead (benchmarks/sweep_scenario.py): --runs runs of "
+                             "--steps steps, scoreviz and TensorBoard side by side")
+    parser.add_argument("--runs", type=int, default=1000, help="runs in the sweep (default 1,000)")
+    parser.add_argument("--workers", type=int, default=2, help="processes writing the sweep (default 2)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="sweep: measure scoreviz only")
+    parser.add_argument("--keep", action="store_true", help="sweep: keep the generated runs and event files")
     args = parser.parse_args(argv)
+    if args.sweep:
+        from benchmarks.sweep_scenario import run_sweep
+
+        return run_sweep(Path(args.runs_dir), args.runs, args.steps or 10_000, args.workers,
+                         tensorboard=not args.no_tensorboard, keep=args.keep)
+    args.steps = args.steps or 100_000
     root = Path(args.runs_dir)
     root.mkdir(parents=True, exist_ok=True)
     names = ensure_runs(root, args.steps)

@@ -3,6 +3,7 @@
     rec = scoreviz.Recorder("runs/my-run", config=vars(args))
     rec.log_scores(step, pos, neg)          # cosine scores
     run = scoreviz.open_run("runs/my-run")  # pandas frames
+    frame = scoreviz.open_runs("runs/", "neg_mean", where={"moco_m": 0.99})  # many runs, one long frame
 
 The public names are loaded on first use (PEP 562), so importing scoreviz, and
 so `scoreviz --help`, does not import torch, numpy or h5py.
@@ -16,9 +17,9 @@ from scoreviz.errors import ScorevizError  # noqa: E402  (light: no imports)
 
 # public name -> module that defines it
 _LAZY = {"Recorder": "scoreviz.recorder", "Run": "scoreviz.run", "find_runs": "scoreviz.run",
-         "open_run": "scoreviz.run"}
+         "open_run": "scoreviz.run", "open_runs": "scoreviz.sweep"}
 
-__all__ = ["Recorder", "Run", "ScorevizError", "find_runs", "open_run", "__version__"]
+__all__ = ["Recorder", "Run", "ScorevizError", "find_runs", "open_run", "open_runs", "__version__"]
 
 
 def __getattr__(name):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pandas as pd
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS
 from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreReader
+from scoreviz.store.select import last_of_each_step as _last_of_each_step
 
 EMBEDDING_FRAME_COLUMNS = ("std", "uniformity", "alignment", "rank", "dim", "samples", "nonfinite", "window_samples")
 
@@ -19,9 +22,14 @@ class Run:
     so a run that is still being written shows its newest steps.
 
     When a resumed run recorded a step twice, the later row wins.
+
+    The readers of long series take ``steps=(first, last)`` (inclusive, either
+    end None) and ``max_points`` (at most that many steps: every k-th and the
+    last, read as HDF5 hyperslabs, see scoreviz.store.select), and a column
+    selection, so a view reads only what it shows.
     """
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, header: bool = False):
         path = Path(run_dir)
         if not path.exists():
             raise ScorevizError(f"{path}: no such run folder or file")
@@ -29,7 +37,7 @@ class Run:
         self.file = path if path.is_file() else path / FILE_NAME
         if not self.file.exists():
             raise ScorevizError(f"{self.path}: not a scoreviz run (no {FILE_NAME} in it)")
-        self._reader = StoreReader(self.file)
+        self._reader = StoreReader(self.file, header=header)
         self.name = self.path.name
         self.config = self._reader.config
         self.env = self._reader.env
@@ -58,7 +66,20 @@ class Run:
         """Names of the logged scalars in order of first use (without reading their values)."""
         return self._reader._names("scalars")
 
-    def scores(self, tag: str = "train") -> pd.DataFrame:
+    @property
+    def header(self) -> dict:
+        """What a run list shows, read with the run's root attributes in one open:
+        ``{"tags", "embedding_tags", "layers", "scalars", "rows": {stream: rows}, "last_step"}``
+        (names and counts only; no statistics are read). Read when the run is opened
+        (``open_run(..., header=True)`` reads it in the same open; otherwise on first use)."""
+        if self._reader.header is None:
+            self._reader = StoreReader(self.file, header=True)
+        names = self._reader.header["names"]
+        return {"tags": names.get("scores", []), "embedding_tags": names.get("embeddings", []),
+                "layers": names.get("gradients", []), "scalars": names.get("scalars", []),
+                "rows": dict(self._reader.header["rows"]), "last_step": self._reader.header["last_step"]}
+
+    def scores(self, tag: str = "train", columns=None, steps=None, max_points=None) -> pd.DataFrame:
         """Score statistics of one tag, indexed by step.
 
         Columns, for k in pos and neg: k_count, k_mean, k_var (ddof=0), k_min,
@@ -68,13 +89,23 @@ class Run:
         hard_frac, the fraction of samples whose hardest negative beats their
         positive (NaN without negatives, or when there is not one positive per
         sample, and in files of scoreviz before 0.2).
+
+        ``columns`` reads only those statistics (in that order); ``steps`` and
+        ``max_points`` as in the class docstring.
         """
-        steps, stats, columns, _ = self._reader.scores(tag)
-        frame = pd.DataFrame(stats, columns=columns)
-        for column in STATS_COLUMNS:  # columns an older file lacks, as not recorded
+        if columns is not None:
+            columns = list(columns)
+            unknown = [c for c in columns if c not in STATS_COLUMNS]
+            if unknown:
+                raise ScorevizError(f"{self.file}: no score statistic {unknown[0]!r}; known: {list(STATS_COLUMNS)}")
+        row_steps, stats, names, _ = self._reader.scores(tag, columns=columns, steps=steps, max_points=max_points)
+        frame = pd.DataFrame(stats, columns=names)
+        for column in columns if columns is not None else STATS_COLUMNS:  # those an older file lacks
             if column not in frame:
                 frame[column] = np.nan
-        return _by_step(frame, steps)
+        if columns is not None:
+            frame = frame[columns]
+        return _by_step(frame, row_steps)
 
     def embeddings(self, tag: str = "train") -> pd.DataFrame:
         """Embedding statistics of one tag (log_embeddings), indexed by step.
@@ -108,28 +139,46 @@ class Run:
         keep = _last_of_each_step(steps)
         return steps[keep], dims[keep], samples[keep], ranks[keep], eigenvalues[keep]
 
-    def histograms(self, tag: str, kind: str):
-        """(steps (n,), bin_edges (bins + 1,), counts (n, bins)) of one tag and kind ("pos" or "neg")."""
+    def histograms(self, tag: str, kind: str, steps=None, max_points=None):
+        """(steps (n,), bin_edges (bins + 1,), counts (n, bins)) of one tag and kind ("pos" or "neg");
+        ``steps`` and ``max_points`` as in the class docstring."""
         if kind not in KINDS:
             raise ScorevizError(f"histograms: kind must be 'pos' or 'neg', got {kind!r}")
-        steps, _, _, hists = self._reader.scores(tag, with_hist=(kind,))
+        if steps is None and max_points is None:
+            steps, _, _, hists = self._reader.scores(tag, with_hist=(kind,))
+        else:
+            steps, _, _, hists = self._reader.scores(tag, with_hist=(kind,), columns=(), steps=steps,
+                                                     max_points=max_points)
         keep = _last_of_each_step(steps)
         edges = np.linspace(-1.0, 1.0, self.bins + 1)
         return steps[keep], edges, hists[kind][keep]
 
-    def gradients(self) -> pd.DataFrame:
-        """Per-layer gradient L2 norms, indexed by step, one column per layer."""
-        steps, values, names, _ = self._reader.table("gradients")
+    def histogram_at(self, tag: str, kind: str, step: int):
+        """(recorded step, bin_edges, counts (bins,)) of the recorded step nearest to ``step``
+        (the earlier one on a tie); reads the step column and one histogram row only."""
+        recorded = self.scores(tag, columns=[]).index.to_numpy()
+        if not len(recorded):
+            raise ScorevizError(f"{self.file}: no {kind} histograms under tag {tag!r} yet")
+        at = int(recorded[np.argmin(np.abs(recorded - int(step)))])
+        steps, edges, counts = self.histograms(tag, kind, steps=(at, at))
+        return at, edges, counts[-1]
+
+    def gradients(self, layers=None, steps=None, max_points=None) -> pd.DataFrame:
+        """Per-layer gradient L2 norms, indexed by step, one column per layer (``layers``: only
+        those recorded of these); ``steps`` and ``max_points`` as in the class docstring."""
+        steps, values, names, _ = self._reader.table("gradients", layers, steps, max_points)
         return _by_step(pd.DataFrame(values, columns=names), steps)
 
-    def total_gradient_norm(self) -> pd.Series:
+    def total_gradient_norm(self, steps=None, max_points=None) -> pd.Series:
         """The L2 norm of all gradients together, indexed by step."""
-        steps, _, _, totals = self._reader.table("gradients")
+        names = None if steps is None and max_points is None else ()
+        steps, _, _, totals = self._reader.table("gradients", names, steps, max_points)
         return _by_step(pd.DataFrame({"total": totals}), steps)["total"]
 
-    def scalars(self) -> pd.DataFrame:
-        """Logged scalars, indexed by step, one column per name (NaN where not logged)."""
-        steps, values, names, _ = self._reader.table("scalars")
+    def scalars(self, names=None, steps=None, max_points=None) -> pd.DataFrame:
+        """Logged scalars, indexed by step, one column per name (NaN where not logged);
+        ``names``: only those logged of these; ``steps`` and ``max_points`` as in the class docstring."""
+        steps, values, names, _ = self._reader.table("scalars", names, steps, max_points)
         frame = pd.DataFrame(values, columns=names)
         frame.index = pd.Index(np.asarray(steps, dtype=np.int64), name="step")
         # several log_scalars calls may share a step: keep the last value of each name
@@ -173,15 +222,6 @@ class Run:
         return out
 
 
-def _last_of_each_step(steps):
-    """Indices of the last row of each step, in step order."""
-    steps = np.asarray(steps)
-    order = np.argsort(steps, kind="stable")
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = steps[order][1:] != steps[order][:-1]
-    return order[last]
-
-
 def _by_step(frame, steps):
     keep = _last_of_each_step(steps)
     frame = frame.iloc[keep]
@@ -189,14 +229,50 @@ def _by_step(frame, steps):
     return frame
 
 
-def open_run(run_dir) -> Run:
-    """Open a recorded run (its folder or its scores.h5); ScorevizError on bad input."""
-    return Run(run_dir)
+def open_run(run_dir, header: bool = False) -> Run:
+    """Open a recorded run (its folder or its scores.h5); ScorevizError on bad input.
+
+    Opening reads the root attributes only (config, env, bins); with ``header`` the
+    same open also reads :attr:`Run.header` (tags, layers, scalar names, row counts,
+    last step), all a run list needs."""
+    return Run(run_dir, header=header)
 
 
 def find_runs(root) -> list:
-    """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ScorevizError(f"{root}: no such folder")
-    return sorted(p.parent for p in root.rglob(FILE_NAME) if p.is_file())
+    """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included.
+
+    ``root`` may also be a glob (``runs/sweep-*``) or a list of folders and globs
+    (see :func:`expand_roots`); a run below two of them is listed once."""
+    found = set()
+    for folder in expand_roots(root):
+        found.update(p.parent for p in folder.rglob(FILE_NAME) if p.is_file())
+    return sorted(found)
+
+
+def expand_roots(roots) -> list:
+    """The folders named by ``roots``: a folder, a glob, or a list (tuple) of them, in the order
+    given, globs sorted, each folder once. ScorevizError for a name that is not a folder and a
+    glob that matches none."""
+    items = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    if not items:
+        raise ScorevizError("no run folder given")
+    folders = []
+    for item in items:
+        text = str(item)
+        if glob.has_magic(text) and not Path(text).exists():
+            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_dir()]
+            if not matches:
+                raise ScorevizError(f"{text}: the pattern matches no folder")
+        else:
+            if not Path(text).is_dir():
+                raise ScorevizError(f"{text}: no such folder")
+            matches = [Path(text)]
+        folders += [m for m in matches if m not in folders]
+    return folders
+
+
+def common_base(folders) -> Path:
+    """The folder that run ids of several run folders are relative to: their deepest common
+    folder, so two folders' runs of the same name get different ids (``runs/a``, ``other/a``);
+    a single folder is its own base."""
+    return Path(os.path.commonpath([Path(f).resolve() for f in folders]))

@@ -17,6 +17,7 @@ import numpy as np
 from scoreviz.errors import ScorevizError
 from scoreviz.store.hdf5 import describe, open_read
 from scoreviz.store.schema import GROWS, NAME_BYTES, SCHEMA_VERSION, STATS_COLUMNS, STREAMS, decode_names, streams_of
+from scoreviz.store.select import check_max_points, check_step_range, pick_rows, read_rows
 
 # A dataset may declare more than the file holds: rows a live writer has staged but not
 # flushed, and columns of a table added late, whose earlier rows take no space. Beyond
@@ -96,21 +97,27 @@ def _integer(value, name, path) -> int:
 
 
 class StoreReader:
-    """Reads a run's file as plain numpy arrays. Open, read, close: every read sees the newest rows."""
+    """Reads a run's file as plain numpy arrays. Open, read, close: every read sees the newest rows.
 
-    def __init__(self, path):
+    With ``header=True`` the one open that reads the root attributes also reads
+    what a run list shows (:attr:`header`): the name lists, the committed row
+    counts and each stream's last step, a few hundred bytes whatever the run's length.
+    """
+
+    def __init__(self, path, header: bool = False):
         self.path = Path(path)
 
-        def header(f):
-            attrs = {k: _attr(v) for k, v in f.attrs.items()}
-            return attrs, check_schema(f, self.path)
+        def read(f):
+            self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            self.schema = check_schema(f, self.path)
+            self.bins = _integer(self.attrs.get("bins"), "bins", self.path)
+            if not 0 < self.bins <= _MAX_READER_BINS:
+                raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {self.bins} histogram bins")
+            return self._header(f) if header else None
 
-        self.attrs, self.schema = self._read(header)
+        self.header = self._read(read)
         self.config = self._json_attr("config")
         self.env = self._json_attr("env")
-        self.bins = _integer(self.attrs.get("bins"), "bins", self.path)
-        if not 0 < self.bins <= _MAX_READER_BINS:
-            raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {self.bins} histogram bins")
 
     def _json_attr(self, key):
         value = self.attrs.get(key, "{}")
@@ -136,6 +143,44 @@ class StoreReader:
                                     f"({describe(err)})") from None
 
     # ------------------------------------------------------------ what is there
+
+    def _header(self, f) -> dict:
+        """Names, committed rows and the last step of every stream, without reading its data."""
+        committed = self._committed(f)
+        size = self.path.stat().st_size
+        out = {"rows": {}, "names": {}, "last_step": None}
+        for name in streams_of(self.schema):
+            if committed is None:
+                rows, count = self._extent(f, name, committed)
+                steps, names_ds = f[name]["step"], f[name][STREAMS[name].names]
+            else:
+                rows, count = committed[name]
+                if not rows and not count:  # nothing committed: nothing to check or read
+                    out["rows"][name], out["names"][name] = 0, []
+                    continue
+                steps, names_ds = self._counted(f[name], name, rows, count, size)
+            out["rows"][name] = rows
+            out["names"][name] = decode_names(names_ds[:count]) if count else []
+            if rows:
+                last = int(steps[rows - 1])  # one element: rows are appended in step order
+                out["last_step"] = last if out["last_step"] is None else max(out["last_step"], last)
+        return out
+
+    def _counted(self, group, stream_name, rows, names, size):
+        """The step and name datasets of a stream, checked against its committed (rows, names):
+        all a header reads. Reading data checks every dataset (:meth:`_extent`)."""
+        steps = _dataset(group, "step", 1, self.path)
+        names_ds = _dataset(group, STREAMS[stream_name].names, 1, self.path)
+        for name, ds in (("step", steps), (STREAMS[stream_name].names, names_ds)):
+            if ds.shape[0] * ds.dtype.itemsize > 16 * size + _DECLARED_SLACK:
+                raise self._absurd(f"{stream_name}/{name}", ds.shape)
+        if rows * steps.dtype.itemsize > size:
+            raise self._absurd(stream_name, (rows, names))
+        if not (0 <= rows <= steps.shape[0] and 0 <= names <= names_ds.shape[0]) or names * NAME_BYTES > size:
+            raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name} says {rows} rows "
+                                f"and {names} names are complete, but holds {steps.shape[0]} steps and "
+                                f"{names_ds.shape[0]} names")
+        return steps, names_ds
 
     def rows(self) -> dict:
         """{stream: (rows, names)} complete in every dataset, sizes checked; (0, 0) for a stream
@@ -231,12 +276,31 @@ class StoreReader:
             return decode_names(f[stream][STREAMS[stream].names][:names]) if names else []
         return self._read(read)
 
-    def scores(self, tag, with_hist=()):
-        """(steps, stats (n, c), column names, {kind: hist (n, bins)}) for one tag."""
+    def scores(self, tag, with_hist=(), columns=None, steps=None, max_points=None):
+        """(steps, stats (n, c), column names, {kind: hist (n, bins)}) for one tag.
+
+        ``columns``: the statistics to read (names; those the file lacks are left out),
+        None for all. ``steps``: (first, last) inclusive, either None. ``max_points``:
+        at most this many steps, every k-th plus the last (see scoreviz.store.select).
+        Only the rows and columns asked for are read (hyperslabs); the tag and step
+        columns are read whole to find them.
+        """
+        step_range = check_step_range(steps, self.path)
+        max_points = check_max_points(max_points, self.path)
+        whole = columns is None and steps is None and max_points is None
+
         def read(f):
             g, n, picked = self._tag_rows(f, "scores", tag, "scores")
-            hists = {k: _rows_at(g[f"{k}_hist"], picked) for k in with_hist}
-            return g["step"][:n][picked], _rows_at(g["stats"], picked), _stats_columns(g["stats"], self.path), hists
+            names = _stats_columns(g["stats"], self.path)
+            if whole:
+                hists = {k: _rows_at(g[f"{k}_hist"], picked) for k in with_hist}
+                return g["step"][:n][picked], _rows_at(g["stats"], picked), names, hists
+            step_column = g["step"][:n]
+            rows = pick_rows(step_column[picked], picked, step_range, max_points)
+            wanted = names if columns is None else [c for c in columns if c in names]
+            stats = read_rows(g["stats"], rows, [names.index(c) for c in wanted])
+            hists = {k: read_rows(g[f"{k}_hist"], rows) for k in with_hist}
+            return step_column[rows], stats, wanted, hists
         return self._read(read)
 
     def embeddings(self, tag):
@@ -280,17 +344,32 @@ class StoreReader:
         g = f[stream]
         return g, n, np.flatnonzero(g["tag"][:n] == names.index(tag))
 
-    def table(self, stream):
-        """(steps, values (n, columns), column names, totals or None) of 'gradients' or 'scalars'."""
+    def table(self, stream, names=None, steps=None, max_points=None):
+        """(steps, values (n, columns), column names, totals or None) of 'gradients' or 'scalars'.
+
+        ``names``, ``steps`` and ``max_points`` select columns (those recorded), a step range
+        and at most that many steps, read as hyperslabs, as in :meth:`scores`.
+        """
+        step_range = check_step_range(steps, self.path)
+        max_points = check_max_points(max_points, self.path)
+
         def read(f):
             g = f[stream]
             n, count = self._extent(f, stream)
             key = STREAMS[stream].table
-            names = decode_names(g[STREAMS[stream].names][:count])
-            width = min(len(names), g[key].shape[1])
-            values = g[key][:n, :width] if n and width else np.full((n, width), np.nan, dtype=g[key].dtype)
-            totals = g["total"][:n] if stream == "gradients" else None
-            return g["step"][:n], values, names[:width], totals
+            recorded = decode_names(g[STREAMS[stream].names][:count])
+            width = min(len(recorded), g[key].shape[1])
+            recorded = recorded[:width]
+            if names is None and steps is None and max_points is None:
+                values = g[key][:n, :width] if n and width else np.full((n, width), np.nan, dtype=g[key].dtype)
+                totals = g["total"][:n] if stream == "gradients" else None
+                return g["step"][:n], values, recorded, totals
+            step_column = g["step"][:n]
+            rows = pick_rows(step_column, np.arange(n), step_range, max_points)
+            wanted = recorded if names is None else [c for c in names if c in recorded]
+            values = read_rows(g[key], rows, [recorded.index(c) for c in wanted])
+            totals = read_rows(g["total"], rows) if stream == "gradients" else None
+            return step_column[rows], values, wanted, totals
         return self._read(read)
 
     def steps(self):
@@ -333,9 +412,9 @@ class StoreReader:
 
 
 def _dataset(group, name, ndim, path):
-    if name not in group or not isinstance(group[name], h5py.Dataset):
+    ds = group.get(name)  # one lookup: a run list opens a thousand files
+    if not isinstance(ds, h5py.Dataset):
         raise ScorevizError(f"{path}: truncated or damaged scoreviz run: missing dataset {group.name}/{name}")
-    ds = group[name]
     if ds.ndim != ndim or ds.dtype.kind not in "iufS":
         raise ScorevizError(f"{path}: truncated or damaged scoreviz run: {group.name}/{name} has shape {ds.shape} "
                             f"and type {ds.dtype}")

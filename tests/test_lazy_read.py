@@ -1,0 +1,187 @@
+"""Reading only what a view needs: step ranges, columns and downsampling on read
+(HDF5 hyperslabs), headers without data, and the app's bounded cache."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+import scoreviz  # noqa: E402
+from scoreviz.store import select  # noqa: E402
+
+from tests.sweep_runs import write_run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lazy")
+    steps = np.arange(0, 3000, 3)  # 1000 rows, two interleaved tags
+    return write_run(root / "long", {"moco_m": 0.99}, steps, np.sin(steps / 100.0), tags=("train", "ft"),
+                     scalars={"loss": steps * 0.5, "lr": np.full(len(steps), 0.1)})
+
+
+def test_options_select_the_same_rows_as_a_full_read(long_run):
+    run = scoreviz.open_run(long_run)
+    full = run.scores("ft")
+    part = run.scores("ft", columns=["neg_mean", "pos_mean"], steps=(300, 1500))
+    expected = full.loc[300:1500, ["neg_mean", "pos_mean"]]
+    pd.testing.assert_frame_equal(part, expected)
+    assert list(part.columns) == ["neg_mean", "pos_mean"]
+
+
+def test_max_points_keeps_every_kth_step_and_the_last(long_run):
+    run = scoreviz.open_run(long_run)
+    full = run.scores("train")
+    thin = run.scores("train", columns=["pos_mean"], max_points=100)
+    assert len(thin) <= 100
+    assert thin.index[0] == full.index[0] and thin.index[-1] == full.index[-1]
+    np.testing.assert_array_equal(thin["pos_mean"].to_numpy(), full.loc[thin.index, "pos_mean"].to_numpy())
+    gaps = np.diff(thin.index.to_numpy())[:-1]
+    assert (gaps == gaps[0]).all()  # strided: evenly spaced steps before the last one
+
+
+def test_histograms_and_scalars_take_the_same_options(long_run):
+    run = scoreviz.open_run(long_run)
+    steps, edges, counts = run.histograms("train", "neg")
+    s2, e2, c2 = run.histograms("train", "neg", steps=(30, 90), max_points=3)
+    assert list(s2) == [30, 63, 90]  # 21 steps: every 11th, then the last
+    np.testing.assert_array_equal(c2, counts[np.isin(steps, s2)])
+    np.testing.assert_array_equal(e2, edges)
+    scalars = run.scalars(names=["loss"], steps=(None, 30))
+    assert list(scalars.columns) == ["loss"] and list(scalars.index) == list(range(0, 31, 3))
+    np.testing.assert_allclose(scalars["loss"], np.arange(0, 31, 3) * 0.5)
+    assert run.scalars(names=["not logged"]).shape[1] == 0
+
+
+def test_bad_options_are_scoreviz_errors(long_run):
+    run = scoreviz.open_run(long_run)
+    for kwargs in ({"max_points": 1}, {"max_points": "10"}, {"steps": (1.5, None)}, {"steps": 5},
+                   {"columns": ["nope"]}):
+        with pytest.raises(scoreviz.ScorevizError):
+            run.scores("train", **kwargs)
+
+
+def test_a_resumed_run_keeps_the_later_row_when_downsampled(tmp_path):
+    from scoreviz.store import FILE_NAME, StoreWriter
+
+    folder = write_run(tmp_path / "resumed", {}, np.arange(10), np.zeros(10))
+    writer = StoreWriter(folder / FILE_NAME, 10, {}, {})  # resumes: steps 5..9 again, value 1
+    stats = {c: np.ones(5) for c in scoreviz.store.STATS_COLUMNS}
+    stats.update(pos_hist=np.zeros((5, 10), np.uint32), neg_hist=np.zeros((5, 10), np.uint32))
+    writer.append_scores("train", np.arange(5, 10), stats)
+    writer.close()
+    run = scoreviz.open_run(folder)
+    thin = run.scores("train", columns=["pos_mean"], max_points=4)
+    pd.testing.assert_series_equal(thin["pos_mean"], run.scores("train").loc[thin.index, "pos_mean"])
+    assert thin.loc[9, "pos_mean"] == 1.0
+
+
+@pytest.mark.parametrize("rows", [[], [4], [2, 5, 8, 11], [2, 5, 8, 9], [0, 1, 700, 701, 1500], list(range(50))])
+def test_read_rows_matches_numpy_indexing(tmp_path, rows):
+    import h5py
+
+    data = np.arange(2000 * 6, dtype=np.float64).reshape(2000, 6)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        ds = f.create_dataset("x", data=data, chunks=(256, 6))
+        np.testing.assert_array_equal(select.read_rows(ds, rows, [4, 1]), data[rows][:, [4, 1]])
+        np.testing.assert_array_equal(select.read_rows(ds, rows), data[rows])
+        np.testing.assert_array_equal(select.read_rows(ds, rows, []), data[rows][:, []])
+
+
+def test_header_reads_names_and_counts_only(long_run):
+    run = scoreviz.open_run(long_run, header=True)
+    header = run.header
+    assert header["tags"] == ["train", "ft"] and header["scalars"] == ["loss", "lr"]
+    assert header["rows"]["scores"] == 2000 and header["last_step"] == 2997
+
+
+# ---- the app: headers for the run list, bounded cache -------------------------------
+
+
+@pytest.fixture
+def many_runs(tmp_path):
+    for i in range(6):
+        steps = np.arange(0, 400, 2)
+        write_run(tmp_path / f"m{i % 2}-s{i}", {"moco_m": i % 2, "seed": i}, steps, np.cos(steps + i),
+                  tags=("train", "ft"), scalars={"loss": steps * 1.0})
+    return tmp_path
+
+
+def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
+    import h5py
+
+    from app import create_app
+    from app.data import RunData
+    from scoreviz.store import reader
+    from tests.test_app import post_callback
+
+    opened, reads = [], []
+    real_open, real_getitem = reader.open_read, h5py.Dataset.__getitem__
+
+    def counting_open(path):
+        opened.append(str(path))
+        return real_open(path)
+
+    def recording_getitem(ds, selection):
+        out = real_getitem(ds, selection)
+        reads.append((ds.name, np.size(out)))
+        return out
+
+    monkeypatch.setattr(reader, "open_read", counting_open)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", recording_getitem)
+    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # no background reads: only the requests'
+    dash_app = create_app(many_runs, refresh=60)
+    client = dash_app.server.test_client()
+    assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
+    key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+    response = post_callback(client, dash_app, key, [0], [None])
+    assert response.status_code == 200 and "m1-s5" in response.get_data(as_text=True)
+    assert sorted(opened) == sorted(str(p / "scores.h5") for p in many_runs.iterdir())  # each run once
+    data_read = [name for name, size in reads if size > 1 and not name.endswith(("_names", "/committed"))]
+    assert data_read == [], f"the run list read data: {data_read}"
+    assert {name.rsplit("/", 1)[-1] for name, _ in reads} <= {"committed", "step", "tag_names", "layer_names",
+                                                               "names"}
+
+
+def test_background_reads_count_steps_of_listed_runs_and_read_selected_runs_in_full(many_runs):
+    from app.data import RunData
+
+    data = RunData(many_runs)
+    ids = data.run_ids()
+    data.warm(ids)
+    data.warm(ids[:1], urgent=True)
+    deadline = time.monotonic() + 60
+    while not data.warm_idle() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kinds = {(key[0], key[1]) for key in data._cache}
+    assert {(r, "info") for r in ids} <= kinds  # every listed run: its step count
+    assert {r for r, kind in kinds if kind == "scores"} == {ids[0]}  # only the selected run's data
+    assert data.table_row(ids[3])["steps"] == 200
+
+
+def test_cache_is_an_lru_bounded_in_bytes(many_runs):
+    from app.data import RunData
+
+    probe = RunData(many_runs, warm=False)
+    one = probe.scores("m0-s0", "train").memory_usage(deep=False).sum()
+    data = RunData(many_runs, max_bytes=int(2.5 * one), warm=False)
+    ids = data.run_ids()
+    for run_id in ids:
+        data.scores(run_id, "train")
+    data.scores(ids[-2], "train")  # used again: now the most recent
+    data.scores(ids[0], "ft")
+    assert data._bytes <= data.max_bytes
+    cached = [key[0] for key in data._cache if key[1] == "scores"]
+    assert ids[-2] in cached and ids[1] not in cached
+
+
+def test_a_header_refuses_declared_sizes_the_file_cannot_hold(tmp_path):
+    import h5py
+
+    folder = write_run(tmp_path / "absurd", {}, np.arange(5), np.zeros(5))
+    with h5py.File(folder / "scores.h5", "r+") as f:
+        f["scores/step"].resize((2_000_000_000,))
+    with pytest.raises(scoreviz.ScorevizError, match="declares shape"):
+        scoreviz.open_run(folder, header=True)
