@@ -263,9 +263,9 @@ def _selection(dash_app, data):
         Output("tag", "options"), Output("stats", "options"), Output("waterfall-key", "options"),
         Output("group-by", "options"), Output("ft-run", "options"), Output("grad-run", "options"),
         Input("refresh", "n_intervals"), Input("run-picker", "value"),
-        State("selection", "data"), State("tag", "options"),
+        State("selection", "data"), State("tag", "options"), State("group-by", "value"),
     )
-    def update_selection(_n, picked, previous, previous_tags):
+    def update_selection(_n, picked, previous, previous_tags, grouped_by):
         valid, stamps, errors = [], {}, {}
         for run_id in picked or []:
             try:
@@ -297,7 +297,10 @@ def _selection(dash_app, data):
         if pending:
             notice.append(html.Div(f"reading {len(pending)} run(s) in the background, drawn when read: "
                                    + ", ".join(pending), className="pending-line"))
-        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys, keys,
+        # A dropdown drops a value it has no option for: the keys a link groups by stay listed,
+        # and the page's first call (no runs picked yet) keeps the options of every run's keys.
+        group_keys = _union(keys + list(grouped_by or [])) if infos else no_update
+        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys, group_keys,
                 valid, valid)
 
 
