@@ -380,6 +380,11 @@ def stat_subplots(columns: Sequence[str], lines: Mapping[str, list], order: Sequ
     return fig
 
 
+def _line_style(log_y: bool = False, smoothing: float = 0.0, max_points: int = MAX_POINTS, row_height: int = 260):
+    """The style options of a line figure, with curves_figure's defaults."""
+    return log_y, smoothing, max_points, row_height
+
+
 def _band(line: Line) -> go.Scatter:
     """The shaded area between ``line.lower`` and ``line.upper``, in the line's colour, see-through."""
     x = np.asarray(line.x)
@@ -402,19 +407,11 @@ BAND_LABELS = {"std": "mean \u00b1 std over runs", "sem": "mean \u00b1 standard 
 
 
 def grouped_curves_figure(
-    curves: Mapping[str, Sequence],
-    columns: Sequence[str] = DEFAULT_STATS,
-    *,
-    band: str = "std",
-    log_y: bool = False,
-    smoothing: float = 0.0,
-    max_points: int = MAX_POINTS,
-    title: str = "Statistics over steps",
-    colors: Mapping[str, str] | None = None,
-    x: str = "step",
-    row_height: int = 260,
+    curves: Mapping[str, Sequence], columns: Sequence[str] = DEFAULT_STATS, *, band: str = "std",
+    title: str = "Statistics over steps", colors: Mapping[str, str] | None = None, x: str = "step", **style,
 ) -> go.Figure:
     """One subplot per statistic, one mean line per group with a shaded band (``band``).
+    ``style``: ``log_y``, ``smoothing``, ``max_points`` and ``row_height`` as for curves_figure.
 
     ``curves`` maps a column to its groups' curves (scoreviz.groups.GroupCurve, as
     RunData.grouped_curves gives). The legend names each group with its run count
@@ -422,6 +419,7 @@ def grouped_curves_figure(
     come from ``colors`` by group name (app.colors.group_colors). Mean and band edges are
     smoothed like single runs. Groups are over steps: with ``x`` a time the title says so.
     """
+    log_y, smoothing, max_points, row_height = _line_style(**style)
     columns = [c for c in columns if c]
     if not columns or not any(curves.get(c) for c in columns):
         return empty_figure(title, "select runs and statistics")
