@@ -65,9 +65,11 @@ def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effecti
                 (2, health.COMPLETE_COLLAPSE_STD / math.sqrt(dim), "dash", f"complete collapse below{label}")):
             fig.add_hline(y=level, row=row, col=1, line=dict(color="#9aa5b1", width=1, dash=dash))
             # placed by hand: on a log axis an hline's own annotation lands at 10**level
-            fig.add_annotation(x=0, xref="x domain" if row == 1 else "x2 domain", yref=f"y{'' if row == 1 else 2}",
+            # at the right end, over a light box: early steps are where curves cross the thresholds
+            fig.add_annotation(x=1, xref="x domain" if row == 1 else "x2 domain", yref=f"y{'' if row == 1 else 2}",
                                y=level if row == 1 else math.log10(level), text=text, showarrow=False,
-                               xanchor="left", yanchor="bottom", font=dict(size=10, color="#7b8794"))
+                               xanchor="right", yanchor="bottom", font=dict(size=10, color="#616e7c"),
+                               bgcolor="rgba(255, 255, 255, 0.8)")
     fig.update_yaxes(title_text="rank", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="std", type="log", dtick="D2", tickformat=".2~g", row=2, col=1)
     fig.update_xaxes(title_text=axis.title, row=2, col=1)
