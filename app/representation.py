@@ -17,8 +17,8 @@ from plotly.subplots import make_subplots
 
 from app import health
 from app.figures import (
-    MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, color_titles, curves_figure, downsample_minmax,
-    empty_figure, with_notes, x_axis,
+    MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, curves_figure, downsample_minmax,
+    empty_figure, run_panels, with_notes, x_axis,
 )
 
 PLANE_POINTS = 400  # points per run in the alignment-uniformity plane
@@ -103,14 +103,10 @@ def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MA
         rows = max(2, min(MAX_ROWS, budget // min(dim, 512)))  # at least 512 columns' worth of cells per step
         bsteps, logs = bucket_rows(steps, logs, rows, how="mean")
         reduced[name] = (bsteps, *_group_columns(logs, max(1, budget // max(1, len(bsteps)))))
-    axis = x_axis({name: r[0] for name, r in reduced.items()}, x, times)
-    reduced = {name: r for name, r in reduced.items() if name in axis.values}
-    if not reduced:
+    fig, axis, reduced = run_panels(reduced, x, times, colors)
+    if fig is None:
         return empty_figure(title, "; ".join(axis.notes))
     n = len(reduced)
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
-                        subplot_titles=list(reduced))
-    color_titles(fig, list(reduced), colors)
     everything = []
     for row, (name, (_, index, logs)) in enumerate(reduced.items(), start=1):
         everything.append(logs[np.isfinite(logs)])
