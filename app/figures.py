@@ -489,6 +489,24 @@ def heat_zmax(densities: Sequence[np.ndarray], percentile: float = 90.0) -> floa
     return float(np.percentile(peaks, percentile)) if len(peaks) else None
 
 
+def run_panels(reduced: dict, x, times, colors):
+    """One panel per run, stacked with a shared x axis and titled in the run's colour.
+
+    ``reduced`` maps a run to a tuple whose first item is its steps; runs without the
+    x axis asked for (no wall times) are left out. Returns (figure or None when no run
+    is left, the XAxis, the runs kept)."""
+    axis = x_axis({name: r[0] for name, r in reduced.items()}, x, times)
+    reduced = {name: r for name, r in reduced.items() if name in axis.values}
+    if not reduced:
+        return None, axis, reduced
+    n = len(reduced)
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
+                        subplot_titles=list(reduced))
+    color_titles(fig, list(reduced), colors)
+    return fig, axis, reduced
+
+
+
 def score_heatmap_figure(
     histograms: Mapping[str, tuple],
     *,
@@ -522,14 +540,10 @@ def score_heatmap_figure(
         bsteps, dens = bucket_rows(steps, to_density(counts), rows, how="mean")
         reduced[name] = (bsteps, (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2, dens)
     zmax = heat_zmax([d for _, _, d in reduced.values()], scale)
-    axis = x_axis({name: r[0] for name, r in reduced.items()}, x, times)
-    reduced = {name: r for name, r in reduced.items() if name in axis.values}
-    if not reduced:
+    fig, axis, reduced = run_panels(reduced, x, times, colors)
+    if fig is None:
         return empty_figure(title, "; ".join(axis.notes))
     n = len(reduced)
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
-                        subplot_titles=list(reduced))
-    color_titles(fig, list(reduced), colors)
     for row, (name, (bsteps, centers, dens)) in enumerate(reduced.items(), start=1):
         fig.add_trace(
             go.Heatmap(x=axis.values[name], y=centers.astype(np.float32), z=dens.T.astype(np.float32),

@@ -17,8 +17,8 @@ from plotly.subplots import make_subplots
 
 from app import health
 from app.figures import (
-    MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, color_titles, curves_figure, downsample_minmax,
-    empty_figure, with_notes, x_axis,
+    MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, curves_figure, downsample_minmax,
+    empty_figure, run_panels, with_notes, x_axis,
 )
 
 PLANE_POINTS = 400  # points per run in the alignment-uniformity plane
@@ -65,9 +65,11 @@ def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effecti
                 (2, health.COMPLETE_COLLAPSE_STD / math.sqrt(dim), "dash", f"complete collapse below{label}")):
             fig.add_hline(y=level, row=row, col=1, line=dict(color="#9aa5b1", width=1, dash=dash))
             # placed by hand: on a log axis an hline's own annotation lands at 10**level
-            fig.add_annotation(x=0, xref="x domain" if row == 1 else "x2 domain", yref=f"y{'' if row == 1 else 2}",
+            # at the right end, over a light box: early steps are where curves cross the thresholds
+            fig.add_annotation(x=1, xref="x domain" if row == 1 else "x2 domain", yref=f"y{'' if row == 1 else 2}",
                                y=level if row == 1 else math.log10(level), text=text, showarrow=False,
-                               xanchor="left", yanchor="bottom", font=dict(size=10, color="#7b8794"))
+                               xanchor="right", yanchor="bottom", font=dict(size=10, color="#616e7c"),
+                               bgcolor="rgba(255, 255, 255, 0.8)")
     fig.update_yaxes(title_text="rank", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="std", type="log", dtick="D2", tickformat=".2~g", row=2, col=1)
     fig.update_xaxes(title_text=axis.title, row=2, col=1)
@@ -101,14 +103,10 @@ def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MA
         rows = max(2, min(MAX_ROWS, budget // min(dim, 512)))  # at least 512 columns' worth of cells per step
         bsteps, logs = bucket_rows(steps, logs, rows, how="mean")
         reduced[name] = (bsteps, *_group_columns(logs, max(1, budget // max(1, len(bsteps)))))
-    axis = x_axis({name: r[0] for name, r in reduced.items()}, x, times)
-    reduced = {name: r for name, r in reduced.items() if name in axis.values}
-    if not reduced:
+    fig, axis, reduced = run_panels(reduced, x, times, colors)
+    if fig is None:
         return empty_figure(title, "; ".join(axis.notes))
     n = len(reduced)
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.12, 0.3 / n) if n > 1 else 0,
-                        subplot_titles=list(reduced))
-    color_titles(fig, list(reduced), colors)
     everything = []
     for row, (name, (_, index, logs)) in enumerate(reduced.items(), start=1):
         everything.append(logs[np.isfinite(logs)])

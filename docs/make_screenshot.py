@@ -32,7 +32,7 @@ VIEWS = {
     "representation": "tag=raw",
     "health": "tag=raw",
 }
-HEIGHTS = {"curves": 1500, "distribution": 1700, "gradients": 2000, "representation": 2000, "health": 700}
+HEIGHTS = {"curves": 1500, "distribution": 1700, "gradients": 2000, "representation": 3000, "health": 700}
 
 
 def main(argv=None) -> int:

@@ -194,7 +194,7 @@ class SpectrumWindow:
         """Add one batch (valid None: every sample kept); ``reference`` (the batch's mean over
         all ranks) is used by the window's first call."""
         if self.reference is None:
-            self.reference = reference
+            self.reference = reference.to(torch.float64)  # so y, and the sums, are float64
         y = x - self.reference
         if valid is not None:  # (x in float32 on the fast path: y, with the float64 reference, is float64)
             y = torch.where(valid[:, None], y, 0.0)

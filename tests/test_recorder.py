@@ -268,3 +268,17 @@ def test_public_api_names():
         assert hasattr(scoreviz, name)
     for name in ("log_scores", "log_logits", "log_gradients", "log_scalars", "close", "flush"):
         assert callable(getattr(Recorder, name))
+
+
+def test_a_closed_run_gives_back_the_space_it_reserved(tmp_path):
+    """The writer reserves room past the end of its file while it writes (store/space.py);
+    once closed, the file occupies about its own size on disk, not that plus the reservation."""
+    import os
+
+    with Recorder(tmp_path, flush_secs=0.05) as rec:
+        for step in range(1000):
+            rec.log_scores(step, torch.rand(64), torch.rand(64, 512))
+            if step % 100 == 0:
+                rec.flush()
+    st = os.stat(tmp_path / "scores.h5")
+    assert st.st_blocks * 512 <= st.st_size + (256 << 10), (st.st_size, st.st_blocks * 512)

@@ -86,6 +86,9 @@ class Reservation:
         try:
             size = os.fstat(fd).st_size
             if self.end > size:
+                # Truncating to the same size drops the blocks past the end (ext4, XFS; a hole
+                # punched there is ignored by ext4); the punch covers file systems that keep them.
+                os.ftruncate(fd, size)
                 _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, size, self.end - size)
         finally:
             os.close(fd)
