@@ -84,6 +84,8 @@ PROPERTY_TYPES = {
     ("waterfall-key", "value"): (_text, "a string"),
     ("waterfall-stat", "value"): (_text, "a string"),
     ("grad-run", "value"): (_text, "a string"),
+    ("group-by", "value"): (_texts, "a list of config keys"),
+    ("band", "value"): (_text, "a string"),
     ("step-slider", "value"): (_number, "a finite number"),
     ("run-filter", "value"): (_text, "a string"),
     ("x-axis", "value"): (_text, "a string"),

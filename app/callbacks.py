@@ -41,6 +41,8 @@ URL_CONTROLS = {
     "key": ("waterfall-key", False),
     "wstat": ("waterfall-stat", False),
     "grun": ("grad-run", False),
+    "group": ("group-by", True),
+    "band": ("band", False),
 }
 # Written into the URL but set from it by the callback that owns the control:
 # the step slider belongs to the distribution callback (it knows the steps).
@@ -259,11 +261,11 @@ def _selection(dash_app, data):
     @dash_app.callback(
         Output("selection", "data"), Output("notice", "children"),
         Output("tag", "options"), Output("stats", "options"), Output("waterfall-key", "options"),
-        Output("ft-run", "options"), Output("grad-run", "options"),
+        Output("group-by", "options"), Output("ft-run", "options"), Output("grad-run", "options"),
         Input("refresh", "n_intervals"), Input("run-picker", "value"),
-        State("selection", "data"), State("tag", "options"),
+        State("selection", "data"), State("tag", "options"), State("group-by", "value"),
     )
-    def update_selection(_n, picked, previous, previous_tags):
+    def update_selection(_n, picked, previous, previous_tags, grouped_by):
         valid, stamps, errors = [], {}, {}
         for run_id in picked or []:
             try:
@@ -283,7 +285,7 @@ def _selection(dash_app, data):
         selection = {"runs": [r for r in valid if r not in pending], "pending": pending,
                      "stamps": stamps, "errors": errors}
         if selection == previous:
-            return [no_update] * 7
+            return [no_update] * 8
         infos = [data.light_info(r) for r in valid]
         tags = _union([t for info in infos for t in info.get("tags", [])]
                       + [t for r in selection["runs"] for t in embedding_tags(data, r)]) or ["train"]
@@ -295,7 +297,10 @@ def _selection(dash_app, data):
         if pending:
             notice.append(html.Div(f"reading {len(pending)} run(s) in the background, drawn when read: "
                                    + ", ".join(pending), className="pending-line"))
-        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys,
+        # A dropdown drops a value it has no option for: the keys a link groups by stay listed,
+        # and the page's first call (no runs picked yet) keeps the options of every run's keys.
+        group_keys = _union(keys + list(grouped_by or [])) if infos else no_update
+        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys, group_keys,
                 valid, valid)
 
 
@@ -311,12 +316,16 @@ def _figures(dash_app, data):
         Output("curves-graph", "figure"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
         Input("stats", "value"), Input("log-y", "value"), Input("smoothing", "value"), Input("x-axis", "value"),
+        Input("group-by", "value"), Input("band", "value"),
     )
-    def update_curves(selection, view, tag, stats, log_y, smoothing, x):
+    def update_curves(selection, view, tag, stats, log_y, smoothing, x, group_by, band):
         if view != "curves":
             return no_update
         runs = _runs(selection)
         tag = pick_tag(data, runs, tag)
+        if group_by and runs:
+            return grouped_curves(data, runs, tag, stats or [], group_by, band, log_y="log" in (log_y or []),
+                                  smoothing=smoothing or 0.0, x=x or "step")
         frames = {r: curve_frame(data, r, tag, stats or []) for r in runs}
         return figures.curves_figure(frames, stats or [], log_y="log" in (log_y or []),
                                      smoothing=smoothing or 0.0, title=f"Statistics over steps ({tag})",
@@ -485,6 +494,18 @@ def pick_tag(data: RunData, runs: list[str], tag):
 def run_colors(runs) -> dict:
     """Each run's own colour (app.colors): the same in every view and on every page load."""
     return run_colors_module.run_colors(runs)
+
+
+def grouped_curves(data: RunData, runs, tag, stats, group_by, band, **options):
+    """The Curves figure with runs grouped by the config keys ``group_by``: a mean and band per group."""
+    from scoreviz.groups import BANDS
+
+    band = band if band in BANDS else "std"
+    curves = {c: _safe(lambda c=c: data.grouped_curves(runs, tag, c, by=group_by, band=band), []) for c in stats}
+    names = _union(gc.group.name for column in curves.values() for gc in column)
+    title = f"Statistics over steps ({tag}), {len(runs)} runs grouped by {', '.join(group_by)}"
+    return figures.grouped_curves_figure(curves, stats, band=band, title=title,
+                                         colors=run_colors_module.group_colors(names), **options)
 
 
 def run_times(data: RunData, runs, x) -> dict | None:

@@ -12,7 +12,7 @@ on any order.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import Callable, Iterable
 
 # Tableau 10 (matplotlib's default cycle) without olive (faint on white, near green) and cyan (near blue), plus
 # near-black. Few colours that never look alike beat many that do: with probing
@@ -28,13 +28,13 @@ def run_key(run_id: str) -> str:
     return str(run_id).rstrip("/").rsplit("/", 1)[-1]
 
 
-def slot(run_id: str, size: int = len(PALETTE)) -> int:
-    """The palette index a run's name hashes to (stable across processes, unlike hash())."""
-    digest = hashlib.blake2b(run_key(run_id).encode("utf-8", "backslashreplace"), digest_size=8).digest()
+def slot(run_id: str, size: int = len(PALETTE), key: Callable[[str], str] = run_key) -> int:
+    """The palette index a run's name (``key(run_id)``) hashes to (stable across processes, unlike hash())."""
+    digest = hashlib.blake2b(key(run_id).encode("utf-8", "backslashreplace"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % size
 
 
-def run_colors(run_ids: Iterable[str], palette=PALETTE) -> dict:
+def run_colors(run_ids: Iterable[str], palette=PALETTE, key: Callable[[str], str] = run_key) -> dict:
     """``{run id: colour}`` for the runs shown together.
 
     Each run takes the colour its name hashes to; where two collide, the run whose
@@ -45,10 +45,17 @@ def run_colors(run_ids: Iterable[str], palette=PALETTE) -> dict:
     taken: dict[int, int] = {}  # palette index -> runs using it
     out = {}
     for run_id in ids:
-        start = slot(run_id, len(palette))
+        start = slot(run_id, len(palette), key)
         fewest = min(taken.get(i, 0) for i in range(len(palette)))
         index = next(i % len(palette) for i in range(start, start + len(palette))
                      if taken.get(i % len(palette), 0) == fewest)
         taken[index] = taken.get(index, 0) + 1
         out[run_id] = palette[index]
     return out
+
+
+def group_colors(names: Iterable[str], palette=PALETTE) -> dict:
+    """``{group name: colour}`` for the groups shown together (``moco_m=0.99``), chosen as
+    run_colors chooses a run's: from the whole name (it may hold a "/"), not from the run
+    count, so a group keeps its colour while its runs come and go."""
+    return run_colors(names, palette, key=str)

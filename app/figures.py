@@ -313,26 +313,53 @@ def curves_figure(
                 continue
             series = smooth(series[keep].reset_index(drop=True), smoothing)
             px, py = downsample_minmax(np.asarray(xs[name])[keep], series.to_numpy(), max_points)
-            traces[column].append((name, color, px, py))
+            traces[column].append(Line(name, color, px, py))
+    return stat_subplots(columns, traces, list(frames), log_y=log_y, x_title=axis.title, is_date=axis.is_date,
+                         title=title, notes=notes, row_height=row_height, uirevision="curves")
 
+
+@dataclass
+class Line:
+    """One curve of a subplot: its legend name, colour and points. With ``lower`` and ``upper``
+    a shaded band is drawn around it; ``count`` (runs behind each point) shows on hover."""
+    name: str
+    color: str
+    x: np.ndarray
+    y: np.ndarray
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    count: np.ndarray | None = None
+
+
+def stat_subplots(columns: Sequence[str], lines: Mapping[str, list], order: Sequence[str], *, log_y: bool,
+                  x_title: str, is_date: bool, title: str, notes: Sequence[str], row_height: int,
+                  uirevision: str) -> go.Figure:
+    """One subplot per statistic (``columns``), each drawing its ``lines[column]`` (:class:`Line`),
+    legend entries in ``order`` of name, one legend entry per name shared by its subplots. On a
+    log axis values <= 0 cannot be drawn: the subplot's title says how many there are."""
     fig = make_subplots(rows=len(columns), cols=1, shared_xaxes=True,
                         vertical_spacing=min(0.08, 0.25 / len(columns)) if len(columns) > 1 else 0,
                         subplot_titles=[stat_label(c) for c in columns])
     shown = set()
-    for name in frames:  # traces run by run, so the legend lists runs in the order given
+    for name in order:  # traces name by name, so the legend lists them in the order given
         for row, column in enumerate(columns, start=1):
-            for trace_name, color, px, py in traces[column]:
-                if trace_name != name:
+            for line in lines[column]:
+                if line.name != name:
                     continue
+                if line.lower is not None and line.upper is not None:
+                    fig.add_trace(_band(line), row=row, col=1)
+                hover = {} if line.count is None else dict(
+                    customdata=line.count, hovertemplate="%{y:.4g} (n=%{customdata})")
                 fig.add_trace(go.Scatter(
-                    x=px, y=py.astype(np.float32), name=name, legendgroup=name, showlegend=name not in shown,
-                    mode="lines+markers" if len(py) <= SPARSE_POINTS else "lines", marker=dict(size=6, color=color),
-                    line=dict(color=color, width=1.5)), row=row, col=1)
+                    x=line.x, y=np.asarray(line.y).astype(np.float32), name=name, legendgroup=name,
+                    showlegend=name not in shown, mode="lines+markers" if len(line.y) <= SPARSE_POINTS else "lines",
+                    marker=dict(size=6, color=line.color), line=dict(color=line.color, width=1.5), **hover),
+                    row=row, col=1)
                 shown.add(name)
     for row, column in enumerate(columns, start=1):
         if not log_y:
             continue
-        values = [t[3] for t in traces[column]]
+        values = [np.asarray(line.y) for line in lines[column]]
         every = np.concatenate(values) if values else np.array([])
         every = every[np.isfinite(every)]
         positive = every[every > 0]
@@ -342,15 +369,81 @@ def curves_figure(
         if dropped:
             annotation = fig.layout.annotations[row - 1]
             annotation.text += f" <span style='color:#b22'>({dropped:,} values &le; 0 not drawn on a log scale)</span>"
-    fig.update_xaxes(title_text=axis.title, row=len(columns), col=1)
-    if axis.is_date:
+    fig.update_xaxes(title_text=x_title, row=len(columns), col=1)
+    if is_date:
         fig.update_xaxes(type="date")
     if not shown:
         message = "; ".join(notes) if notes else "nothing recorded for these statistics yet"
         return empty_figure(title, message)
-    title = with_notes(title, notes)
-    fig.update_layout(template=TEMPLATE, title=title, height=row_height * len(columns) + 100,
-                      hovermode="x unified", margin=dict(l=70, r=20, t=90, b=50), uirevision="curves")
+    fig.update_layout(template=TEMPLATE, title=with_notes(title, notes), height=row_height * len(columns) + 100,
+                      hovermode="x unified", margin=dict(l=70, r=20, t=90, b=50), uirevision=uirevision)
+    return fig
+
+
+def _line_style(log_y: bool = False, smoothing: float = 0.0, max_points: int = MAX_POINTS, row_height: int = 260):
+    """The style options of a line figure, with curves_figure's defaults."""
+    return log_y, smoothing, max_points, row_height
+
+
+def _band(line: Line) -> go.Scatter:
+    """The shaded area between ``line.lower`` and ``line.upper``, in the line's colour, see-through."""
+    x = np.asarray(line.x)
+    upper, lower = np.asarray(line.upper, dtype=np.float32), np.asarray(line.lower, dtype=np.float32)
+    return go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([upper, lower[::-1]]),
+                      name=f"{line.name} band", legendgroup=line.name, showlegend=False, mode="lines",
+                      fill="toself", fillcolor=_transparent(line.color, 0.2), line=dict(width=0),
+                      hoverinfo="skip")
+
+
+def _transparent(color: str, alpha: float) -> str:
+    """``#rrggbb`` as an rgba() colour with opacity ``alpha``."""
+    red, green, blue = (int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+# The band around a group's mean: query value -> what the legend says it is.
+BAND_LABELS = {"std": "mean \u00b1 std over runs", "sem": "mean \u00b1 standard error",
+               "minmax": "mean, band from min to max run"}
+
+
+def grouped_curves_figure(
+    curves: Mapping[str, Sequence], columns: Sequence[str] = DEFAULT_STATS, *, band: str = "std",
+    title: str = "Statistics over steps", colors: Mapping[str, str] | None = None, x: str = "step", **style,
+) -> go.Figure:
+    """One subplot per statistic, one mean line per group with a shaded band (``band``).
+    ``style``: ``log_y``, ``smoothing``, ``max_points`` and ``row_height`` as for curves_figure.
+
+    ``curves`` maps a column to its groups' curves (scoreviz.groups.GroupCurve, as
+    RunData.grouped_curves gives). The legend names each group with its run count
+    (``moco_m=0.99 (n=5)``), hover says how many runs have a value at a step; colours
+    come from ``colors`` by group name (app.colors.group_colors). Mean and band edges are
+    smoothed like single runs. Groups are over steps: with ``x`` a time the title says so.
+    """
+    log_y, smoothing, max_points, row_height = _line_style(**style)
+    columns = [c for c in columns if c]
+    if not columns or not any(curves.get(c) for c in columns):
+        return empty_figure(title, "select runs and statistics")
+    palette = _palette()
+    lines, order, notes = {c: [] for c in columns}, [], []
+    for column in columns:
+        for curve in curves.get(column) or []:
+            group = curve.group
+            if group.label not in order:
+                order.append(group.label)
+            color = (colors or {}).get(group.name) or palette[order.index(group.label) % len(palette)]
+            frame = curve.frame
+            if len(frame) > max_points:
+                frame = frame.iloc[np.unique(np.linspace(0, len(frame) - 1, max_points).astype(int))]
+            edges = {k: smooth(frame[k].reset_index(drop=True), smoothing).to_numpy() for k in ("mean", "lower", "upper")}
+            lines[column].append(Line(group.label, color, frame.index.to_numpy(), edges["mean"],
+                                      edges["lower"], edges["upper"], frame["count"].to_numpy()))
+            if curve.missing:
+                notes.append(f"{group.name}: {len(curve.missing)} of {len(group.runs)} runs without {column}")
+    if x != "step":
+        notes.insert(0, "groups are drawn over steps, not time")
+    fig = stat_subplots(columns, lines, order, log_y=log_y, x_title="step", is_date=False, title=title,
+                        notes=notes, row_height=row_height, uirevision="grouped-curves")
+    fig.update_layout(legend_title_text=BAND_LABELS.get(band, band))
     return fig
 
 

@@ -74,6 +74,8 @@ def default_tag(tags: list[str]) -> str | None:
 
 FILTER_HELP = ("regular expression on run names, and/or config conditions: moco_m=0.99, lr<0.1, "
                "pos_alpha!=None (space-separated, all must hold)")
+BAND_OPTIONS = [{"label": "std", "value": "std"}, {"label": "std error", "value": "sem"},
+                {"label": "min-max", "value": "minmax"}]
 X_AXIS_OPTIONS = [{"label": "step", "value": "step"}, {"label": "wall time", "value": "wall"},
                   {"label": "relative time", "value": "relative"}]
 
@@ -124,6 +126,15 @@ def view(name: str, run_ids: list[str], config_keys: list[str], stats: list[str]
                 labelled("Smoothing", dcc.Slider(id="smoothing", min=0, max=0.99, step=0.01, value=0,
                                                  marks={0: "0", 0.9: "0.9", 0.99: "0.99"}),
                          className="wide-slider"),
+            ]),
+            html.Div(className="controls", children=[
+                labelled("Group by (config keys that differ)",
+                         dcc.Dropdown(id="group-by", options=config_keys, value=[], multi=True,
+                                      placeholder="e.g. moco_m: one mean line per value, seeds folded in"),
+                         title="runs with the same values of these keys form a group, drawn as its mean "
+                               "with a band; every other key (seed...) is ignored"),
+                labelled("Band", dcc.RadioItems(id="band", options=BAND_OPTIONS, value="std", inline=True),
+                         className="narrow-wide", title="the shaded area around a group's mean"),
             ]),
             graph("curves"),
         ])

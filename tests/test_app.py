@@ -131,7 +131,7 @@ def test_requests_for_run_ids_outside_runs_dir_are_refused(runs):
     dash_app = create_app(runs, refresh=60)
     client = dash_app.server.test_client()
     response = post_callback(client, dash_app, selection_key(dash_app),
-                             [0, ["../..", "/etc/passwd", "sweep/../../..", "m0.99"]], [None, None])
+                             [0, ["../..", "/etc/passwd", "sweep/../../..", "m0.99"]], [None, None, None])
     assert response.status_code == 200
     out = response.get_json()["response"]
     selection = out["selection"]["data"]
@@ -147,9 +147,15 @@ def test_curves_callback_returns_one_trace_per_run_and_statistic(runs):
     key = next(k for k in dash_app.callback_map if k.startswith("curves-graph"))
     selection = {"runs": ["m0.99", "sweep/m0.9"], "stamps": {}, "errors": {}}
     response = post_callback(client, dash_app, key,
-                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0, "step"])
+                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0, "step", [], "std"])
     fig = response.get_json()["response"]["curves-graph"]["figure"]
     assert [t["name"] for t in fig["data"]] == ["m0.99", "m0.99", "sweep/m0.9", "sweep/m0.9"]
+    # grouped by moco_m (0.99 and 0.9): a band and a mean per group and statistic
+    response = post_callback(client, dash_app, key,
+                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0, "step", ["moco_m"], "minmax"])
+    fig = response.get_json()["response"]["curves-graph"]["figure"]
+    assert [t["name"] for t in fig["data"]] == ["moco_m=0.9 (n=1) band", "moco_m=0.9 (n=1)"] * 2 + \
+        ["moco_m=0.99 (n=1) band", "moco_m=0.99 (n=1)"] * 2
 
 
 def test_page_references_nothing_outside_the_server(runs):

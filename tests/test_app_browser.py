@@ -277,6 +277,48 @@ def test_a_full_url_is_restored_after_a_reload(driver, app_url):
     assert console_errors(driver) == []
 
 
+def test_a_grouped_url_draws_groups_and_is_restored_after_a_reload(driver, tmp_path):
+    for m in (0.9, 0.99):
+        for seed in (0, 1):
+            make_run(tmp_path, f"m{m}-s{seed}", momentum=m, seed=seed, steps=20)
+    groups = {"moco_m=0.9 (n=2)", "moco_m=0.99 (n=2)"}
+
+    def drawn(d):
+        shown = traces(d, "curves-graph") or []
+        return ({t["name"] for t in shown if not t["name"].endswith(" band")},
+                {t["name"][:-len(" band")] for t in shown if t["name"].endswith(" band")})
+
+    def legend_title(d):
+        return d.execute_script("const g = document.querySelector('#curves-graph .js-plotly-plot');"
+                                "return g && g.layout.legend && g.layout.legend.title ? g.layout.legend.title.text : ''")
+
+    def checked_band(d):
+        return d.execute_script("const b = document.querySelector('#band input:checked'); return b && b.value")
+
+    with serving(tmp_path) as url:
+        driver.get(url + "?stats=neg_mean&stats=pos_mean&group=moco_m&band=minmax")
+        wait_for(driver, lambda d: drawn(d) == (groups, groups), message="a mean line and a band per group")
+        for _ in range(2):  # as opened, then after a reload
+            assert "min" in legend_title(driver)
+            assert checked_band(driver) == "minmax"
+            assert len(traces(driver, "curves-graph")) == 8  # 2 statistics x 2 groups x (band + mean)
+            for part in ("group=moco_m", "band=minmax", "stats=neg_mean"):
+                assert part in driver.current_url, part
+            driver.refresh()
+            wait_for(driver, lambda d: drawn(d) == (groups, groups), message="the groups again after a reload")
+        # another band: the figure and the URL follow
+        driver.find_element(By.CSS_SELECTOR, "#band input[value=std]").click()
+        wait_for(driver, lambda d: "band=std" in d.current_url and "std" in legend_title(d),
+                 message="the std band in the figure and the URL")
+        assert drawn(driver) == (groups, groups)
+        # without grouping, the runs one by one as before
+        driver.get(url + "?stats=neg_mean&band=minmax")
+        wait_for(driver, lambda d: drawn(d) == ({"m0.9-s0", "m0.9-s1", "m0.99-s0", "m0.99-s1"}, set()),
+                 message="one trace per run without group=")
+        assert console_errors(driver) == []
+        driver.get("about:blank")
+
+
 def json_text(driver, graph_id):
     return driver.execute_script(
         "const g = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"

@@ -144,7 +144,7 @@ def view_calls(selection):
     """(callback output, inputs, state) of every view's figure callbacks."""
     return [
         ("curves-graph", [selection, "curves", "train", ["pos_mean", "neg_mean", "neg_sample_var", "margin"], [], 0,
-                          "step"], []),
+                          "step", [], "std"], []),
         ("heatmap-graph", [selection, "distribution", "train", "neg", "90", "step"], [None, ""]),
         ("hist-graph", [selection, "distribution", "train", None], []),
         ("ft-graph", [selection, "distribution", None, None], []),
@@ -175,6 +175,11 @@ def test_every_view_draws_runs_without_negatives(runs):
     assert "collapsing" in names("rep-curves-graph")
     assert "from step" in json.dumps(drawn["health-table"]["children"])
     assert "no negatives" in json.dumps(drawn["health-table"]["children"])  # the score check cannot judge
+    # grouped (both runs lack the key: one group), positives drawn as a mean and a band
+    inputs = [selection, "curves", "train", ["pos_mean", "neg_mean"], [], 0, "step", ["no_such_key"], "minmax"]
+    response = post_callback(client, dash_app, callback_key(dash_app, "curves-graph"), inputs, [])
+    grouped = [t["name"] for t in response.get_json()["response"]["curves-graph"]["figure"]["data"]]
+    assert grouped == ["no_such_key=- (n=2) band", "no_such_key=- (n=2)"]
 
 
 def view_of_both_runs(runs, output, view):

@@ -31,7 +31,7 @@ SECRET = "outside-secret-7f3a"  # a config value only the run outside the runs f
 CALLBACK = "/_dash-update-component"
 REFRESH_KEY = "..run-picker.options...run-table.children...table-signature.data...last-refresh.children.."
 SELECTION_KEY = ("..selection.data...notice.children...tag.options...stats.options...waterfall-key.options"
-                 "...ft-run.options...grad-run.options..")
+                 "...group-by.options...ft-run.options...grad-run.options..")
 
 
 # ---- broken runs -------------------------------------------------------------------

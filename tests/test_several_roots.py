@@ -98,7 +98,7 @@ def test_a_server_of_two_folders(roots, subprocess_env):
         listed = _call(base, deps, "run-picker.options", [0, None, None], [None])
         assert [o["value"] for o in listed["run-picker"]["options"]] == ["other/a", "other/leak", "runs/a", "runs/b"]
         picked = ["runs/a", "other/a", "private/secret", "runs/../private/secret", "other/leak"]
-        selection = _call(base, deps, "selection.data", [0, picked], [None, None])["selection"]["data"]
+        selection = _call(base, deps, "selection.data", [0, picked], [None, None, None])["selection"]["data"]
         assert sorted(selection["runs"] + selection["pending"]) == ["other/a", "runs/a"]
         assert set(selection["errors"]) == {"private/secret", "runs/../private/secret", "other/leak"}
         assert all("refused" in message for message in selection["errors"].values())
