@@ -319,6 +319,8 @@ def _open_for_append(path: Path, bins: int, config: dict, env: dict) -> h5py.Fil
             clear_open_mark(path)
             reader = StoreReader(path)
         reader.rows()  # every size checked: a damaged file is refused here, in seconds
+        for stream in STREAMS:  # what the writer reads back; a damaged name list is refused here too,
+            reader.tags(stream)  # where reads give up after 16 attempts (a write handle retries for minutes)
         if reader.bins != bins:
             raise ScorevizError(f"{path}: recorded with {reader.bins} histogram bins, "
                                 f"cannot append with bins={bins}")
