@@ -123,10 +123,10 @@ def _run_batches(run, label, pa):
         frame = run.embeddings(tag)
         yield "embeddings", {**_long(frame, label, "statistic", const), "tag": const(tag, frame.size)}
         steps, eigenvalues = run.spectrum(tag)
-        n = eigenvalues.size
+        n, width = eigenvalues.size, (eigenvalues.shape[1] if eigenvalues.size else 0)
         yield "spectrum", {"run": const(label, n), "tag": const(tag, n),
-                           "step": np.repeat(steps.astype(np.int64), eigenvalues.shape[1] if n else 0),
-                           "index": np.tile(np.arange(eigenvalues.shape[1] if n else 0, dtype=np.int32), len(steps)),
+                           "step": np.repeat(steps.astype(np.int64), width),
+                           "index": np.tile(np.arange(width, dtype=np.int32), len(steps)),
                            "eigenvalue": eigenvalues.reshape(-1).astype(np.float64)}
     grads = run.gradients()
     grads[TOTAL_LAYER] = run.total_gradient_norm()

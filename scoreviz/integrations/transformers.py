@@ -195,10 +195,11 @@ class ScorevizCallback(transformers.TrainerCallback):
     def _log_pending(self, tag_prefix, step):
         batches = self._pending_embeddings.pop(tag_prefix, [])
         if batches:
-            first = batches[-1]  # the batches that match the last one's dimension and views
-            kept = [(z, z2) for z, z2 in batches if z.shape[1:] == first[0].shape[1:] and (z2 is None) == (first[1] is None)]
+            last_z, last_z2 = batches[-1]  # the batches that match the last one's dimension and views
+            kept = [(z, z2) for z, z2 in batches
+                    if z.shape[1:] == last_z.shape[1:] and (z2 is None) == (last_z2 is None)]
             z = torch.cat([z for z, _ in kept])
-            z2 = None if first[1] is None else torch.cat([z2 for _, z2 in kept])
+            z2 = None if last_z2 is None else torch.cat([z2 for _, z2 in kept])
             self.recorder.log_embeddings(step, z, z2, tag=tag_prefix)
         for tag in [t for t in self._pending if t == tag_prefix or t.startswith(tag_prefix + "-")]:
             batches = self._pending.pop(tag)
