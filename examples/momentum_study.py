@@ -15,8 +15,9 @@ their spread over seeds.
 
 Re-running reuses every run that finished with the requested settings and
 continues an interrupted one from its last checkpoint, so only the tables and
-the figures are made again. The app cannot yet group runs by a config key, so
-the seed means and spreads are computed here from ``scoreviz.open_run`` data.
+the figures are made again. The seeds are folded together as the app's grouped
+views do it (``scoreviz.groups``: group by ``moco_m``, every other key such as
+``seed`` ignored; the curves' band is the min-max over seeds).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scoreviz  # noqa: E402
+import scoreviz.groups  # noqa: E402
 from scoreviz.errors import ScorevizError  # noqa: E402
 
 VERSIONS = (1, 2)
@@ -193,8 +195,18 @@ def _first_fired(*flags):
     return min(fired, key=lambda f: f.step) if fired else flags[0]
 
 
-def group(rows: list) -> dict:
-    """The runs of one version and m (one per seed) folded into means, spreads and flag counts."""
+def group_by_momentum(summaries: dict) -> list:
+    """The runs of one version (run folder -> :func:`summarize`) grouped by ``moco_m`` as the
+    app groups them (``scoreviz.groups``: the seed and every other key ignored), each group
+    folded into means, spreads and flag counts."""
+    configs = {run: {"moco_m": row["m"], "seed": row["seed"]} for run, row in summaries.items()}
+    groups = scoreviz.groups.group_runs(configs, by=["moco_m"])
+    curves = scoreviz.groups.group_curves({run: row["series"] for run, row in summaries.items()}, groups,
+                                          band="minmax")
+    return [_folded(curve.group, [summaries[run] for run in curve.group.runs], curve.frame) for curve in curves]
+
+
+def _folded(group, rows: list, curve) -> dict:
     def values(key):
         return [r[key] for r in rows]
 
@@ -202,13 +214,10 @@ def group(rows: list) -> dict:
         fired = [r[check].step for r in rows if r[check].fired]
         return len(fired), fired
 
-    import pandas as pd
-
-    curves = pd.concat([r["series"] for r in rows], axis=1)
-    return dict(version=rows[0]["version"], m=rows[0]["m"], n=len(rows), values=values,
+    return dict(version=rows[0]["version"], m=group.key[0], n=len(rows), values=values,
                 collapse=flag("collapse"), instability=flag("instability"), nonfinite=flag("nonfinite"),
                 representation=flag("representation"),
-                mean_curve=curves.mean(axis=1), low=curves.min(axis=1), high=curves.max(axis=1))
+                mean_curve=curve["mean"], low=curve["lower"], high=curve["upper"])
 
 
 def _mean_sd(numbers: list, digits: int = 1, fmt: str = "f") -> str:
@@ -339,7 +348,8 @@ def main(args: argparse.Namespace) -> int:
 
     tables = []
     for v in versions:
-        groups = [group([summarize(run_dir_for(out, v, m, s)) for s in seeds]) for m in momenta]
+        groups = group_by_momentum({str(run_dir_for(out, v, m, s)): summarize(run_dir_for(out, v, m, s))
+                                    for m in momenta for s in seeds})
         for path in write_figures(groups, v, Path(args.figures)):
             print(f"  wrote {path}")
         init = statistics.fmean(x for g in groups for x in g["values"]("knn_init"))

@@ -202,6 +202,9 @@ args = transformers.TrainingArguments(
     disable_tqdm=True)
 transformers.Trainer(model=PairModel(), args=args, train_dataset=Points(64), eval_dataset=Points(32),
                      callbacks=[ScorevizCallback({run!r})]).train()
+# The Trainer leaves the process group open; a gloo process that exits with it open can abort at exit
+# (SIGABRT from a worker thread, pytorch/pytorch#190489), so the script closes it as PyTorch asks.
+torch.distributed.destroy_process_group()
 '''
 
 
