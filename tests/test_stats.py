@@ -204,3 +204,16 @@ def test_margin_needs_one_positive_per_sample_and_some_negatives():
     # several negatives per sample in any shape: the first dimension is the sample
     pos, neg = torch.rand(5), torch.rand(5, 3, 4)
     assert computed(pos, neg)["margin"][0] == pytest.approx(reference_margin(pos, neg)[0], rel=1e-6)
+
+
+def test_cpu_binning_is_exact_at_the_edges():
+    # Bin edges, the ends of the range (1.0 falls in the last bin), just outside it, inf and
+    # a large random sample, at logit scales: each float32 score lands in numpy's bin for it.
+    edges = torch.linspace(-1.0, 1.0, 101)
+    special = torch.tensor([-1.0, 1.0, 0.0, -1.0000001, 1.0000001, float("inf"), -float("inf"), 0.5, -0.5])
+    values = torch.cat([edges, special, torch.empty(70_000).uniform_(-1.1, 1.1)])
+    for scale in (1.0, 0.07, 0.2):
+        logits = values / scale
+        scores = (logits.float() * scale).numpy().astype(np.float64)
+        expected = np.histogram(scores[np.isfinite(scores)], bins=BINS, range=(-1, 1))[0]
+        np.testing.assert_array_equal(stats._bin_counts(logits, BINS, scale).numpy(), expected)
