@@ -10,7 +10,7 @@ app's health flags as mean and spread over the seeds, the app's 3D waterfall
 of the per-sample negative variance (seed means) and the same curves with
 their spread over seeds.
 
-    python examples/momentum_study.py                  # 2 versions x 6 momenta x 3 seeds; about 1.5 hours on 2 cores
+    python examples/momentum_study.py                  # 2 versions x 6 momenta x 3 seeds; 36 to 110 minutes on 2 cores
     python examples/momentum_study.py --versions 1 --momenta 0.6 0.99 --seeds 2 --epochs 10
 
 Re-running reuses every run that finished with the requested settings and
@@ -214,8 +214,10 @@ def _folded(group, rows: list, curve) -> dict:
         fired = [r[check].step for r in rows if r[check].fired]
         return len(fired), fired
 
+    # Runs whose scores were all alike early and then left: the app shows that as warm-up, not collapse.
+    early = [r["collapse"].warmup[0] for r in rows if not r["collapse"].fired and r["collapse"].warmup]
     return dict(version=rows[0]["version"], m=group.key[0], n=len(rows), values=values,
-                collapse=flag("collapse"), instability=flag("instability"), nonfinite=flag("nonfinite"),
+                collapse=flag("collapse"), early_collapse=(len(early), early), instability=flag("instability"), nonfinite=flag("nonfinite"),
                 representation=flag("representation"),
                 mean_curve=curve["mean"], low=curve["lower"], high=curve["upper"])
 
@@ -235,6 +237,14 @@ def _flag_text(count_steps: tuple, n: int) -> str:
     return f"{count}/{n} ({where})"
 
 
+def _collapse_text(g: dict) -> str:
+    """The collapse flags, then the runs that collapsed early and left (the app's warm-up), if any."""
+    text = _flag_text(g["collapse"], g["n"])
+    if g["early_collapse"][0]:
+        text += f"; early and left: {_flag_text(g['early_collapse'], g['n'])}"
+    return text
+
+
 def markdown_table(groups: list) -> str:
     """One version's results per m: mean ± sample sd over the seeds, flags as runs flagged / runs."""
     lines = [
@@ -250,7 +260,7 @@ def markdown_table(groups: list) -> str:
             f"| {min(v('knn_final')):.1f}-{max(v('knn_final')):.1f} | {_mean_sd(v('var_final'), 2, 'e')} "
             f"| {_mean_sd(v('pos_final'), 3)} | {_mean_sd(v('neg_final'), 3)} | {_mean_sd(v('grad_rough'), 2)} "
             f"| {_mean_sd(v('rank_final'), 1)} | {_mean_sd(v('std_final'), 2)} "
-            f"| {_flag_text(g['collapse'], g['n'])} | {_flag_text(g['representation'], g['n'])} "
+            f"| {_collapse_text(g)} | {_flag_text(g['representation'], g['n'])} "
             f"| {_flag_text(g['instability'], g['n'])} "
             f"| {PAPER.get(g['m'], '')} |")
     return "\n".join(lines)
