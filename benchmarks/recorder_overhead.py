@@ -336,7 +336,6 @@ def setting_one(workdir, args, make_step, title, device):
           f"writer work included): {alone * 1e3:.2f} ms per step = {100 * alone / (rows[0][1] / 1e3):.1f}% "
           f"of the {rows[0][1]:.1f} ms step.")
     print("* over this short run: HDF5 allocates whole chunks up front; table 3 gives the size of a long run.")
-    return rows[0][1]
 
 
 def setting_two(workdir, args, device):
@@ -397,18 +396,26 @@ def spectrum_host_cost(dim, repeats=3):
     return min(times)
 
 
-def recorder_alone_with_and_without_embeddings(calls=100, rounds=5):
+def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
     """The Recorder's own time per step at setting 1's sizes, without and with log_embeddings of
-    the query and key projections (64 x 128), rounds alternating; medians (writer work included)."""
+    the query and key projections (64 x 128), and each as a share of the bare MoCo-like step timed
+    in the same round just before it (a shared machine's speed drifts within minutes: a share of a
+    step timed at another moment can be off by half). Medians over rounds, writer work included.
+    Returns (ms without, ms with, share without, share with)."""
     torch.manual_seed(0)
     train = MocoStep()
     logits, loss = train()
     times = {False: [], True: []}
+    shares = {False: [], True: []}
     step = 0
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the last, incomplete window has few samples
         for r in range(rounds):
             for embeddings in (False, True):
+                start = time.perf_counter()
+                for _ in range(10):
+                    train()
+                bare = (time.perf_counter() - start) / 10
                 recording = (ScorevizEmbeddingsRecording if embeddings else ScorevizRecording)(
                     os.path.join(folder, f"alone-{r}-{embeddings}"))
                 recording.record(step, logits, train.temperature, train.q, loss)  # creates the file
@@ -417,8 +424,11 @@ def recorder_alone_with_and_without_embeddings(calls=100, rounds=5):
                     step += 1
                     recording.record(step, logits, train.temperature, train.q, loss)
                 recording.close()
-                times[embeddings].append((time.perf_counter() - start) / calls)
-    return statistics.median(times[False]), statistics.median(times[True])
+                cost = (time.perf_counter() - start) / calls
+                times[embeddings].append(cost)
+                shares[embeddings].append(cost / bare)
+    return (statistics.median(times[False]), statistics.median(times[True]),
+            statistics.median(shares[False]), statistics.median(shares[True]))
 
 
 def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
@@ -434,20 +444,7 @@ def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
     return folder_bytes(folder) / steps
 
 
-def moco_step_ms(steps=30):
-    """Setting 1's bare MoCo-like step time, for setting 4 run without setting 1."""
-    torch.manual_seed(0)
-    train = MocoStep()
-    for _ in range(5):
-        train()
-    start = time.perf_counter()
-    for _ in range(steps):
-        train()
-    return (time.perf_counter() - start) / steps * 1e3
-
-
-def print_embedding_tables(calls, step_ms, size_steps, workdir):
-    step_ms = step_ms or moco_step_ms()
+def print_embedding_tables(calls, size_steps, workdir):
     print("\n4. Embedding statistics: log_embeddings with two views, CPU, spectrum window 50\n")
     print("| embeddings (batch x dim) | per call, training thread (ms) | per call, writer work included (ms) "
           "| spectrum per window, writer thread (ms) | spectrum per step at window 50 (ms) |")
@@ -458,11 +455,11 @@ def print_embedding_tables(calls, step_ms, size_steps, workdir):
         print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
     print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
           f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
-    without, with_embeddings = recorder_alone_with_and_without_embeddings()
-    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, rounds alternating): "
-          f"{without * 1e3:.2f} ms per step, {with_embeddings * 1e3:.2f} ms with log_embeddings(step, q, k) "
-          f"(64 x 128); {step_ms:.1f} ms MoCo-like step from setting 1: {100 * without / (step_ms / 1e3):.1f}% and "
-          f"{100 * with_embeddings / (step_ms / 1e3):.1f}%.")
+    without, with_embeddings, share, share_embeddings = recorder_alone_with_and_without_embeddings()
+    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, rounds alternating, each "
+          f"against the bare MoCo-like step timed just before it): {without * 1e3:.2f} ms per step = "
+          f"{100 * share:.1f}% of the step, {with_embeddings * 1e3:.2f} ms = {100 * share_embeddings:.1f}% with "
+          f"log_embeddings(step, q, k) (64 x 128); medians of 9 rounds.")
 
 
 def main():
@@ -493,16 +490,15 @@ def main():
     else:
         make_step, title = MocoStep, "MoCo-like training step on CPU (conv encoder, batch 64, queue 4096)"
     with tempfile.TemporaryDirectory() as workdir:
-        step_ms = None
         if 1 in args.settings:
-            step_ms = setting_one(workdir, args, make_step, title, device)
+            setting_one(workdir, args, make_step, title, device)
         if 2 in args.settings:
             setting_two(workdir, args, device)
         if 3 in args.settings:
             setting_three(workdir, args)
         if 4 in args.settings:
             # the shares in table 4 are of the small CPU step, also when setting 1 timed the trainer's
-            print_embedding_tables(args.embedding_calls, None if args.arch else step_ms, args.size_steps, workdir)
+            print_embedding_tables(args.embedding_calls, args.size_steps, workdir)
 
 
 if __name__ == "__main__":
