@@ -300,7 +300,9 @@ def _selection(dash_app, data):
         # A dropdown drops a value it has no option for: the keys a link groups by stay listed,
         # and the page's first call (no runs picked yet) keeps the options of every run's keys.
         group_keys = _union(keys + list(grouped_by or [])) if infos else no_update
-        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys, group_keys,
+        # (the waterfall's key likewise: the first call's empty options dropped a link's key=)
+        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys if infos else no_update,
+                group_keys,
                 valid, valid)
 
 

@@ -11,6 +11,7 @@ histogram as its last row only, so a sweep of hundreds of long runs reads quickl
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -157,7 +158,8 @@ def write_group_report(run_dirs, out_path, by, band: str = "std", stats=None, fo
     series, hists = read_sweep(names, runs, list(dict.fromkeys(stats + [waterfall_stat])))
     check_stats(stats, series)
     figs, tables = group_report_figures(names, runs, series, hists, by, band, stats, waterfall_stat)
-    run_rows = [{"id": n, "name": n, "steps": r.summary().get("steps"), "config": r.config}
+    run_rows = [{"id": n, "name": n, "steps": r.summary().get("steps"), "config": r.config,
+                 "last_update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.file.stat().st_mtime))}
                 for n, r in zip(names, runs)]
     table = figures.run_table(run_rows)
     groups_count = len(grouping.group_runs(configs, by))
