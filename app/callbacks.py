@@ -22,7 +22,7 @@ import plotly.io as pio
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app import colors as run_colors_module
-from app import figures, health, images, layout, representation, runfilter
+from app import figures, group_figures, health, images, layout, representation, runfilter
 from app.data import RefusedRunId, RunData
 
 # Controls whose values live in the URL: query key -> (component id, is a list).
@@ -300,7 +300,9 @@ def _selection(dash_app, data):
         # A dropdown drops a value it has no option for: the keys a link groups by stay listed,
         # and the page's first call (no runs picked yet) keeps the options of every run's keys.
         group_keys = _union(keys + list(grouped_by or [])) if infos else no_update
-        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys, group_keys,
+        # (the waterfall's key likewise: the first call's empty options dropped a link's key=)
+        return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys if infos else no_update,
+                group_keys,
                 valid, valid)
 
 
@@ -363,14 +365,16 @@ def _figures(dash_app, data):
     @dash_app.callback(
         Output("hist-graph", "figure"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
-        Input("step-slider", "value"),
+        Input("step-slider", "value"), Input("group-by", "value"), Input("band", "value"),
     )
-    def update_histograms(selection, view, tag, step):
+    def update_histograms(selection, view, tag, step, group_by, band):
         if view != "distribution":
             return no_update
         tag = pick_tag(data, _runs(selection), tag)
         hists = {r: histogram_pair(data, r, tag) for r in _runs(selection)}
         step = step if step is not None else _last_step(hists)
+        if group_by and hists:
+            return grouped_histograms(data, hists, step, tag, group_by, band)
         return figures.histograms_at_step_figure(hists, step, title=f"Score histograms at step {step} ({tag})",
                                                  colors=run_colors(_runs(selection)))
 
@@ -394,12 +398,16 @@ def _figures(dash_app, data):
         Output("waterfall-graph", "figure"),
         Input("selection", "data"), Input("view", "value"), Input("tag", "value"),
         Input("waterfall-key", "value"), Input("waterfall-stat", "value"), Input("x-axis", "value"),
+        Input("group-by", "value"), Input("band", "value"),
     )
-    def update_waterfall(selection, view, tag, key, stat, x):
+    def update_waterfall(selection, view, tag, key, stat, x, group_by, band):
         if view != "waterfall":
             return no_update
         stat = stat or "neg_sample_var"
         tag = pick_tag(data, _runs(selection), tag)
+        if group_by and _runs(selection):
+            return grouped_waterfall(data, _runs(selection), tag, stat, group_by, band, key=key or "",
+                                     grouped_over_time=x not in (None, "step"))
         series, order = {}, {}
         for r in _runs(selection):
             frame = curve_frame(data, r, tag, [stat])
@@ -498,14 +506,47 @@ def run_colors(runs) -> dict:
 
 def grouped_curves(data: RunData, runs, tag, stats, group_by, band, **options):
     """The Curves figure with runs grouped by the config keys ``group_by``: a mean and band per group."""
-    from scoreviz.groups import BANDS
-
-    band = band if band in BANDS else "std"
+    band = _band(band)
     curves = {c: _safe(lambda c=c: data.grouped_curves(runs, tag, c, by=group_by, band=band), []) for c in stats}
     names = _union(gc.group.name for column in curves.values() for gc in column)
     title = f"Statistics over steps ({tag}), {len(runs)} runs grouped by {', '.join(group_by)}"
     return figures.grouped_curves_figure(curves, stats, band=band, title=title,
                                          colors=run_colors_module.group_colors(names), **options)
+
+
+def grouped_waterfall(data: RunData, runs, tag, stat, group_by, band, key="", grouped_over_time=False):
+    """The 3D waterfall with one mean line (and band) per group of runs."""
+    band = _band(band)
+    curves = _safe(lambda: data.grouped_curves(runs, tag, stat, by=group_by, band=band), [])
+    order = f"ordered by {key}" if key in group_by else "in order of their values"
+    title = figures.with_notes(f"{figures.stat_label(stat)} over steps ({tag}), {len(runs)} runs grouped by "
+                               f"{', '.join(group_by)}, {order}",
+                               ["groups are drawn over steps, not time"] if grouped_over_time else [])
+    return group_figures.grouped_waterfall_figure(
+        curves, key=key, stat=stat, band=band, title=title,
+        colors=run_colors_module.group_colors([c.group.name for c in curves]))
+
+
+def grouped_histograms(data: RunData, hists, step, tag, group_by, band):
+    """The histogram overlay with each group's mean histogram at ``step`` (and its band)."""
+    from scoreviz.groups import group_runs
+
+    band = _band(band)
+    configs = {r: data.light_info(r).get("config", {}) for r in hists}
+    title = f"Mean score histograms at step {step} ({tag}), {len(hists)} runs grouped by {', '.join(group_by)}"
+    try:
+        means = group_figures.mean_histograms_at_step(hists, group_runs(configs, group_by), step)
+    except ValueError as err:  # ScorevizError: runs of a group binned differently
+        return figures.empty_figure(title, str(err))
+    return group_figures.grouped_histograms_figure(
+        means, step, band=band, title=title,
+        colors=run_colors_module.group_colors([group.name for group, _, _ in means]))
+
+
+def _band(band) -> str:
+    from scoreviz.groups import BANDS
+
+    return band if band in BANDS else "std"
 
 
 def run_times(data: RunData, runs, x) -> dict | None:

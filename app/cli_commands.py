@@ -81,6 +81,20 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="overwrite what --out already holds (the report; for tensorboard or parquet, "
                              "the runs' files under it)")
+    grouped = parser.add_argument_group(
+        "grouped report (html)", "with --group-by, RUN_DIR may also be a sweep's folder (every run below it) and "
+        "the report shows groups instead of runs: grouped curves, the grouped 3D waterfall, each group's mean "
+        "histograms at the last step and a table of groups with each statistic's final mean and band")
+    grouped.add_argument("--group-by", action="append", default=[], metavar="KEY",
+                         help="config key whose values form the groups (e.g. moco_m); repeatable, every other "
+                              "key (seed...) is ignored")
+    grouped.add_argument("--band", choices=("std", "sem", "minmax"), default="std",
+                         help="the band around a group's mean: std, standard error or the min and max run")
+    grouped.add_argument("--stat", action="append", default=[], metavar="NAME",
+                         help="statistic to show (a score column such as neg_mean, or a scalar's name); "
+                              "repeatable (default: pos_mean, neg_mean, neg_sample_var)")
+    grouped.add_argument("--waterfall-stat", default="neg_sample_var", metavar="NAME",
+                         help="the statistic of the 3D waterfall")
 
 
 def export_main(args: argparse.Namespace) -> int:
@@ -95,6 +109,16 @@ def export_main(args: argparse.Namespace) -> int:
         for path in export_runs(args.run_dirs, args.format, args.out, overwrite=args.force):
             print(f"scoreviz: wrote {path}")
         return 0
+    if args.group_by:
+        from app.group_report import write_group_report
+
+        out = write_group_report(args.run_dirs, args.out or "report.html", args.group_by, band=args.band,
+                                 stats=args.stat, force=args.force, waterfall_stat=args.waterfall_stat)
+        print(f"scoreviz: wrote {out}")
+        return 0
+    if args.stat or args.band != "std" or args.waterfall_stat != "neg_sample_var":
+        print("scoreviz export: error: --band, --stat and --waterfall-stat need --group-by KEY", file=sys.stderr)
+        raise SystemExit(2)
     from app.export import write_report
 
     out = write_report(args.run_dirs, args.out or "report.html", force=args.force)
@@ -105,7 +129,8 @@ def export_main(args: argparse.Namespace) -> int:
 # The pairs scoreviz.cli wires up: command -> (add_arguments, main, help).
 COMMANDS = {
     "serve": (add_serve_arguments, serve_main, "serve the app for every run below the RUNS_DIR folders"),
-    "export": (add_export_arguments, export_main, "write one standalone HTML report of some runs"),
+    "export": (add_export_arguments, export_main, "write one standalone HTML report of some runs (or of a "
+               "sweep's groups, --group-by)"),
 }
 
 

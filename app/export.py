@@ -151,27 +151,33 @@ def write_report(run_dirs, out_path, force: bool = False) -> Path:
         raise ScorevizError("export: give at least one run folder")
     out = output_path(out_path, force)
     figs, table_html, health_html = report_figures(run_dirs)
-    parts = []
-    for title, fig in figs:
+    page = page_html("scoreviz report", f"{len(run_dirs)} run(s)",
+                     [("Runs", table_html), ("Health", health_html)], figs)
+    write_atomic(out, page)
+    return out
+
+
+def page_html(title: str, intro: str, tables, figs) -> str:
+    """One self-contained page: ``tables`` ((heading, HTML) pairs), then ``figs`` ((heading,
+    figure) pairs), with plotly.js inlined once (from the plotly package: no CDN, opens offline)."""
+    parts = [f"<h2>{html.escape(heading)}</h2>{body}" for heading, body in tables]
+    for heading, fig in figs:
         body = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-        parts.append(f"<section><h2>{html.escape(title)}</h2>{body}</section>")
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>scoreviz report</title>
+        parts.append(f"<section><h2>{html.escape(heading)}</h2>{body}</section>")
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1f2933; }}
 table.runs {{ border-collapse: collapse; font-size: 12px; }}
 table.runs th, table.runs td {{ border-bottom: 1px solid #e4e7eb; padding: 3px 8px; text-align: left; }}
 .differs {{ background: #fff3c4; font-weight: 600; }}
 .flagged {{ color: #ab091e; font-weight: 600; }} .ok {{ color: #27ab83; }} .note {{ color: #52606d; font-size: 12px; }}
+.swatch {{ display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }}
 </style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
-<h1>scoreviz report</h1>
-<p>{len(run_dirs)} run(s), written {time.strftime("%Y-%m-%d %H:%M:%S")}</p>
-<h2>Runs</h2>{table_html}
-<h2>Health</h2>{health_html}
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(intro)}, written {time.strftime("%Y-%m-%d %H:%M:%S")}</p>
 {''.join(parts)}
 </body></html>
 """
-    write_atomic(out, page)
-    return out

@@ -45,6 +45,7 @@ def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[
         dcc.Store(id="wanted-runs", data=[]),  # runs a link named that do not exist yet
         header(runs_dir, refresh_s),
         controls(run_ids, tags),
+        group_controls(config_keys),
         html.Div(id="url-notice", className="notice"),
         html.Div(id="notice", className="notice"),
         html.Details(open=True, className="run-table-box", children=[
@@ -95,6 +96,20 @@ def controls(run_ids: list[str], tags: list[str]) -> html.Div:
     ])
 
 
+def group_controls(config_keys: list[str]) -> html.Div:
+    """Group by and Band: shared by the views that draw groups (curves, the histogram overlay, the waterfall)."""
+    return html.Div(className="controls", children=[
+        labelled("Group by (config keys that differ)",
+                 dcc.Dropdown(id="group-by", options=config_keys, value=[], multi=True,
+                              placeholder="e.g. moco_m: one mean per value, seeds folded in"),
+                 title="runs with the same values of these keys form a group, drawn as its mean with a band "
+                       "in the curves, the histogram overlay and the 3D waterfall; every other key (seed...) "
+                       "is ignored"),
+        labelled("Band", dcc.RadioItems(id="band", options=BAND_OPTIONS, value="std", inline=True),
+                 className="narrow-wide", title="the shaded area around a group's mean"),
+    ])
+
+
 def labelled(label: str, component, className: str = "", title: str | None = None) -> html.Div:
     return html.Div(className=f"control {className}".strip(), title=title,
                     children=[html.Label(label), component])
@@ -126,15 +141,6 @@ def view(name: str, run_ids: list[str], config_keys: list[str], stats: list[str]
                 labelled("Smoothing", dcc.Slider(id="smoothing", min=0, max=0.99, step=0.01, value=0,
                                                  marks={0: "0", 0.9: "0.9", 0.99: "0.99"}),
                          className="wide-slider"),
-            ]),
-            html.Div(className="controls", children=[
-                labelled("Group by (config keys that differ)",
-                         dcc.Dropdown(id="group-by", options=config_keys, value=[], multi=True,
-                                      placeholder="e.g. moco_m: one mean line per value, seeds folded in"),
-                         title="runs with the same values of these keys form a group, drawn as its mean "
-                               "with a band; every other key (seed...) is ignored"),
-                labelled("Band", dcc.RadioItems(id="band", options=BAND_OPTIONS, value="std", inline=True),
-                         className="narrow-wide", title="the shaded area around a group's mean"),
             ]),
             graph("curves"),
         ])

@@ -3,6 +3,15 @@
     python docs/make_screenshot.py RUNS_DIR [--view curves] [--out docs/views/curves.png]
     python docs/make_screenshot.py RUNS_DIR --all docs/views      # every view (the README's gallery)
 
+The grouped views of docs/views/ were taken on a synthetic sweep (3 moco_m x 3 seeds):
+    python docs/make_grouped_sweep.py /tmp/sweep
+    python docs/make_screenshot.py /tmp/sweep --view waterfall --extra "group=moco_m&key=moco_m" \
+        --graph waterfall --out docs/views/waterfall_grouped.png
+    python docs/make_screenshot.py /tmp/sweep --view distribution --extra "group=moco_m&step=299" \
+        --graph hist --out docs/views/histograms_grouped.png --height 1800
+    scoreviz export /tmp/sweep --group-by moco_m --out /tmp/sweep.html
+    python docs/make_screenshot.py /tmp/sweep.html --html --out docs/views/report_grouped.png --height 1400
+
 The views of docs/views/ were taken on the demo's runs:
     nice -n 10 python benchmarks/demo_time.py --epochs 100 --out /tmp/demo
     python docs/make_screenshot.py /tmp/demo --all docs/views
@@ -42,8 +51,14 @@ def main(argv=None) -> int:
     parser.add_argument("--extra", default="", help="more query string, e.g. 'log=log&smooth=0.6'")
     parser.add_argument("--out", default=str(ROOT / "docs" / "views" / "curves.png"))
     parser.add_argument("--height", type=int, default=1300)
+    parser.add_argument("--graph", metavar="NAME", help="save only this graph (e.g. hist for hist-graph), "
+                                                        "not the whole page")
     parser.add_argument("--all", metavar="FOLDER", help="one PNG per view into FOLDER (VIEW.png)")
+    parser.add_argument("--html", action="store_true", help="RUNS_DIR is an HTML file (a report of "
+                                                            "scoreviz export): a screenshot of it, no server")
     args = parser.parse_args(argv)
+    if args.html:
+        return report_screenshot(Path(args.runs_dir), args.out, args.height)
     if args.all:
         Path(args.all).mkdir(parents=True, exist_ok=True)
         for view, extra in VIEWS.items():
@@ -60,7 +75,7 @@ def main(argv=None) -> int:
     query = urlencode([("runs", r) for r in runs] + [("view", args.view)])
     if args.extra:
         query += "&" + args.extra
-    graph = {"curves": "curves-graph", "distribution": "hist-graph", "gradients": "grad-heatmap-graph",
+    graph = f"{args.graph}-graph" if args.graph else {"curves": "curves-graph", "distribution": "hist-graph", "gradients": "grad-heatmap-graph",
              "waterfall": "waterfall-graph", "representation": "spectrum-graph"}.get(args.view)
     with serving(args.runs_dir, refresh=60) as url, chromium(width=1400, height=args.height) as driver:
         driver.get(f"{url}?{query}")
@@ -71,8 +86,28 @@ def main(argv=None) -> int:
         wait_for(driver, lambda d: not d.find_elements("css selector", '[data-dash-is-loading="true"]'),
                  timeout=120)
         driver.execute_script("return new Promise(r => setTimeout(r, 1500))")
-        driver.save_screenshot(args.out)
+        if args.graph:
+            box = driver.find_element("css selector", f"#{graph}")
+            driver.execute_script("arguments[0].scrollIntoView()", box)
+            box.screenshot(args.out)
+        else:
+            driver.save_screenshot(args.out)
     print(f"wrote {args.out} ({len(runs)} runs, view {args.view})")
+    return 0
+
+
+def report_screenshot(report: Path, out: str, height: int) -> int:
+    """A screenshot of the top of an exported HTML report opened from disk, once its figures are drawn."""
+    from test_app_browser import chromium, wait_for
+
+    with chromium(width=1400, height=height) as driver:
+        driver.get(report.resolve().as_uri())
+        wait_for(driver, lambda d: d.execute_script(
+            "return document.querySelectorAll('.js-plotly-plot').length > 0 && "
+            "Array.from(document.querySelectorAll('.js-plotly-plot')).every(g => g._fullLayout)"), timeout=120)
+        driver.execute_script("return new Promise(r => setTimeout(r, 1500))")
+        driver.save_screenshot(out)
+    print(f"wrote {out} (report {report})")
     return 0
 
 

@@ -56,6 +56,11 @@ class Group:
         return ", ".join(f"{k}={_format(v)}" for k, v in zip(self.by, self.key))
 
     @property
+    def values(self) -> list:
+        """The values of the ``by`` keys as text (``0.99``; ``-`` where a run has no such key)."""
+        return [_format(v) for v in self.key]
+
+    @property
     def label(self) -> str:
         """The legend entry: the name and the run count, ``moco_m=0.99 (n=5)``."""
         return f"{self.name} (n={len(self.runs)})"
@@ -75,12 +80,25 @@ class GroupCurve:
 
 @dataclass(frozen=True)
 class MeanHistogram:
-    """The mean density over runs (bins,), its sample std (ddof=1; 0 for one run) and the runs used."""
+    """The mean density over runs (bins,), its sample std (ddof=1; 0 for one run), the runs used,
+    and the smallest and largest run's density in each bin."""
 
     edges: np.ndarray
     mean: np.ndarray
     std: np.ndarray
     runs: tuple
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    def band(self, band: str = "std") -> tuple:
+        """(lower, upper) densities per bin: mean -+ std, mean -+ std / sqrt(runs), or min and max
+        over runs, as :func:`summarize` draws a curve's band."""
+        if band not in BANDS:
+            raise ScorevizError(f"band must be one of {BANDS}, got {band!r}")
+        if band == "minmax":
+            return (self.mean if self.low is None else self.low), (self.mean if self.high is None else self.high)
+        spread = self.std / np.sqrt(max(len(self.runs), 1)) if band == "sem" else self.std
+        return self.mean - spread, self.mean + spread
 
 
 def group_runs(configs: Mapping[str, Mapping], by: Sequence[str] = ()) -> list:
@@ -190,11 +208,11 @@ def mean_histogram(histograms: Mapping[str, tuple]) -> MeanHistogram:
         raise ScorevizError("mean_histogram: no histograms given")
     if not densities:
         zeros = np.zeros(len(edges) - 1)
-        return MeanHistogram(edges, zeros, zeros, ())
+        return MeanHistogram(edges, zeros, zeros, (), zeros, zeros)
     stack = np.stack(densities)
     mean = stack.mean(axis=0)
     std = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros_like(mean)
-    return MeanHistogram(edges, mean, std, tuple(runs))
+    return MeanHistogram(edges, mean, std, tuple(runs), stack.min(axis=0), stack.max(axis=0))
 
 
 def _sample_std(values, mean, count):

@@ -319,6 +319,36 @@ def test_a_grouped_url_draws_groups_and_is_restored_after_a_reload(driver, tmp_p
         driver.get("about:blank")
 
 
+def test_a_grouped_url_restores_the_grouped_waterfall_and_histograms_after_a_reload(driver, tmp_path):
+    for m in (0.9, 0.99):
+        for seed in (0, 1):
+            make_run(tmp_path, f"m{m}-s{seed}", momentum=m, seed=seed, steps=20)
+
+    def names(d, graph):
+        return {t["name"] for t in traces(d, graph) or []}
+
+    waterfall = {"moco_m=0.9 (n=2)", "moco_m=0.99 (n=2)"}
+    waterfall |= {f"{name} band" for name in waterfall}
+    overlay = {f"moco_m={m} {kind} (n=2){band}" for m in (0.9, 0.99) for kind in ("pos", "neg") for band in ("", " band")}
+    with serving(tmp_path) as url:
+        driver.get(url + "?view=waterfall&group=moco_m&key=moco_m&band=minmax")
+        for _ in range(2):  # as opened, then after a reload
+            wait_for(driver, lambda d: names(d, "waterfall-graph") == waterfall, message="a line and ribbon per group")
+            assert "ordered by moco_m" in json_text(driver, "waterfall-graph")
+            for part in ("group=moco_m", "key=moco_m", "band=minmax", "view=waterfall"):
+                assert part in driver.current_url, part
+            driver.refresh()
+        driver.get(url + "?view=distribution&group=moco_m&band=sem&step=10")
+        for _ in range(2):
+            wait_for(driver, lambda d: names(d, "hist-graph") == overlay, message="each group's mean histograms")
+            assert "step 10" in json_text(driver, "hist-graph")
+            for part in ("group=moco_m", "band=sem", "step=10"):
+                assert part in driver.current_url, part
+            driver.refresh()
+        assert console_errors(driver) == []
+        driver.get("about:blank")
+
+
 def json_text(driver, graph_id):
     return driver.execute_script(
         "const g = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"

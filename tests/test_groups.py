@@ -110,6 +110,22 @@ def test_mean_histogram_weighs_each_run_equally():
         mean_histogram({"a": (edges, [1, 1, 1, 1]), "b": (np.linspace(-1, 1, 3), [1, 1])})
 
 
+def test_mean_histogram_bands_match_pandas_over_the_runs_densities():
+    edges = np.linspace(-1, 1, 5)
+    counts = {"a": [1, 3, 0, 0], "b": [0, 2, 2, 0], "c": [0, 0, 1, 9]}
+    hist = mean_histogram({r: (edges, c) for r, c in counts.items()})
+    frame = pd.DataFrame({r: np.asarray(c, float) / np.sum(c) / 0.5 for r, c in counts.items()}).T  # runs x bins
+    std = frame.std().to_numpy()
+    for band, (lower, upper) in {"std": (frame.mean() - std, frame.mean() + std),
+                                 "sem": (frame.mean() - std / np.sqrt(3), frame.mean() + std / np.sqrt(3)),
+                                 "minmax": (frame.min(), frame.max())}.items():
+        got = hist.band(band)
+        np.testing.assert_allclose(got[0], np.asarray(lower), err_msg=band)
+        np.testing.assert_allclose(got[1], np.asarray(upper), err_msg=band)
+    with pytest.raises(ScorevizError, match="band"):
+        hist.band("iqr")
+
+
 def test_unknown_band_is_refused():
     with pytest.raises(ScorevizError, match="band"):
         summarize(pd.DataFrame({"a": [1.0]}), "iqr")
