@@ -50,6 +50,12 @@ def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[
         html.Details(open=True, className="run-table-box", children=[
             html.Summary(["Runs ", html.Span("click a row to show or hide the run", className="hint")]),
             html.Div(id="run-table", className="run-table-scroll"),
+            html.Div(id="table-pager", className="table-pager", style={"display": "none"}, children=[
+                html.Button("< previous", id="table-prev", n_clicks=0, className="export-button"),
+                html.Span(id="table-page-label", className="hint"),
+                html.Button("next >", id="table-next", n_clicks=0, className="export-button"),
+            ]),
+            dcc.Store(id="table-page", data=0),
         ]),
         dcc.Tabs(id="view", value="curves", className="tabs", children=[
             dcc.Tab(label=label, value=value, children=view(value, run_ids, config_keys, stats))

@@ -172,6 +172,9 @@ class DashClient:
     def call(self, output_prefix, inputs, state=()):
         spec = next(d for d in self.deps if d["output"].lstrip(".").startswith(output_prefix))
         key = spec["output"]
+        # the inputs and states not given are sent as None (a control the page has not set)
+        inputs = list(inputs) + [None] * (len(spec["inputs"]) - len(inputs))
+        state = list(state) + [None] * (len(spec["state"]) - len(state))
         outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in key.strip(".").split("...")]
         body = {"output": key, "outputs": outputs if key.startswith("..") else outputs[0],
                 "inputs": [dict(i, value=v) for i, v in zip(spec["inputs"], inputs)],
@@ -197,7 +200,7 @@ def measure_scoreviz(root: Path, selected: list) -> dict:
         page_bytes = sum(len(_get(base + p)) for p in ("/", "/_dash-layout", "/_dash-dependencies"))
         out["page"], out["page_bytes"] = time.perf_counter() - start, page_bytes
         client = DashClient(base)
-        out["table"], out["table_bytes"], _ = client.call("run-picker.options", [0], [None])
+        out["table"], out["table_bytes"], _ = client.call("run-picker.options", [0, "", []])
         start = time.perf_counter()
         while True:  # the selected runs are read in the background; the figures wait for none
             t, _, payload = client.call("selection.data", [0, selected], [None, None])
@@ -211,7 +214,7 @@ def measure_scoreviz(root: Path, selected: list) -> dict:
         out["curves_cold"], out["curves_bytes"], _ = client.call("curves-graph.figure", curves)
         out["curves_warm"], _, _ = client.call("curves-graph.figure", curves)
         out["to_curves"] = time.perf_counter() - launched
-        out["table_warm"], _, _ = client.call("run-picker.options", [0], [None])
+        out["table_warm"], _, _ = client.call("run-picker.options", [0, "", []])
         out["rss"] = peak_rss(proc.pid)
     finally:
         proc.terminate()

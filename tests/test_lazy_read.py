@@ -136,7 +136,7 @@ def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
     client = dash_app.server.test_client()
     assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
     key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
-    response = post_callback(client, dash_app, key, [0, None, None], [None])
+    response = post_callback(client, dash_app, key, [0, None, None, 0, 0], [None, 0])
     assert response.status_code == 200 and "m1-s5" in response.get_data(as_text=True)
     assert sorted(opened) == sorted(str(p / "scores.h5") for p in many_runs.iterdir())  # each run once
     data_read = [name for name, size in reads if size > 1 and not name.endswith(("_names", "/committed"))]
