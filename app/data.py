@@ -56,6 +56,8 @@ OPEN_RUNS = 2048
 # header (the run table and filter), the rest of the selected runs, the step counts of
 # every listed run.
 _SCORES, _HEADER, _REST, _COUNT = 0, 1, 2, 3
+# grouped_curves results kept (a few hundred KB each at most: MAX_POINTS steps per group).
+GROUPED_KEPT = 32
 # Header reads between two saves of the header index (app.headers).
 SAVE_EVERY = 200
 
@@ -93,6 +95,7 @@ class RunData:
         # headers read before (by an earlier server on the same folders), by file, size and mtime
         self._index = HeaderIndex(self.roots) if index else None
         self._unsaved = 0
+        self._grouped: OrderedDict = OrderedDict()  # grouped_curves results, by runs and their stamps
         if warm:
             threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
             # every run's header in the background from the start: the page does not wait for them
@@ -467,6 +470,14 @@ class RunData:
         Broken runs and runs without the statistic are left out of their group's curve."""
         from scoreviz import groups
 
+        try:
+            key = (tuple((r, self.stamp(r)) for r in run_ids), tag, column, tuple(by), band, max_points)
+        except RefusedRunId:
+            key = None
+        with self._lock:
+            if key in self._grouped:  # the same runs, unchanged: the groups' alignment is not redone
+                self._grouped.move_to_end(key)
+                return self._grouped[key]
         configs, curves = {}, {}
         for run_id in run_ids:
             info = self.light_info(run_id)
@@ -477,7 +488,13 @@ class RunData:
                 curves[run_id] = self.statistic(run_id, tag, column, max_points)
             except Exception:  # noqa: BLE001 - a run that cannot be read has no curve
                 curves[run_id] = None
-        return groups.group_curves(curves, groups.group_runs(configs, by), band=band, max_points=max_points)
+        result = groups.group_curves(curves, groups.group_runs(configs, by), band=band, max_points=max_points)
+        if key is not None:
+            with self._lock:
+                self._grouped[key] = result
+                while len(self._grouped) > GROUPED_KEPT:
+                    self._grouped.popitem(last=False)
+        return result
 
     def health(self, run_id: str, tag: str) -> list:
         """health.run_health of one run and tag (list of health.Flag)."""
