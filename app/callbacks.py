@@ -253,14 +253,13 @@ def _run_list(dash_app, data):
         ids = data.run_ids()
         data.warm(ids)  # new and grown runs get read in the background, headers first
         infos = data.listed_infos(ids)  # the headers read so far
-        unread = len(ids) - len(infos)
-        if not unread:
-            data.save_headers(ids)  # the header index (app.headers) for the next start
         kept, problems = runfilter.matching(filterable(ids, infos, text), infos, text)
         shown = [r for r in (picked or []) if r in set(ids)]
         page = table_page(ctx.triggered_id, page, len(kept))
         on_page = kept[page * PAGE_ROWS:(page + 1) * PAGE_ROWS]
         rows = {r: data.table_row(r) for r in on_page}  # a page's unread headers are read now
+        data.save_headers(ids)  # the header index (app.headers) for the next start, if it changed
+        unread = sum(1 for r in ids if r not in infos and r not in rows)
         table = figures.run_table([rows.get(r) or _unread_row(r, infos) for r in kept])
         table["rows"] = table["rows"][page * PAGE_ROWS:(page + 1) * PAGE_ROWS]
         new_signature = json.dumps([table, shown, problems, kept, unread], sort_keys=True, default=str)
