@@ -63,6 +63,9 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
         return layout.build(_describe(runs_dir), run_ids, list(tags), sorted(keys), refresh, stats)
 
     dash_app.layout = page
+    # Background reads wait while a request is answered: the page comes first.
+    dash_app.server.before_request(data.request_started)
+    dash_app.server.teardown_request(lambda _exc: data.request_finished())
     callbacks.register(dash_app, data)
     guard.protect(dash_app, host, allow_hosts)  # after the callbacks: it checks requests against them
     dash_app.scoreviz_data = data  # for tests and the latency benchmark

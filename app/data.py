@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -56,6 +57,8 @@ OPEN_RUNS = 2048
 # header (the run table and filter), the rest of the selected runs, the step counts of
 # every listed run.
 _SCORES, _HEADER, _REST, _COUNT = 0, 1, 2, 3
+# The background reader waits at most this long for requests to finish before its next read.
+YIELD_S = 2.0
 # grouped_curves results kept (a few hundred KB each at most: MAX_POINTS steps per group).
 GROUPED_KEPT = 32
 # Header reads between two saves of the header index (app.headers).
@@ -95,6 +98,7 @@ class RunData:
         # headers read before (by an earlier server on the same folders), by file, size and mtime
         self._index = HeaderIndex(self.roots) if index else None
         self._unsaved = 0
+        self._in_flight = 0  # requests being answered (app.create_app counts them)
         self._grouped: OrderedDict = OrderedDict()  # grouped_curves results, by runs and their stamps
         if warm:
             threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
@@ -118,9 +122,33 @@ class RunData:
             raise RefusedRunId(f"run id {run_id!r} refused: not a run name")
         if Path(run_id).is_absolute() or run_id.startswith(("/", "\\")):
             raise RefusedRunId(f"run id {run_id!r} refused: absolute paths are not allowed")
+        path = self._plainly_below(run_id)
+        if path is not None:
+            return path
         path = (self.root / run_id).resolve()
         if not self._inside(path):
             raise RefusedRunId(f"run id {run_id!r} refused: it points outside the runs folder")
+        return path
+
+    def _plainly_below(self, run_id: str) -> Path | None:
+        """``root/run_id`` when it lies in a run folder given with no link and no '..' on
+        the way below the (resolved) root, checked with one lstat per part instead of a full
+        resolve of every part from / (a page of 1,000 runs asks this thousands of times);
+        None when that cannot be said so simply (the caller resolves)."""
+        parts = Path(run_id).parts
+        if not parts or any(part in ("..", ".") for part in parts):
+            return None
+        path = self.root
+        for part in parts:
+            path = path / part
+            try:
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    return None
+            except OSError:
+                return None
+        text = str(path)
+        if not any(text.startswith(str(root).rstrip(os.sep) + os.sep) for root in self.roots):
+            return None
         return path
 
     def scores_file(self, run_id) -> Path:
@@ -130,6 +158,11 @@ class RunData:
         file elsewhere: that file is not one the server was given.
         """
         path = self.resolve(run_id) / _scoreviz().store.FILE_NAME
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                return path  # a file (or nothing yet) in a folder inside the root: inside too
+        except OSError:
+            pass
         target = path.resolve()
         if not self._inside(target, strictly=True):
             raise RefusedRunId(f"run id {run_id!r} refused: its {path.name} is a link to a file "
@@ -257,9 +290,26 @@ class RunData:
         """True when the background reader has nothing left to do."""
         return self._warm_queue is None or self._warm_queue.unfinished_tasks == 0
 
+    def request_started(self) -> None:
+        """A request is being answered: the background reader waits (see _yield_to_requests)."""
+        with self._lock:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+
+    def _yield_to_requests(self) -> None:
+        """Wait while requests are being answered, up to YIELD_S: reads hold Python's lock in
+        h5py, so a background read would slow every page request by half on a shared CPU."""
+        deadline = time.monotonic() + YIELD_S
+        while self._in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def _warm_loop(self):
         while True:
             level, _, run_id = self._warm_queue.get()
+            self._yield_to_requests()
             try:
                 stamp = self.stamp(run_id)
                 if self._done[level].get(run_id) != stamp:
@@ -338,7 +388,7 @@ class RunData:
             with self._lock:
                 hit = self._cache.get((run_id, "light"))
             if hit is not None and not isinstance(hit[1], Exception):
-                self._index.put(self.scores_file(run_id).resolve(), hit[0], hit[1])
+                self._index.put(self.scores_file(run_id), hit[0], hit[1])
         row["id"] = run_id
         return row
 
@@ -364,19 +414,20 @@ class RunData:
 
     def known_info(self, run_id: str) -> dict | None:
         """light_info if the header was read already (this server's cache or the header index)
-        and the file is unchanged since, else None; never opens the file."""
-        cached, fresh = self._peek(run_id, ("light",))
-        if fresh:
-            if isinstance(cached, Exception):
-                return {"id": run_id, "name": run_id, "error": str(cached) or type(cached).__name__}
-            return dict(cached, id=run_id)
-        if self._index is None:
-            return None
+        and the file is unchanged since, else None; never opens the file (one stat)."""
         try:
-            file, stamp = self.scores_file(run_id).resolve(), self.stamp(run_id)
-        except RefusedRunId:
+            file = self.scores_file(run_id)
+            st = file.stat()
+        except (RefusedRunId, OSError):
             return None
-        saved = self._index.get(file, stamp)
+        stamp = (st.st_size, st.st_mtime_ns)
+        with self._lock:
+            hit = self._cache.get((run_id, "light"))
+        if hit is not None and hit[0] == stamp:
+            if isinstance(hit[1], Exception):
+                return {"id": run_id, "name": run_id, "error": str(hit[1]) or type(hit[1]).__name__}
+            return dict(hit[1], id=run_id)
+        saved = self._index.get(file, stamp) if self._index is not None else None
         if saved is None:
             return None
         self._store((run_id, "light"), stamp, saved)
@@ -392,7 +443,7 @@ class RunData:
             files = []
             for run_id in run_ids:
                 try:
-                    files.append(self.scores_file(run_id).resolve())
+                    files.append(self.scores_file(run_id))
                 except RefusedRunId:
                     continue
             self._index.forget_missing(files)

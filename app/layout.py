@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dash import dcc, html
 
 from app import figures, health
@@ -106,6 +108,13 @@ def labelled(label: str, component, className: str = "", title: str | None = Non
                     children=[html.Label(label), component])
 
 
+@functools.lru_cache(maxsize=1)
+def blank_figure() -> dict:
+    """The figure every graph shows until its callback answers, built once: a plotly Figure takes
+    tens of milliseconds to build, and the page has a dozen graphs."""
+    return figures.empty_figure("").to_plotly_json()
+
+
 def graph(name: str, **graph_kwargs) -> html.Div:
     """A graph with its export buttons and a place for the export message."""
     buttons = [html.Button(fmt.upper(), id=f"{name}-export-{fmt}", n_clicks=0,
@@ -113,7 +122,7 @@ def graph(name: str, **graph_kwargs) -> html.Div:
                for fmt in EXPORT_FORMATS]
     return html.Div(className="graph-box", children=[
         dcc.Loading(dcc.Graph(id=f"{name}-graph", config=GRAPH_CONFIG,
-                              figure=figures.empty_figure(""), **graph_kwargs),
+                              figure=blank_figure(), **graph_kwargs),
                     delay_show=400),
         html.Div(className="export-bar", children=[html.Span("export:")] + buttons + [
             html.Span(id=f"{name}-export-message", className="export-message")]),
