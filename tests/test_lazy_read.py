@@ -298,3 +298,21 @@ def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monke
         dash_app.scoreviz_data.light_info(run_id)
     kept = _run_list(dash_app, client, "moco_m=3", changed="run-filter.value")
     assert len(kept["run-picker"]["options"]) == 24 and "reading" not in kept["last-refresh"]["children"]
+
+
+def test_background_reads_wait_while_a_request_is_answered(many_runs):
+    from app.data import RunData
+
+    data = RunData(many_runs)
+    ids = data.run_ids()
+    deadline = time.monotonic() + 60
+    while not data.warm_idle() and time.monotonic() < deadline:  # the listing: every header
+        time.sleep(0.05)
+    data.request_started()  # a page request in flight
+    data.warm(ids[:1], urgent=True)
+    time.sleep(0.5)
+    assert data.pending(ids[:1]) == ids[:1]  # not read meanwhile
+    data.request_finished()
+    while data.pending(ids[:1]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert data.pending(ids[:1]) == []
