@@ -33,9 +33,9 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     from app import figures, callbacks, guard, layout
     from app.data import RunData
 
-    # Background reading starts with the first run list (app.callbacks), not here: Dash
-    # builds the page at its first request, and a thousand headers read while the
-    # background thread holds h5py's lock for step counts would make that page wait.
+    # With ``warm``, every run's header is read in the background from now on (and kept in
+    # the header index, app.headers, for the next start): the page lists the runs found on
+    # disk at once and fills in their config as the headers arrive.
     data = RunData(runs_dir, warm=warm)
     options = {}
     if "enable_mcp" in inspect.signature(dash.Dash).parameters:
@@ -49,11 +49,12 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
         **options,
     )
     def page():
-        # A function, so each page load lists the runs (and tags) that exist now.
+        # A function, so each page load lists the runs (and tags) that exist now: every run
+        # found, and the tags, config keys and scalars of the headers read so far (the
+        # callbacks add those of the selected runs).
         run_ids = data.run_ids()
         tags, keys, scalars = {}, set(), {}
-        for run_id in run_ids:
-            info = data.light_info(run_id)
+        for info in data.listed_infos(run_ids).values():
             tags.update(dict.fromkeys(info.get("tags", [])))
             keys.update(info.get("config", {}))
             scalars.update(dict.fromkeys(info.get("scalars", [])))
@@ -62,6 +63,9 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
         return layout.build(_describe(runs_dir), run_ids, list(tags), sorted(keys), refresh, stats)
 
     dash_app.layout = page
+    # Background reads wait while a request is answered: the page comes first.
+    dash_app.server.before_request(data.request_started)
+    dash_app.server.teardown_request(lambda _exc: data.request_finished())
     callbacks.register(dash_app, data)
     guard.protect(dash_app, host, allow_hosts)  # after the callbacks: it checks requests against them
     dash_app.scoreviz_data = data  # for tests and the latency benchmark

@@ -94,6 +94,7 @@ PROPERTY_TYPES = {
     ("wanted-runs", "data"): (_texts, "a list of run ids"),
     ("refresh", "n_intervals"): (_count, "a count"),
     ("table-signature", "data"): (_text, "a string"),
+    ("table-page", "data"): (_count, "a page number"),
     ("selection", "data"): (_selection, "a selection object"),
 }
 # Properties of the many export buttons and graphs, whatever their id.

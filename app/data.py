@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from app import figures, health
+from app.headers import HeaderIndex
 
 # Exact histograms kept per (run, tag, kind) for the step slider; the slider
 # moves over this many positions at most.
@@ -51,9 +53,16 @@ CACHE_BYTES = 512 * 1024**2
 OPEN_RUNS = 2048
 
 
-# Background reading, most urgent first: the selected runs' scores, the rest of the
-# selected runs, the step counts of every listed run.
-_SCORES, _REST, _COUNT = 0, 1, 2
+# Background reading, most urgent first: the selected runs' scores, every listed run's
+# header (the run table and filter), the rest of the selected runs, the step counts of
+# every listed run.
+_SCORES, _HEADER, _REST, _COUNT = 0, 1, 2, 3
+# The background reader waits at most this long for requests to finish before its next read.
+YIELD_S = 2.0
+# grouped_curves results kept (a few hundred KB each at most: MAX_POINTS steps per group).
+GROUPED_KEPT = 32
+# Header reads between two saves of the header index (app.headers).
+SAVE_EVERY = 200
 
 
 class RefusedRunId(ValueError):
@@ -72,7 +81,7 @@ class RunData:
     """All runs below ``root`` (a folder, a glob, or a list of them), their reads cached
     per (file, size, mtime)."""
 
-    def __init__(self, root, max_bytes: int = CACHE_BYTES, warm: bool = True):
+    def __init__(self, root, max_bytes: int = CACHE_BYTES, warm: bool = True, index: bool = True):
         from scoreviz.run import common_base, expand_roots
 
         self.roots = [p.resolve() for p in expand_roots(root)]
@@ -85,9 +94,16 @@ class RunData:
         self._order = itertools.count()  # FIFO within one priority
         self._runs: OrderedDict = OrderedDict()  # run id -> (stamp, scoreviz.Run), see _open
         self._queued: dict = {}  # (run id, level) -> stamp last queued
-        self._done: dict = {level: {} for level in (_SCORES, _REST, _COUNT)}  # level -> {run id: stamp read}
+        self._done: dict = {level: {} for level in (_SCORES, _HEADER, _REST, _COUNT)}  # {run id: stamp read}
+        # headers read before (by an earlier server on the same folders), by file, size and mtime
+        self._index = HeaderIndex(self.roots) if index else None
+        self._unsaved = 0
+        self._in_flight = 0  # requests being answered (app.create_app counts them)
+        self._grouped: OrderedDict = OrderedDict()  # grouped_curves results, by runs and their stamps
         if warm:
             threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
+            # every run's header in the background from the start: the page does not wait for them
+            threading.Thread(target=lambda: self.warm(self.run_ids()), name="scoreviz-list", daemon=True).start()
 
     # ---- ids and paths ---------------------------------------------------
 
@@ -106,9 +122,33 @@ class RunData:
             raise RefusedRunId(f"run id {run_id!r} refused: not a run name")
         if Path(run_id).is_absolute() or run_id.startswith(("/", "\\")):
             raise RefusedRunId(f"run id {run_id!r} refused: absolute paths are not allowed")
+        path = self._plainly_below(run_id)
+        if path is not None:
+            return path
         path = (self.root / run_id).resolve()
         if not self._inside(path):
             raise RefusedRunId(f"run id {run_id!r} refused: it points outside the runs folder")
+        return path
+
+    def _plainly_below(self, run_id: str) -> Path | None:
+        """``root/run_id`` when it lies in a run folder given with no link and no '..' on
+        the way below the (resolved) root, checked with one lstat per part instead of a full
+        resolve of every part from / (a page of 1,000 runs asks this thousands of times);
+        None when that cannot be said so simply (the caller resolves)."""
+        parts = Path(run_id).parts
+        if not parts or any(part in ("..", ".") for part in parts):
+            return None
+        path = self.root
+        for part in parts:
+            path = path / part
+            try:
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    return None
+            except OSError:
+                return None
+        text = str(path)
+        if not any(text.startswith(str(root).rstrip(os.sep) + os.sep) for root in self.roots):
+            return None
         return path
 
     def scores_file(self, run_id) -> Path:
@@ -118,6 +158,11 @@ class RunData:
         file elsewhere: that file is not one the server was given.
         """
         path = self.resolve(run_id) / _scoreviz().store.FILE_NAME
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                return path  # a file (or nothing yet) in a folder inside the root: inside too
+        except OSError:
+            pass
         target = path.resolve()
         if not self._inside(target, strictly=True):
             raise RefusedRunId(f"run id {run_id!r} refused: its {path.name} is a link to a file "
@@ -152,6 +197,12 @@ class RunData:
             # A broken file stays broken until it changes: remember the error.
             value = err if isinstance(err, ValueError) else _scoreviz().ScorevizError(
                 f"{self.root / run_id}: cannot be read ({type(err).__name__}: {err})")
+        self._store(full_key, stamp, value)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def _store(self, full_key: tuple, stamp, value) -> None:
         with self._lock:
             old = self._cache.pop(full_key, None)
             if old is not None:
@@ -162,9 +213,6 @@ class RunData:
             while self._bytes > self.max_bytes and len(self._cache) > 1:
                 _, (_, _, dropped) = self._cache.popitem(last=False)
                 self._bytes -= dropped
-        if isinstance(value, Exception):
-            raise value
-        return value
 
     def _peek(self, run_id: str, key: tuple):
         """(cached value or None, whether it belongs to the file as it is now); never reads."""
@@ -218,9 +266,10 @@ class RunData:
                 stamp = self.stamp(run_id)
             except RefusedRunId:
                 continue
-            for level in (_SCORES, _REST) if urgent else (_COUNT,):
+            for level in (_SCORES, _REST) if urgent else (_HEADER, _COUNT):
                 if self._done[level].get(run_id) == stamp or (
-                        level == _COUNT and self._done[_REST].get(run_id) == stamp):  # read in full: counted
+                        level == _COUNT and self._done[_REST].get(run_id) == stamp) or (  # read in full: counted
+                        level == _HEADER and self.known_info(run_id) is not None):
                     continue
                 if self._queued.get((run_id, level)) == stamp:
                     continue
@@ -241,15 +290,37 @@ class RunData:
         """True when the background reader has nothing left to do."""
         return self._warm_queue is None or self._warm_queue.unfinished_tasks == 0
 
+    def request_started(self) -> None:
+        """A request is being answered: the background reader waits (see _yield_to_requests)."""
+        with self._lock:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+
+    def _yield_to_requests(self) -> None:
+        """Wait while requests are being answered, up to YIELD_S: reads hold Python's lock in
+        h5py, so a background read would slow every page request by half on a shared CPU."""
+        deadline = time.monotonic() + YIELD_S
+        while self._in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def _warm_loop(self):
         while True:
             level, _, run_id = self._warm_queue.get()
+            self._yield_to_requests()
             try:
                 stamp = self.stamp(run_id)
                 if self._done[level].get(run_id) != stamp:
                     if level == _SCORES:
                         for tag in self.light_info(run_id).get("tags", []):
                             self.scores(run_id, tag)
+                    elif level == _HEADER:
+                        self.light_info(run_id)
+                        self._unsaved += 1
+                        if self._unsaved >= SAVE_EVERY or self._warm_queue.empty():
+                            self.save_headers()
                     elif level == _REST:
                         self._read_everything(run_id)
                     else:
@@ -296,23 +367,87 @@ class RunData:
         full, fresh = self._peek(run_id, ("info",))
         if fresh or self._warm_queue is None:
             return self.info(run_id)
-        try:
-            row = dict(self._cached(run_id, ("light",), self._light_info))
-        except Exception as err:  # noqa: BLE001 - any broken run becomes an error row
-            return {"id": run_id, "name": run_id, "error": str(err) or type(err).__name__}
+        row = self.light_info(run_id)
+        if row.get("error"):
+            return row
         self.warm([run_id])
-        row["id"] = run_id
         row["steps"] = full["steps"] if isinstance(full, dict) else "reading"
         return row
 
     def light_info(self, run_id: str) -> dict:
-        """Name, config, tags and last update of a run, from opening it only; or an error."""
+        """Name, config, tags and last update of a run, from its header (the header index, else
+        one open of the file); or an error."""
         try:
+            known = self.known_info(run_id)
+            if known is not None:
+                return known
             row = dict(self._cached(run_id, ("light",), self._light_info))
         except Exception as err:  # noqa: BLE001
             return {"id": run_id, "name": run_id, "error": str(err) or type(err).__name__}
+        if self._index is not None:
+            with self._lock:
+                hit = self._cache.get((run_id, "light"))
+            if hit is not None and not isinstance(hit[1], Exception):
+                self._index.put(self.scores_file(run_id), hit[0], hit[1])
         row["id"] = run_id
         return row
+
+    def listed_infos(self, run_ids) -> dict:
+        """{run id: light_info} for the page and the run table. With background reading, only
+        the runs whose header is read already: the others are queued for the background and left
+        out until then (a page of 1,000 runs does not wait for 1,000 headers). Without it, every
+        header is read now."""
+        if self._warm_queue is None:
+            return {r: self.light_info(r) for r in run_ids}
+        infos = {}
+        for run_id in run_ids:
+            info = self.known_info(run_id)
+            if info is not None:
+                infos[run_id] = info
+        return infos
+
+    def mtime(self, run_id: str) -> float:
+        """When the run's file was last written (seconds; 0 when it is gone): the run list's
+        "most recent" without reading the run."""
+        stamp = self.stamp(run_id)
+        return stamp[1] / 1e9 if stamp else 0.0
+
+    def known_info(self, run_id: str) -> dict | None:
+        """light_info if the header was read already (this server's cache or the header index)
+        and the file is unchanged since, else None; never opens the file (one stat)."""
+        try:
+            file = self.scores_file(run_id)
+            st = file.stat()
+        except (RefusedRunId, OSError):
+            return None
+        stamp = (st.st_size, st.st_mtime_ns)
+        with self._lock:
+            hit = self._cache.get((run_id, "light"))
+        if hit is not None and hit[0] == stamp:
+            if isinstance(hit[1], Exception):
+                return {"id": run_id, "name": run_id, "error": str(hit[1]) or type(hit[1]).__name__}
+            return dict(hit[1], id=run_id)
+        saved = self._index.get(file, stamp) if self._index is not None else None
+        if saved is None:
+            return None
+        self._store((run_id, "light"), stamp, saved)
+        return dict(saved, id=run_id)
+
+    def save_headers(self, run_ids=None) -> None:
+        """Write the header index (app.headers) if it changed; with ``run_ids`` (every run
+        listed), forget the runs no longer there first."""
+        self._unsaved = 0
+        if self._index is None or not self._index.dirty:
+            return
+        if run_ids is not None:
+            files = []
+            for run_id in run_ids:
+                try:
+                    files.append(self.scores_file(run_id))
+                except RefusedRunId:
+                    continue
+            self._index.forget_missing(files)
+        self._index.save()
 
     def scores(self, run_id: str, tag: str) -> pd.DataFrame:
         """run.scores(tag) as float32 (empty when the run has no such tag)."""
@@ -386,6 +521,14 @@ class RunData:
         Broken runs and runs without the statistic are left out of their group's curve."""
         from scoreviz import groups
 
+        try:
+            key = (tuple((r, self.stamp(r)) for r in run_ids), tag, column, tuple(by), band, max_points)
+        except RefusedRunId:
+            key = None
+        with self._lock:
+            if key in self._grouped:  # the same runs, unchanged: the groups' alignment is not redone
+                self._grouped.move_to_end(key)
+                return self._grouped[key]
         configs, curves = {}, {}
         for run_id in run_ids:
             info = self.light_info(run_id)
@@ -396,7 +539,13 @@ class RunData:
                 curves[run_id] = self.statistic(run_id, tag, column, max_points)
             except Exception:  # noqa: BLE001 - a run that cannot be read has no curve
                 curves[run_id] = None
-        return groups.group_curves(curves, groups.group_runs(configs, by), band=band, max_points=max_points)
+        result = groups.group_curves(curves, groups.group_runs(configs, by), band=band, max_points=max_points)
+        if key is not None:
+            with self._lock:
+                self._grouped[key] = result
+                while len(self._grouped) > GROUPED_KEPT:
+                    self._grouped.popitem(last=False)
+        return result
 
     def health(self, run_id: str, tag: str) -> list:
         """health.run_health of one run and tag (list of health.Flag)."""

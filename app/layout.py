@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dash import dcc, html
 
 from app import figures, health
@@ -51,6 +53,12 @@ def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[
         html.Details(open=True, className="run-table-box", children=[
             html.Summary(["Runs ", html.Span("click a row to show or hide the run", className="hint")]),
             html.Div(id="run-table", className="run-table-scroll"),
+            html.Div(id="table-pager", className="table-pager", style={"display": "none"}, children=[
+                html.Button("< previous", id="table-prev", n_clicks=0, className="export-button"),
+                html.Span(id="table-page-label", className="hint"),
+                html.Button("next >", id="table-next", n_clicks=0, className="export-button"),
+            ]),
+            dcc.Store(id="table-page", data=0),
         ]),
         dcc.Tabs(id="view", value="curves", className="tabs", children=[
             dcc.Tab(label=label, value=value, children=view(value, run_ids, config_keys, stats))
@@ -115,6 +123,13 @@ def labelled(label: str, component, className: str = "", title: str | None = Non
                     children=[html.Label(label), component])
 
 
+@functools.lru_cache(maxsize=1)
+def blank_figure() -> dict:
+    """The figure every graph shows until its callback answers, built once: a plotly Figure takes
+    tens of milliseconds to build, and the page has a dozen graphs."""
+    return figures.empty_figure("").to_plotly_json()
+
+
 def graph(name: str, **graph_kwargs) -> html.Div:
     """A graph with its export buttons and a place for the export message."""
     buttons = [html.Button(fmt.upper(), id=f"{name}-export-{fmt}", n_clicks=0,
@@ -122,7 +137,7 @@ def graph(name: str, **graph_kwargs) -> html.Div:
                for fmt in EXPORT_FORMATS]
     return html.Div(className="graph-box", children=[
         dcc.Loading(dcc.Graph(id=f"{name}-graph", config=GRAPH_CONFIG,
-                              figure=figures.empty_figure(""), **graph_kwargs),
+                              figure=blank_figure(), **graph_kwargs),
                     delay_show=400),
         html.Div(className="export-bar", children=[html.Span("export:")] + buttons + [
             html.Span(id=f"{name}-export-message", className="export-message")]),

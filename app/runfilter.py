@@ -92,6 +92,12 @@ def _text(value) -> str:
     return "None" if value is None else str(value)
 
 
+def needs_config(text) -> bool:
+    """Whether the filter ``text`` has a config condition (so a run's header must be read to decide)."""
+    terms, _ = parse(text)
+    return any(t.pattern is None for t in terms)
+
+
 def matching(run_ids, infos: dict, text) -> tuple[list[str], list[str]]:
     """(the ids of ``run_ids`` the filter ``text`` keeps, problems with the text).
 

@@ -31,7 +31,7 @@ import math
 import numpy as np
 import torch
 
-EMBEDDING_COLUMNS = ("samples", "nonfinite", "dim", "std", "uniformity", "alignment")
+from scoreviz.store.schema import EMBEDDING_COLUMNS
 UNIFORMITY_T = 2.0
 # Largest dim whose spectrum is accumulated: its dim x dim float64 matrix (128 MiB here) lives
 # on the embeddings' device for a whole window.

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import KINDS
+from scoreviz.store.schema import KINDS
 from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreReader
 from scoreviz.store.select import last_of_each_step as _last_of_each_step
 

@@ -25,10 +25,9 @@ import random
 import numpy as np
 import torch
 
-KINDS = ("pos", "neg")
+from scoreviz.store.schema import KINDS, STAT_NAMES  # noqa: F401  (the file's column names)
+
 QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
-STAT_NAMES = ("count", "mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
-              "nonfinite", "out_of_range")
 
 # Above this many scores the histogram is built from a subsample of about this
 # size (exact moments, min and max still use every score): the same block of

@@ -1,10 +1,14 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The app's header index (app.headers) goes to a folder of this test session, never ~/.cache;
+# child processes inherit it.
+os.environ["SCOREVIZ_CACHE_DIR"] = tempfile.mkdtemp(prefix="scoreviz-test-cache-")
 
 
 @pytest.fixture

@@ -136,7 +136,7 @@ def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
     client = dash_app.server.test_client()
     assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
     key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
-    response = post_callback(client, dash_app, key, [0, None, None], [None])
+    response = post_callback(client, dash_app, key, [0, None, None, 0, 0], [None, 0])
     assert response.status_code == 200 and "m1-s5" in response.get_data(as_text=True)
     assert sorted(opened) == sorted(str(p / "scores.h5") for p in many_runs.iterdir())  # each run once
     data_read = [name for name, size in reads if size > 1 and not name.endswith(("_names", "/committed"))]
@@ -185,3 +185,134 @@ def test_a_header_refuses_declared_sizes_the_file_cannot_hold(tmp_path):
         f["scores/step"].resize((2_000_000_000,))
     with pytest.raises(scoreviz.ScorevizError, match="declares shape"):
         scoreviz.open_run(folder, header=True)
+
+
+# ---- a thousand runs: the page does not wait for every header -----------------------
+
+
+def _counting_opens(monkeypatch):
+    from scoreviz.store import reader
+
+    opened, real_open = [], reader.open_read
+
+    def counting_open(path):
+        opened.append(str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(reader, "open_read", counting_open)
+    return opened
+
+
+def _run_list(dash_app, client, filter_text=None, page=0, changed=None):
+    from tests.test_app import post_callback
+
+    key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+    response = post_callback(client, dash_app, key, [0, filter_text, None, 0, 0], [None, page],
+                             changed=changed or "refresh.n_intervals")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["response"]
+
+
+def _table_runs(response) -> list:
+    import json
+
+    return [row["props"]["data-run"] for row in _rows(json.loads(json.dumps(response["run-table"]["children"])))]
+
+
+def _rows(node):
+    if isinstance(node, dict):
+        props = node.get("props", {})
+        if "data-run" in props:
+            return [node]
+        return _rows(props.get("children"))
+    if isinstance(node, list):
+        return [row for child in node for row in _rows(child)]
+    return []
+
+
+def test_a_restarted_server_lists_runs_from_its_header_index_without_opening_them(many_runs, monkeypatch):
+    from app import create_app
+    from app.data import RunData
+
+    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # no background reads: only the requests'
+    first = create_app(many_runs, refresh=60)
+    _run_list(first, first.server.test_client())  # reads each header once, saves the index
+    opened = _counting_opens(monkeypatch)
+    again = create_app(many_runs, refresh=60)  # a restart: a new server, the same folders
+    client = again.server.test_client()
+    assert client.get("/_dash-layout").status_code == 200
+    listed = _run_list(again, client)
+    assert opened == [] and "moco_m" in client.get("/_dash-layout").get_data(as_text=True)
+    assert sorted(_table_runs(listed)) == sorted(p.name for p in many_runs.iterdir())
+    # a run that changed since is read again, the others still come from the index
+    write_run(many_runs / "m0-s0", {"moco_m": 0, "seed": 0}, np.arange(400, 403), np.zeros(3))
+    opened.clear()  # the writer's own opens
+    changed = create_app(many_runs, refresh=60)
+    listed = _run_list(changed, changed.server.test_client())
+    assert opened == [str(many_runs / "m0-s0" / "scores.h5")]
+    assert changed.scoreviz_data.light_info("m0-s0")["last_step"] == 402  # its new rows, not the index's
+
+
+def test_a_damaged_header_index_is_an_empty_one(many_runs, monkeypatch):
+    from app.data import RunData
+
+    data = RunData(many_runs, warm=False)
+    for run_id in data.run_ids():
+        data.light_info(run_id)
+    data.save_headers(data.run_ids())
+    data._index.path.write_text('{"version": 1, "runs": {"x": [1, 2')  # cut off mid-write
+    fresh = RunData(many_runs, warm=False)
+    assert fresh.known_info("m1-s1") is None and fresh.light_info("m1-s1")["config"]["seed"] == 1
+
+
+def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monkeypatch):
+    """120 runs, headers read in the background (held back here): the page opens no file, the
+    run table reads the headers of its first page of rows only, lists every run in the picker,
+    pages through the rest, and a config filter covers the runs whose header is read."""
+    from app import callbacks, create_app
+    from app.data import RunData
+
+    for i in range(120):
+        write_run(tmp_path / f"run{i:03d}", {"moco_m": i % 5, "seed": i}, np.arange(3), np.zeros(3))
+    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)
+    opened = _counting_opens(monkeypatch)
+    dash_app = create_app(tmp_path, refresh=60)
+    client = dash_app.server.test_client()
+    assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
+    assert opened == []  # the page: runs found on disk, no header read
+    listed = _run_list(dash_app, client)
+    assert len(listed["run-picker"]["options"]) == 120
+    assert _table_runs(listed) == [f"run{i:03d}" for i in range(callbacks.PAGE_ROWS)]
+    assert len(set(opened)) == callbacks.PAGE_ROWS  # the first page's headers only
+    assert listed["table-page-label"]["children"] == "runs 1-50 of 120"
+    assert "reading 70 of 120 run headers" in listed["last-refresh"]["children"]
+    last = _run_list(dash_app, client, page=1, changed="table-next.n_clicks")
+    assert _table_runs(last) == [f"run{i:03d}" for i in range(100, 120)]
+    assert last["table-page"]["data"] == 2 and last["table-page-label"]["children"] == "runs 101-120 of 120"
+    # a config condition covers the runs whose header is read: the two pages shown, here
+    kept = _run_list(dash_app, client, "moco_m=3", page=2, changed="run-filter.value")
+    assert [o["value"] for o in kept["run-picker"]["options"]] == [
+        f"run{i:03d}" for i in list(range(3, 50, 5)) + list(range(103, 120, 5))]
+    assert kept["table-page"]["data"] == 0
+    for run_id in dash_app.scoreviz_data.run_ids():  # what the background does
+        dash_app.scoreviz_data.light_info(run_id)
+    kept = _run_list(dash_app, client, "moco_m=3", changed="run-filter.value")
+    assert len(kept["run-picker"]["options"]) == 24 and "reading" not in kept["last-refresh"]["children"]
+
+
+def test_background_reads_wait_while_a_request_is_answered(many_runs):
+    from app.data import RunData
+
+    data = RunData(many_runs)
+    ids = data.run_ids()
+    deadline = time.monotonic() + 60
+    while not data.warm_idle() and time.monotonic() < deadline:  # the listing: every header
+        time.sleep(0.05)
+    data.request_started()  # a page request in flight
+    data.warm(ids[:1], urgent=True)
+    time.sleep(0.5)
+    assert data.pending(ids[:1]) == ids[:1]  # not read meanwhile
+    data.request_finished()
+    while data.pending(ids[:1]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert data.pending(ids[:1]) == []

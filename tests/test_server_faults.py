@@ -29,7 +29,8 @@ from test_app import make_foreign, make_run  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "outside-secret-7f3a"  # a config value only the run outside the runs folder holds
 CALLBACK = "/_dash-update-component"
-REFRESH_KEY = "..run-picker.options...run-table.children...table-signature.data...last-refresh.children.."
+REFRESH_KEY = ("..run-picker.options...run-table.children...table-signature.data...last-refresh.children"
+               "...table-page.data...table-pager.style...table-page-label.children..")
 SELECTION_KEY = ("..selection.data...notice.children...tag.options...stats.options...waterfall-key.options"
                  "...group-by.options...ft-run.options...grad-run.options..")
 

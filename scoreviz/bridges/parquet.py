@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from scoreviz.bridges import open_runs, require, run_labels
 from scoreviz.bridges.tensorboard import TOTAL_LAYER
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import KINDS
+from scoreviz.store.schema import KINDS
 
 TABLES = ("scores", "histograms", "gradients", "scalars", "embeddings", "spectrum", "configs")
 PAIR_KIND = "pair"  # the kind of the statistics of both kinds at once (margin, hard_frac)

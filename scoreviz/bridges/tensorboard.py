@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from scoreviz.bridges import open_runs, require, run_labels
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import KINDS
+from scoreviz.store.schema import KINDS
 
 MARKER_TAG = "scoreviz/run"
 TOTAL_LAYER = "(total)"

@@ -42,7 +42,7 @@ from scoreviz.bridges.options import DEFAULT_BINS, add_import_arguments as add_a
 from scoreviz.bridges.precomputed import KindSummary, score_stats, write_precomputed_run
 from scoreviz.bridges.tensorboard import MARKER_TAG, TOTAL_LAYER, read_marker_text
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import KINDS
+from scoreviz.store.schema import KINDS
 from scoreviz.store import FILE_NAME
 
 UNPAIRED_KIND = "neg"

@@ -56,12 +56,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from scoreviz.embeddings import EMBEDDING_COLUMNS
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import KINDS, STAT_NAMES
 from scoreviz.store.hdf5 import describe
 
 SCHEMA_VERSION = 3
+# The names the file's columns are made of, defined here (not in scoreviz.stats or
+# scoreviz.embeddings, which compute them with torch): reading a run never imports torch.
+KINDS = ("pos", "neg")
+STAT_NAMES = ("count", "mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
+              "nonfinite", "out_of_range")
+EMBEDDING_COLUMNS = ("samples", "nonfinite", "dim", "std", "uniformity", "alignment")
 FILE_NAME = "scores.h5"
 STATS_COLUMNS = tuple(f"{k}_{s}" for k in KINDS for s in STAT_NAMES) + ("neg_sample_var", "margin", "hard_frac")
 NAME_BYTES = 256

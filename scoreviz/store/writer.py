@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import KINDS
+from scoreviz.store.schema import KINDS
 from scoreviz.store.hdf5 import LeftOpen, MarkedOpen, clear_open_mark, describe, errno_of, open_write
 from scoreviz.store.lock import RunLock
 from scoreviz.store.reader import StoreReader
