@@ -63,6 +63,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve_main(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
+    import sys
+
+    # Dash loads IPython when it is installed (for its notebook mode), a third of a second of
+    # the server's start; this process is a server, never a notebook, so it goes without.
+    sys.modules.setdefault("IPython", None)
     from app import serve
 
     serve(args.runs_dir, host=args.host, port=args.port, refresh=args.refresh, debug=args.debug,
