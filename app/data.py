@@ -28,12 +28,14 @@ cached, which is all the figures need.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import queue
 import stat
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -77,6 +79,18 @@ def _scoreviz():
     return scoreviz
 
 
+# Every RunData that reads in the background. At interpreter exit a daemon thread frozen in the
+# middle of an h5py read keeps h5py's lock, and the exit hangs tearing down h5py objects (seen:
+# create_app on 1,000 runs in a script that then ended); so the reading stops while Python is whole.
+_LIVE = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_background_reading():
+    for data in list(_LIVE):
+        data.stop()
+
+
 class RunData:
     """All runs below ``root`` (a folder, a glob, or a list of them), their reads cached
     per (file, size, mtime)."""
@@ -100,8 +114,12 @@ class RunData:
         self._unsaved = 0
         self._in_flight = 0  # requests being answered (app.create_app counts them)
         self._grouped: OrderedDict = OrderedDict()  # grouped_curves results, by runs and their stamps
+        self._stopping = threading.Event()
+        self._warm_thread = None
         if warm:
-            threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True).start()
+            self._warm_thread = threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True)
+            self._warm_thread.start()
+            _LIVE.add(self)
             # every run's header in the background from the start: the page does not wait for them
             threading.Thread(target=lambda: self.warm(self.run_ids()), name="scoreviz-list", daemon=True).start()
 
@@ -262,6 +280,8 @@ class RunData:
         if self._warm_queue is None:
             return
         for run_id in run_ids:
+            if self._stopping.is_set():
+                return
             try:
                 stamp = self.stamp(run_id)
             except RefusedRunId:
@@ -306,9 +326,18 @@ class RunData:
         while self._in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.005)
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop reading in the background: the read in progress ends, the queue is dropped."""
+        self._stopping.set()
+        if self._warm_thread is not None and self._warm_thread.is_alive():
+            self._warm_queue.put((-1, -1, None))  # wakes the thread if it waits for work
+            self._warm_thread.join(timeout)
+
     def _warm_loop(self):
         while True:
             level, _, run_id = self._warm_queue.get()
+            if self._stopping.is_set():
+                return
             self._yield_to_requests()
             try:
                 stamp = self.stamp(run_id)
