@@ -254,7 +254,8 @@ def _run_list(dash_app, data):
         data.warm(ids)  # new and grown runs get read in the background, headers first
         infos = data.listed_infos(ids)  # the headers read so far
         kept, problems = runfilter.matching(filterable(ids, infos, text), infos, text)
-        shown = [r for r in (picked or []) if r in set(ids)]
+        listed = set(ids)
+        shown = [r for r in (picked or []) if r in listed]
         page = table_page(ctx.triggered_id, page, len(kept))
         on_page = kept[page * PAGE_ROWS:(page + 1) * PAGE_ROWS]
         rows = {r: data.table_row(r) for r in on_page}  # a page's unread headers are read now
