@@ -153,7 +153,7 @@ def _kind_stats(x: torch.Tensor, bins: int, scale: float = 1.0):
         in_range = hist.sum()
     else:
         hist = hist * weight
-        if rows.device.type == "cpu" and bool(extremes[0] >= -1.0) and bool(extremes[1] >= -1.0):
+        if rows.device.type == "cpu" and bool((extremes >= -1.0).all()):  # min >= -1 and max <= 1
             in_range = n_finite
         else:
             in_range = hist_input.abs().le(1.0 / scale).sum().double()  # exact, over every score
