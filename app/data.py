@@ -189,12 +189,16 @@ class RunData:
 
     def stamp(self, run_id):
         """(size, mtime_ns) of the run's scores.h5, the cache's notion of a version."""
+        return self._file_and_stamp(run_id)[1]
+
+    def _file_and_stamp(self, run_id):
+        """The run's scores.h5 and its stamp (None when it cannot be looked at)."""
         path = self.scores_file(run_id)
         try:
             st = path.stat()
         except OSError:
-            return None
-        return (st.st_size, st.st_mtime_ns)
+            return path, None
+        return path, (st.st_size, st.st_mtime_ns)
 
     # ---- cache -----------------------------------------------------------
 
@@ -445,11 +449,11 @@ class RunData:
         """light_info if the header was read already (this server's cache or the header index)
         and the file is unchanged since, else None; never opens the file (one stat)."""
         try:
-            file = self.scores_file(run_id)
-            st = file.stat()
-        except (RefusedRunId, OSError):
+            file, stamp = self._file_and_stamp(run_id)
+        except RefusedRunId:
             return None
-        stamp = (st.st_size, st.st_mtime_ns)
+        if stamp is None:
+            return None
         with self._lock:
             hit = self._cache.get((run_id, "light"))
         if hit is not None and hit[0] == stamp:
