@@ -633,6 +633,15 @@ def raw_vs_ft_figure(histograms_by_tag: Mapping[str, Mapping[str, tuple]], step:
 # --------------------------------------------------------------------------
 
 
+def numeric_value(value) -> float | None:
+    """A config value as a number for the waterfall's depth order (numbers and numeric text), or
+    None when it is not one (text, missing): those go after the numbers."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def waterfall_figure(
     series: Mapping[str, pd.Series],
     order: Mapping[str, object],
@@ -666,11 +675,10 @@ def waterfall_figure(
 
     def sort_key(name):
         value = order.get(name)
-        missing = value is None
-        try:
-            return (missing, float(value), name)
-        except (TypeError, ValueError):
-            return (missing, math.inf, f"{value}{name}")
+        number = numeric_value(value)
+        if number is None:
+            return (value is None, math.inf, f"{value}{name}")
+        return (value is None, number, name)
 
     names = sorted(series, key=sort_key) if key else sorted(series)
     colors = dict(colors or {})

@@ -30,10 +30,8 @@ def _ordered(curves: Sequence, key: str) -> list:
     def sort_key(indexed):
         index, curve = indexed
         value = curve.group.key[at]
-        try:
-            return (value is None, float(value), index)
-        except (TypeError, ValueError):
-            return (value is None, math.inf, index)
+        number = figures.numeric_value(value)
+        return (value is None, math.inf if number is None else number, index)
     return [c for _, c in sorted(enumerate(curves), key=sort_key)]
 
 
