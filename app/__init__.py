@@ -33,10 +33,10 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     from app import figures, callbacks, guard, layout
     from app.data import RunData
 
-    # With ``warm``, every run's header is read in the background from now on (and kept in
-    # the header index, app.headers, for the next start): the page lists the runs found on
+    # With ``warm``, every run's header is read in the background once the page is up (and kept
+    # in the header index, app.headers, for the next start): the page lists the runs found on
     # disk at once and fills in their config as the headers arrive.
-    data = RunData(runs_dir, warm=warm)
+    data = RunData(runs_dir, warm=warm, hold=True)
     options = {}
     if "enable_mcp" in inspect.signature(dash.Dash).parameters:
         options["enable_mcp"] = False  # no second endpoint, whatever DASH_MCP_ENABLED says
@@ -65,11 +65,21 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     dash_app.layout = page
     # Background reads wait while a request is answered: the page comes first.
     dash_app.server.before_request(data.request_started)
-    dash_app.server.teardown_request(lambda _exc: data.request_finished())
+    dash_app.server.teardown_request(lambda _exc: _finished(data))
     callbacks.register(dash_app, data)
     guard.protect(dash_app, host, allow_hosts)  # after the callbacks: it checks requests against them
     dash_app.scoreviz_data = data  # for tests and the latency benchmark
     return dash_app
+
+
+def _finished(data) -> None:
+    """A request has been answered; once it was a callback (the page is up and has asked for its
+    run table), background reading may start (app.data.RunData(hold=True))."""
+    import flask
+
+    data.request_finished()
+    if flask.request.path.endswith("/_dash-update-component"):
+        data.page_up()
 
 
 def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 5.0,

