@@ -48,6 +48,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
         update_title=None,
         **options,
     )
+
     def page():
         # A function, so each page load lists the runs (and tags) that exist now: every run
         # found, and the tags, config keys and scalars of the headers read so far (the
@@ -62,6 +63,9 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
         stats = list(figures.SCORE_COLUMNS) + [s for s in scalars if s not in figures.SCORE_COLUMNS]
         return layout.build(_describe(runs_dir), run_ids, list(tags), sorted(keys), refresh, stats)
 
+    # Dash checks a layout function's ids when it is set, by calling it, unless a validation layout
+    # is given: the page without runs has the same components (a listing of 1,000 runs saved).
+    dash_app.validation_layout = layout.build(_describe(runs_dir), [], [], [], refresh, list(figures.SCORE_COLUMNS))
     dash_app.layout = page
     # Background reads wait while a request is answered: the page comes first.
     dash_app.server.before_request(data.request_started)

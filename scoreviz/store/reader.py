@@ -48,7 +48,7 @@ class open_file:
             raise ScorevizError(f"{path}: cannot read the file ({describe(err)})") from None
         self._file = open_read(path)
         try:
-            check_schema(self._file, path)
+            self.schema = check_schema(self._file, path)
         except BaseException:
             self._file.close()
             raise
@@ -78,7 +78,7 @@ def check_schema(f: h5py.File, path: Path) -> int:
                                 f"{SCHEMA_VERSION} and older: upgrade scoreviz")
         if version < 1:
             raise ScorevizError(f"{path}: truncated or damaged scoreviz run (schema version {version})")
-        missing = [g for g in streams_of(version) if g not in f or not isinstance(f[g], h5py.Group)]
+        missing = [g for g in streams_of(version) if not isinstance(f.get(g), h5py.Group)]  # one lookup each
         if missing:
             raise ScorevizError(f"{path}: truncated or damaged scoreviz run: missing groups {missing}")
         return version
@@ -107,15 +107,17 @@ class StoreReader:
     def __init__(self, path, header: bool = False):
         self.path = Path(path)
 
+        opened = open_file(self.path)
+
         def read(f):
             self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
-            self.schema = check_schema(f, self.path)
+            self.schema = opened.schema  # checked on opening
             self.bins = _integer(self.attrs.get("bins"), "bins", self.path)
             if not 0 < self.bins <= _MAX_READER_BINS:
                 raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {self.bins} histogram bins")
             return self._header(f) if header else None
 
-        self.header = self._read(read)
+        self.header = self._read(read, opened)
         self.config = self._json_attr("config")
         self.env = self._json_attr("env")
 
@@ -129,9 +131,10 @@ class StoreReader:
             raise ScorevizError(f"{self.path}: attribute {key!r} is not a JSON object")
         return parsed
 
-    def _read(self, fn):
-        """fn(f) on the open file; every failure becomes a ScorevizError naming the file."""
-        with open_file(self.path) as f:
+    def _read(self, fn, opened=None):
+        """fn(f) on the open file (``opened``, an open_file, or a new one); every failure becomes a
+        ScorevizError naming the file."""
+        with opened or open_file(self.path) as f:
             try:
                 return fn(f)
             except ScorevizError:
