@@ -40,6 +40,10 @@ def _count(value):
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_NUMBER)
 
 
+def _flag(value):
+    return value is None or isinstance(value, bool)
+
+
 def _selection(value):
     if value is None:
         return True
@@ -75,6 +79,9 @@ PROPERTY_TYPES = {
     ("run-picker", "options"): (_options, "a list of options"),  # the runs the run-list callback listed
     ("tag", "value"): (_text, "a string"),
     ("tag", "options"): (_texts, "a list of strings"),  # the tags the selection callback set
+    ("stats", "options"): (_texts, "a list of strings"),  # the statistics the selection callback set
+    ("group-by", "options"): (_texts, "a list of strings"),  # the config keys it set
+    ("waterfall-key", "options"): (_texts, "a list of strings"),
     ("view", "value"): (_text, "a string"),
     ("stats", "value"): (_texts, "a list of strings"),
     ("log-y", "value"): (_texts, "a list of strings"),
@@ -92,7 +99,9 @@ PROPERTY_TYPES = {
     ("heat-scale", "value"): (_text, "a string"),
     ("auto-runs", "data"): (_texts, "a list of run ids"),
     ("wanted-runs", "data"): (_texts, "a list of run ids"),
+    ("url-applied", "data"): (_flag, "true or false"),
     ("refresh", "n_intervals"): (_count, "a count"),
+    ("table-refresh", "n_intervals"): (_count, "a count"),
     ("table-signature", "data"): (_text, "a string"),
     ("table-page", "data"): (_count, "a page number"),
     ("selection", "data"): (_selection, "a selection object"),
@@ -127,7 +136,8 @@ def check(raw: bytes, callback_map) -> dict:
             raise BadCallback(f"'outputs' must list the {len(wanted)} outputs of {output!r}")
     else:
         outputs = [outputs]
-    if [_id_and_property(o, "outputs") for o in outputs] != wanted:
+    # an output another callback also sets (allow_duplicate) is posted as "property@hash"
+    if [(i, prop.split("@", 1)[0]) for i, prop in (_id_and_property(o, "outputs") for o in outputs)] != wanted:
         raise BadCallback(f"'outputs' do not match the callback of {output!r}")
     for key in ("inputs", "state"):
         _check_values(body.get(key, []), spec[key], key)

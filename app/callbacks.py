@@ -44,6 +44,9 @@ URL_CONTROLS = {
     "group": ("group-by", True),
     "band": ("band", False),
 }
+CONTROL_KEYS = {cid: key for key, (cid, _) in URL_CONTROLS.items()}
+# Dropdowns whose options come from the runs' headers (tags, scalars, config keys).
+HEADER_OPTIONS = ("tag", "stats", "waterfall-key", "group-by")
 # Written into the URL but set from it by the callback that owns the control:
 # the step slider belongs to the distribution callback (it knows the steps).
 URL_READ_ONLY = {"step": "step-slider"}
@@ -136,20 +139,30 @@ def _url_sync(dash_app, data):
 
     @dash_app.callback(
         Output("url", "search"), Output("url-notice", "children"), Output("auto-runs", "data"),
-        Output("wanted-runs", "data"),
+        Output("wanted-runs", "data"), Output("url-applied", "data"),
         *[Output(cid, "value") for cid in ids],
+        # a link's values become options together with the values: a dropdown drops a value it
+        # has no option for, and the page lists the tags, scalars and config keys of the headers
+        # read by then, maybe none yet (the selection callback adds those of the selected runs)
+        *[Output(cid, "options", allow_duplicate=True) for cid in HEADER_OPTIONS],
         Input("url", "search"), Input("refresh", "n_intervals"), Input(ROW, "n_clicks"),
         *[Input(cid, "value") for cid in ids], Input("step-slider", "value"),
-        State("auto-runs", "data"), State("wanted-runs", "data"), State("run-picker", "options"),
+        State("auto-runs", "data"), State("wanted-runs", "data"), State("url-applied", "data"),
+        State("run-picker", "options"), *[State(cid, "options") for cid in HEADER_OPTIONS],
+        prevent_initial_call="initial_duplicate",
     )
     def sync_url(search, _n, _clicks, *rest):
         values = dict(zip(keys, rest[:len(ids)]))
-        step, auto, wanted, options = rest[len(ids):]
+        step, auto, wanted, applied, options = rest[len(ids):len(ids) + 5]
+        header_options = dict(zip(HEADER_OPTIONS, rest[len(ids) + 5:]))
         wanted = list(wanted or [])
         trigger = ctx.triggered_id
         notice = no_update
         new = {}  # control values this call sets
-        if trigger in (None, "url"):
+        # The link's values until the controls hold them: the page's first answer is dropped when
+        # another input of this callback fires before it arrives (the run table drawn, a refresh).
+        if trigger in (None, "url") or not applied:
+            trigger = "url"
             linked = values_from_query(search)
             new = {key: linked[key] for key in keys if key in linked}
             known = set(data.run_ids())
@@ -187,10 +200,13 @@ def _url_sync(dash_app, data):
             if runs != list(values["runs"] or []):
                 new["runs"] = runs
         elif isinstance(trigger, dict):  # a run-table row
+            if not (ctx.triggered and ctx.triggered[0].get("value")):
+                # rows (re)drawn, not clicked: nothing to change, and the controls may not hold the
+                # link's values yet (the table can be drawn before the link's answer arrives)
+                raise _no_change()
             clicked = trigger.get("index")
-            if ctx.triggered and ctx.triggered[0].get("value"):
-                runs = list(values["runs"] or [])
-                new["runs"] = [r for r in runs if r != clicked] if clicked in runs else runs + [clicked]
+            runs = list(values["runs"] or [])
+            new["runs"] = [r for r in runs if r != clicked] if clicked in runs else runs + [clicked]
         elif trigger == "run-filter":
             runs = list(values["runs"] or [])
             if auto is not None and sorted(runs) == sorted(auto):
@@ -218,8 +234,18 @@ def _url_sync(dash_app, data):
         if wanted:
             notice = list(notice) + [html.Div(f"waiting for {', '.join(wanted)}: not below the runs folder yet; "
                                               "shown as soon as it appears", className="pending-line")]
-        return [query if query != (search or "") else no_update, notice, auto, wanted] + \
-            [new.get(key, no_update) for key in keys]
+        return [query if query != (search or "") else no_update, notice, auto, wanted, True] + \
+            [new.get(key, no_update) for key in keys] + \
+            [_with_options(header_options[cid], new.get(CONTROL_KEYS[cid])) for cid in HEADER_OPTIONS]
+
+
+def _with_options(options, value):
+    """A dropdown's options with ``value`` (a string, a list or None) added where missing;
+    no_update when nothing is missing."""
+    options = list(options or [])
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    missing = [v for v in values if isinstance(v, str) and v not in options]
+    return options + missing if missing else no_update
 
 
 def _no_change():
@@ -245,11 +271,12 @@ def _run_list(dash_app, data):
         Output("run-picker", "options"), Output("run-table", "children"),
         Output("table-signature", "data"), Output("last-refresh", "children"),
         Output("table-page", "data"), Output("table-pager", "style"), Output("table-page-label", "children"),
+        Output("table-refresh", "disabled"),
         Input("refresh", "n_intervals"), Input("run-filter", "value"), Input("run-picker", "value"),
-        Input("table-prev", "n_clicks"), Input("table-next", "n_clicks"),
+        Input("table-prev", "n_clicks"), Input("table-next", "n_clicks"), Input("table-refresh", "n_intervals"),
         State("table-signature", "data"), State("table-page", "data"),
     )
-    def refresh_runs(_n, text, picked, _prev, _next, signature, page):
+    def refresh_runs(_n, text, picked, _prev, _next, _soon, signature, page):
         ids = data.run_ids()
         data.warm(ids)  # new and grown runs get read in the background, headers first
         infos = data.listed_infos(ids)  # the headers read so far
@@ -258,9 +285,12 @@ def _run_list(dash_app, data):
         shown = [r for r in (picked or []) if r in listed]
         page = table_page(ctx.triggered_id, page, len(kept))
         on_page = kept[page * PAGE_ROWS:(page + 1) * PAGE_ROWS]
-        rows = {r: data.table_row(r) for r in on_page}  # a page's unread headers are read now
+        # a row whose header is not read yet shows its name: the background reads it first, and
+        # the table asks again within a second (table-refresh) until the page is complete
+        rows = {r: data.table_row(r) for r in on_page}
+        complete = all(row is not None for row in rows.values())
         data.save_headers(ids)  # the header index (app.headers) for the next start, if it changed
-        unread = sum(1 for r in ids if r not in infos and r not in rows)
+        unread = sum(1 for r in ids if r not in infos and rows.get(r) is None)
         table = figures.run_table([rows.get(r) or _unread_row(r, infos) for r in kept])
         table["rows"] = table["rows"][page * PAGE_ROWS:(page + 1) * PAGE_ROWS]
         new_signature = json.dumps([table, shown, problems, kept, unread], sort_keys=True, default=str)
@@ -271,7 +301,7 @@ def _run_list(dash_app, data):
         pager = {"display": "flex"} if pages > 1 else {"display": "none"}
         label = f"runs {page * PAGE_ROWS + 1}-{page * PAGE_ROWS + len(on_page)} of {len(kept)}"
         if new_signature == signature:
-            return no_update, no_update, no_update, stamp, page, pager, label
+            return no_update, no_update, no_update, stamp, page, pager, label, complete
         options = [{"label": i + ("  (error)" if (infos.get(i) or {}).get("error") else ""), "value": i}
                    for i in kept]
         options += [{"label": r, "value": r} for r in shown if r not in kept]  # the picker keeps its runs
@@ -284,7 +314,7 @@ def _run_list(dash_app, data):
             children = layout.run_table(table, shown, run_colors_module.run_colors(shown))
         if problems:
             children = [html.Div(p, className="error-line") for p in problems] + [children]
-        return options, children, new_signature, stamp, page, pager, label
+        return options, children, new_signature, stamp, page, pager, label, complete
 
 
 def table_page(trigger, page, rows: int) -> int:

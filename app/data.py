@@ -59,6 +59,8 @@ OPEN_RUNS = 2048
 # header (the run table and filter), the rest of the selected runs, the step counts of
 # every listed run.
 _SCORES, _HEADER, _REST, _COUNT = 0, 1, 2, 3
+# Subtracted from the queue order of a header a run table waits for: ahead of every other one.
+_FIRST = 1 << 62
 # The background reader waits at most this long for requests to finish before its next read.
 YIELD_S = 2.0
 # grouped_curves results kept (a few hundred KB each at most: MAX_POINTS steps per group).
@@ -310,6 +312,12 @@ class RunData:
                 self._queued[(run_id, level)] = stamp
                 self._warm_queue.put((level, next(self._order), run_id))
 
+    def warm_header_first(self, run_id: str) -> None:
+        """Read the run's header in the background before every other header (a run table
+        shows it)."""
+        if self._warm_queue is not None:
+            self._warm_queue.put((_HEADER, next(self._order) - _FIRST, run_id))  # ahead of the listing's
+
     def pending(self, run_ids) -> list[str]:
         """Those of ``run_ids`` whose scores were never read yet: figures leave them out until they are.
 
@@ -412,19 +420,29 @@ class RunData:
         row["id"] = run_id
         return row
 
-    def table_row(self, run_id: str) -> dict:
-        """Run table row without waiting for a full read.
+    def table_row(self, run_id: str) -> dict | None:
+        """Run table row without waiting for a read; None while its header is being read.
 
-        Opening a run (config, tags, schema checks) takes milliseconds, but
-        counting its steps means reading its scores. So a run not read yet is
-        listed at once, with the step count it had at its last read (or
-        "reading"), and the background thread reads it; the next refresh
-        shows the new count. Without background reading, reads it now.
+        Counting a run's steps means reading its scores, and even its header
+        (config, tags) takes milliseconds to read, tens on a network file
+        system: a page of 50 rows would wait for them. So a run whose header is
+        not read yet is None (the table shows its name), its header is read in
+        the background before any other, and the table asks again soon; a run
+        whose steps are not counted yet shows the count of its last read (or
+        "reading") until the background has counted them. Without background
+        reading, reads it now.
         """
         full, fresh = self._peek(run_id, ("info",))
         if fresh or self._warm_queue is None:
             return self.info(run_id)
-        row = self.light_info(run_id)
+        row = self.known_info(run_id)
+        if row is None:
+            try:
+                self.scores_file(run_id)  # a refused run is one at once: nothing to read
+            except RefusedRunId as err:
+                return {"id": run_id, "name": run_id, "error": str(err)}
+            self.warm_header_first(run_id)
+            return None
         if row.get("error"):
             return row
         self.warm([run_id])

@@ -6,6 +6,9 @@ from dash import dcc, html
 
 from app import figures, health
 
+# How soon the run table asks again for rows whose header is being read (ms).
+TABLE_REFRESH_MS = 700
+
 # Views, in tab order; their values appear in the URL as ?view=...
 VIEWS = [
     ("curves", "Curves"),
@@ -39,10 +42,13 @@ def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),
         dcc.Interval(id="refresh", interval=int(refresh_s * 1000), n_intervals=0),
+        # the run table again within a second while the headers of its rows are being read
+        dcc.Interval(id="table-refresh", interval=TABLE_REFRESH_MS, n_intervals=0, disabled=True),
         dcc.Store(id="selection"),   # valid selected runs and their file stamps
         dcc.Store(id="table-signature"),
         dcc.Store(id="auto-runs"),   # the default runs the picker follows; None once the user picks
         dcc.Store(id="wanted-runs", data=[]),  # runs a link named that do not exist yet
+        dcc.Store(id="url-applied", data=False),  # whether the controls hold the link's values yet
         header(runs_dir, refresh_s),
         controls(run_ids, tags),
         group_controls(config_keys),

@@ -183,7 +183,7 @@ def main(argv=None):
         sizes = sum(len(c.client.get(p).get_data()) for p in ("/", "/_dash-layout", "/_dash-dependencies"))
         out = [("page shell (/, layout, dependencies)", time.perf_counter() - start, sizes, {})]
         stats = ["pos_mean", "neg_mean", "neg_sample_var"]
-        t, b, s, _ = c.call("run-picker.options", [0, "", [], 0, 0], [None, 0])
+        t, b, s, _ = c.call("run-picker.options", [0, "", [], 0, 0, 0], [None, 0])
         out.append(("run list + run table (8 runs)", t, b, s))
         t, b, s, payload = c.call("selection.data", [0, names], [None, None])
         sel = payload["selection"]["data"]

@@ -1,6 +1,7 @@
 """Reading only what a view needs: step ranges, columns and downsampling on read
 (HDF5 hyperslabs), headers without data, and the app's bounded cache."""
 
+import json
 import time
 
 import numpy as np
@@ -136,8 +137,14 @@ def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
     client = dash_app.server.test_client()
     assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
     key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
-    response = post_callback(client, dash_app, key, [0, None, None, 0, 0], [None, 0])
-    assert response.status_code == 200 and "m1-s5" in response.get_data(as_text=True)
+    response = post_callback(client, dash_app, key, [0, None, None, 0, 0, 0], [None, 0])
+    assert response.status_code == 200 and "m1-s5" in response.get_data(as_text=True)  # listed by name
+    assert opened == [] and response.get_json()["response"]["table-refresh"]["disabled"] is False
+    _read_waiting_headers(dash_app.scoreviz_data)  # what the background does first
+    response = post_callback(client, dash_app, key, [0, None, None, 0, 0, 1], [None, 0],
+                             changed="table-refresh.n_intervals")  # the table asks again
+    listed = response.get_json()["response"]
+    assert "seed" in json.dumps(listed["run-table"]["children"]) and listed["table-refresh"]["disabled"] is True
     assert sorted(opened) == sorted(str(p / "scores.h5") for p in many_runs.iterdir())  # each run once
     data_read = [name for name, size in reads if size > 1 and not name.endswith(("_names", "/committed"))]
     assert data_read == [], f"the run list read data: {data_read}"
@@ -203,11 +210,27 @@ def _counting_opens(monkeypatch):
     return opened
 
 
+def _read_waiting_headers(data) -> list:
+    """Read the headers a run table waits for, as the background reader does before the others;
+    returns their run ids."""
+    from app.data import _HEADER
+
+    waiting, others = [], []
+    while not data._warm_queue.empty():
+        item = data._warm_queue.get()
+        (waiting if item[0] == _HEADER and item[1] < 0 else others).append(item)
+    for item in others:
+        data._warm_queue.put(item)
+    for _, _, run_id in sorted(waiting):
+        data.light_info(run_id)
+    return [run_id for _, _, run_id in sorted(waiting)]
+
+
 def _run_list(dash_app, client, filter_text=None, page=0, changed=None):
     from tests.test_app import post_callback
 
     key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
-    response = post_callback(client, dash_app, key, [0, filter_text, None, 0, 0], [None, page],
+    response = post_callback(client, dash_app, key, [0, filter_text, None, 0, 0, 0], [None, page],
                              changed=changed or "refresh.n_intervals")
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()["response"]
@@ -236,7 +259,9 @@ def test_a_restarted_server_lists_runs_from_its_header_index_without_opening_the
 
     monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # no background reads: only the requests'
     first = create_app(many_runs, refresh=60)
-    _run_list(first, first.server.test_client())  # reads each header once, saves the index
+    _run_list(first, first.server.test_client())  # queues the table's headers
+    _read_waiting_headers(first.scoreviz_data)  # reads each header once
+    _run_list(first, first.server.test_client(), changed="table-refresh.n_intervals")  # saves the index
     opened = _counting_opens(monkeypatch)
     again = create_app(many_runs, refresh=60)  # a restart: a new server, the same folders
     client = again.server.test_client()
@@ -249,6 +274,7 @@ def test_a_restarted_server_lists_runs_from_its_header_index_without_opening_the
     opened.clear()  # the writer's own opens
     changed = create_app(many_runs, refresh=60)
     listed = _run_list(changed, changed.server.test_client())
+    assert opened == [] and _read_waiting_headers(changed.scoreviz_data) == ["m0-s0"]
     assert opened == [str(many_runs / "m0-s0" / "scores.h5")]
     assert changed.scoreviz_data.light_info("m0-s0")["last_step"] == 402  # its new rows, not the index's
 
@@ -266,9 +292,10 @@ def test_a_damaged_header_index_is_an_empty_one(many_runs, monkeypatch):
 
 
 def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monkeypatch):
-    """120 runs, headers read in the background (held back here): the page opens no file, the
-    run table reads the headers of its first page of rows only, lists every run in the picker,
-    pages through the rest, and a config filter covers the runs whose header is read."""
+    """120 runs, headers read in the background (held back here): the page and the run table open
+    no file, the table lists every run in the picker and asks the background for the headers of
+    its page of rows first (then again, soon), pages through the rest, and a config filter covers
+    the runs whose header is read."""
     from app import callbacks, create_app
     from app.data import RunData
 
@@ -283,10 +310,18 @@ def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monke
     listed = _run_list(dash_app, client)
     assert len(listed["run-picker"]["options"]) == 120
     assert _table_runs(listed) == [f"run{i:03d}" for i in range(callbacks.PAGE_ROWS)]
-    assert len(set(opened)) == callbacks.PAGE_ROWS  # the first page's headers only
+    assert opened == [] and "seed" not in json.dumps(listed["run-table"]["children"])  # names only, at once
     assert listed["table-page-label"]["children"] == "runs 1-50 of 120"
+    assert "reading 120 of 120 run headers" in listed["last-refresh"]["children"]
+    assert listed["table-refresh"]["disabled"] is False  # the table asks again soon
+    first = _read_waiting_headers(dash_app.scoreviz_data)  # the background: the page's headers first
+    assert first == [f"run{i:03d}" for i in range(callbacks.PAGE_ROWS)] and len(set(opened)) == callbacks.PAGE_ROWS
+    listed = _run_list(dash_app, client, changed="table-refresh.n_intervals")
+    assert "seed" in json.dumps(listed["run-table"]["children"]) and listed["table-refresh"]["disabled"] is True
     assert "reading 70 of 120 run headers" in listed["last-refresh"]["children"]
     last = _run_list(dash_app, client, page=1, changed="table-next.n_clicks")
+    _read_waiting_headers(dash_app.scoreviz_data)
+    last = _run_list(dash_app, client, page=2, changed="table-refresh.n_intervals")
     assert _table_runs(last) == [f"run{i:03d}" for i in range(100, 120)]
     assert last["table-page"]["data"] == 2 and last["table-page-label"]["children"] == "runs 101-120 of 120"
     # a config condition covers the runs whose header is read: the two pages shown, here

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "outside-secret-7f3a"  # a config value only the run outside the runs folder holds
 CALLBACK = "/_dash-update-component"
 REFRESH_KEY = ("..run-picker.options...run-table.children...table-signature.data...last-refresh.children"
-               "...table-page.data...table-pager.style...table-page-label.children..")
+               "...table-page.data...table-pager.style...table-page-label.children...table-refresh.disabled..")
 SELECTION_KEY = ("..selection.data...notice.children...tag.options...stats.options...waterfall-key.options"
                  "...group-by.options...ft-run.options...grad-run.options..")
 
@@ -712,6 +712,8 @@ def random_value(rng, component_id, prop):
         return rng.choice([0, 1, -1, 0.5, 0.99, 7, 39, 10 ** 6, -(2 ** 53), 2 ** 53, 1e-300])
     if check is callback_body._count:
         return rng.choice([0, 1, 2, 10 ** 9])
+    if check is callback_body._flag:
+        return rng.choice([True, False])
     if check is callback_body._selection:
         runs = [rng.choice(STRINGS) for _ in range(rng.randrange(5))]
         return {"runs": runs, "pending": [], "stamps": {r: [1, 2] for r in runs}, "errors": {}}

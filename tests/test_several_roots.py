@@ -95,7 +95,7 @@ def test_a_server_of_two_folders(roots, subprocess_env):
                 time.sleep(0.2)
         assert "leak" in layout and "secret" not in layout  # the pickers list the runs of the folders given
         deps = json.loads(urllib.request.urlopen(base + "/_dash-dependencies", timeout=10).read())
-        listed = _call(base, deps, "run-picker.options", [0, None, None, 0, 0], [None, 0])
+        listed = _call(base, deps, "run-picker.options", [0, None, None, 0, 0, 0], [None, 0])
         assert [o["value"] for o in listed["run-picker"]["options"]] == ["other/a", "other/leak", "runs/a", "runs/b"]
         picked = ["runs/a", "other/a", "private/secret", "runs/../private/secret", "other/leak"]
         selection = _call(base, deps, "selection.data", [0, picked], [None, None, None])["selection"]["data"]
