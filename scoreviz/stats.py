@@ -99,8 +99,10 @@ def _row_moments(rows: torch.Tensor):
 def _centred_square_sums(rows, mean):
     """Sum of squared deviations from the mean, per row. Centring first keeps
     float32 exact enough when the variance is tiny next to the mean (collapse)."""
-    out = torch.empty_like(mean)
     step = max(1, _CENTRE_BLOCK // rows.shape[1])
+    if step >= rows.shape[0]:  # one block (a MoCo batch's negatives): no loop, fewer operations
+        return torch.linalg.vector_norm(rows - mean[:, None], dim=1).square()
+    out = torch.empty_like(mean)
     for start in range(0, rows.shape[0], step):
         block = rows[start:start + step] - mean[start:start + step, None]
         out[start:start + step] = torch.linalg.vector_norm(block, dim=1)
@@ -181,8 +183,10 @@ def _bin_counts(values: torch.Tensor, bins: int, scale: float) -> torch.Tensor:
     if values.device.type != "cpu":
         return torch.histc(scores, bins=bins, min=-1.0, max=1.0).double()
     position = scores.double().add_(1.0).mul_(bins / 2)  # bin i holds [i, i + 1)
-    index = torch.where(position == bins, bins - 1, position.floor().clamp_(-1, bins))  # -1 below, bins above
-    return torch.bincount(index.view(-1).long().add_(1), minlength=bins + 2)[1:bins + 1].double()
+    index = position.floor_().clamp_(-1, bins).long().add_(1)  # 0 below the range, bins + 1 at 1.0 and above
+    hist = torch.bincount(index.view(-1), minlength=bins + 2)[1:bins + 1].double()
+    hist[-1] += scores.eq(1.0).sum()  # 1.0 (position bins exactly) falls in the last bin
+    return hist
 
 
 def _margin_sums(pos: torch.Tensor, neg_rows: torch.Tensor, neg_max, scale: float) -> torch.Tensor:
