@@ -397,17 +397,21 @@ class RunData:
                 self._warm_queue.task_done()
 
     def _read_everything(self, run_id):
+        """Every read of a selected run, waiting for the requests in flight before each (a long
+        run's histograms and gradients take a second to read: a figure request must not wait)."""
         info = self.info(run_id)
         if info.get("error"):
             return
-        for tag in info.get("tags", []):
-            self.scores(run_id, tag)
-            for kind in ("pos", "neg"):
-                self.histograms(run_id, tag, kind)
-        self.gradients(run_id)
-        self.times(run_id)
-        for tag in info.get("tags", []):
-            self.health(run_id, tag)
+        tags = info.get("tags", [])
+        reads = [lambda tag=tag: self.scores(run_id, tag) for tag in tags]
+        reads += [lambda tag=tag, kind=kind: self.histograms(run_id, tag, kind) for tag in tags for kind in ("pos", "neg")]
+        reads += [lambda: self.gradients(run_id), lambda: self.times(run_id)]
+        reads += [lambda tag=tag: self.health(run_id, tag) for tag in tags]
+        for read in reads:
+            if self._stopping.is_set():
+                return
+            self._yield_to_requests()
+            read()
 
     # ---- what the callbacks read -------------------------------------------
 
