@@ -663,8 +663,8 @@ def _evenly(n: int, k: int) -> np.ndarray:
 
 
 def _sizeof(value) -> int:
-    if isinstance(value, pd.DataFrame):
-        return int(value.memory_usage(deep=False).sum())
+    if isinstance(value, pd.DataFrame):  # memory_usage(deep=False), without its 3 ms per frame
+        return int(sum(getattr(dtype, "itemsize", 8) for dtype in value.dtypes) * len(value) + value.index.nbytes)
     if isinstance(value, (pd.Series, np.ndarray)):
         return int(value.nbytes)
     if isinstance(value, dict):

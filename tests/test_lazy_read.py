@@ -351,3 +351,22 @@ def test_background_reads_wait_while_a_request_is_answered(many_runs):
     while data.pending(ids[:1]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert data.pending(ids[:1]) == []
+
+
+def test_every_kth_row_is_read_in_blocks_and_strided_in_memory(tmp_path, monkeypatch):
+    import h5py
+
+    from scoreviz.store import select
+
+    values = np.arange(1000 * 3, dtype=np.float64).reshape(1000, 3)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.create_dataset("d", data=values, chunks=(64, 3))
+        f.create_dataset("s", data=values[:, 0], chunks=(64,))
+    monkeypatch.setattr(select, "_BLOCK_ROWS", 50)  # many blocks, none a multiple of every step
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        for start, stop, step in [(0, 1000, 7), (3, 998, 13), (5, 6, 4), (0, 1000, 1), (10, 900, 120)]:
+            rows = np.arange(start, stop, step)
+            np.testing.assert_array_equal(select._read_selected(f["d"], rows, slice(0, 2)), values[rows, :2])
+            np.testing.assert_array_equal(select._read_selected(f["s"], rows, None), values[rows, 0])
+            ending = np.append(rows[:-1], stop) if stop < 1000 and len(rows) > 2 else rows  # every k-th, then the last
+            np.testing.assert_array_equal(select._read_selected(f["d"], ending, slice(0, 3)), values[ending])

