@@ -218,12 +218,13 @@ def _read_waiting_headers(data) -> list:
     waiting, others = [], []
     while not data._warm_queue.empty():
         item = data._warm_queue.get()
-        (waiting if item[0] == _HEADER and item[1] < 0 else others).append(item)
+        (waiting if item[3] == _HEADER and item[1] < 0 else others).append(item)
     for item in others:
         data._warm_queue.put(item)
-    for _, _, run_id in sorted(waiting):
+    assert all(item < other for item in waiting for other in others)  # ahead of everything else
+    for _, _, run_id, _ in sorted(waiting):
         data.light_info(run_id)
-    return [run_id for _, _, run_id in sorted(waiting)]
+    return [run_id for _, _, run_id, _ in sorted(waiting)]
 
 
 def _run_list(dash_app, client, filter_text=None, page=0, changed=None):
