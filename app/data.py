@@ -86,11 +86,13 @@ def _scoreviz():
 
 # Every RunData that reads in the background. At interpreter exit a daemon thread frozen in the
 # middle of an h5py read keeps h5py's lock, and the exit hangs tearing down h5py objects (seen:
-# create_app on 1,000 runs in a script that then ended); so the reading stops while Python is whole.
+# create_app on 1,000 runs in a script that then ended); so the reading stops while Python is whole,
+# and before h5py's own exit handler: atexit runs the last registered first, so ours is registered
+# once h5py is imported (RunData.__init__), not when this module is.
 _LIVE = weakref.WeakSet()
+_STOP_REGISTERED = []
 
 
-@atexit.register
 def _stop_background_reading():
     for data in list(_LIVE):
         data.stop()
@@ -132,6 +134,8 @@ class RunData:
             self._warm_thread = threading.Thread(target=self._warm_loop, name="scoreviz-warm", daemon=True)
             self._warm_thread.start()
             _LIVE.add(self)
+            if not _STOP_REGISTERED:  # h5py is imported by now (scoreviz.run): ours runs before its own
+                _STOP_REGISTERED.append(atexit.register(_stop_background_reading))
             # every run's header in the background (once the page is up): the page does not wait for them
             threading.Thread(target=self._list_all, name="scoreviz-list", daemon=True).start()
 

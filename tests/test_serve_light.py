@@ -41,3 +41,47 @@ def test_serving_and_reading_runs_never_imports_torch(tmp_path, python, subproce
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+EXIT_WHILE_READING = """
+import sys
+import h5py
+import numpy as np
+from app import data as app_data
+
+with h5py.File(sys.argv[2], "w") as f:
+    f["flags"] = np.array([True, False])  # reading a bool needs h5py's converters, gone after its exit handler
+real_stop = app_data._stop_background_reading
+
+
+def stop_and_read():  # what the background reader may still be doing when the interpreter exits
+    real_stop()
+    with h5py.File(sys.argv[2], "r") as f:
+        print("read at exit:", f["flags"][:].tolist(), flush=True)
+
+
+app_data._stop_background_reading = stop_and_read
+from app import create_app
+
+dash_app = create_app(sys.argv[1], refresh=60)
+client = dash_app.server.test_client()
+key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+spec = dash_app.callback_map[key]
+outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in key.strip(".").split("...")]
+body = {"output": key, "outputs": outputs, "inputs": [dict(i, value=None) for i in spec["inputs"]],
+        "state": [dict(s, value=None) for s in spec["state"]], "changedPropIds": ["refresh.n_intervals"]}
+assert client.post("/_dash-update-component", json=body).status_code == 200  # the background starts reading
+"""
+
+
+def test_the_background_reader_stops_before_h5py_tears_down_at_exit(tmp_path, python, subprocess_env):
+    """h5py's own exit handler used to run first, while the background reader could be inside h5py:
+    a crash (SIGSEGV) or "Failed to find converter" lines at exit. Checked by reading a bool
+    dataset where the reader stops: it reads only while h5py is whole."""
+    steps = np.arange(50)
+    for i in range(20):
+        write_run(tmp_path / "runs" / f"run{i:02d}", {"seed": i}, steps, np.sin(steps + i))
+    out = subprocess.run([python, "-c", EXIT_WHILE_READING, str(tmp_path / "runs"), str(tmp_path / "flags.h5")],
+                         env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "read at exit: [True, False]" in out.stdout and "converter" not in out.stderr, out.stdout + out.stderr
