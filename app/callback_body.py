@@ -102,6 +102,7 @@ PROPERTY_TYPES = {
     ("url-applied", "data"): (_flag, "true or false"),
     ("refresh", "n_intervals"): (_count, "a count"),
     ("table-refresh", "n_intervals"): (_count, "a count"),
+    ("selection-refresh", "n_intervals"): (_count, "a count"),
     ("table-signature", "data"): (_text, "a string"),
     ("table-page", "data"): (_count, "a page number"),
     ("selection", "data"): (_selection, "a selection object"),

@@ -345,10 +345,11 @@ def _selection(dash_app, data):
         Output("selection", "data"), Output("notice", "children"),
         Output("tag", "options"), Output("stats", "options"), Output("waterfall-key", "options"),
         Output("group-by", "options"), Output("ft-run", "options"), Output("grad-run", "options"),
-        Input("refresh", "n_intervals"), Input("run-picker", "value"),
+        Output("selection-refresh", "disabled"),
+        Input("refresh", "n_intervals"), Input("run-picker", "value"), Input("selection-refresh", "n_intervals"),
         State("selection", "data"), State("tag", "options"), State("group-by", "value"),
     )
-    def update_selection(_n, picked, previous, previous_tags, grouped_by):
+    def update_selection(_n, picked, _soon, previous, previous_tags, grouped_by):
         valid, stamps, errors = [], {}, {}
         for run_id in picked or []:
             try:
@@ -367,8 +368,11 @@ def _selection(dash_app, data):
         pending = data.pending(valid)
         selection = {"runs": [r for r in valid if r not in pending], "pending": pending,
                      "stamps": stamps, "errors": errors}
+        # while runs are being read the page asks again within a second (selection-refresh), so
+        # their curves come as soon as they are read, not at the next refresh
+        done_reading = not pending
         if selection == previous:
-            return [no_update] * 8
+            return [no_update] * 8 + [done_reading]
         infos = [data.light_info(r) for r in valid]
         tags = _union([t for info in infos for t in info.get("tags", [])]
                       + [t for r in selection["runs"] for t in embedding_tags(data, r)]) or ["train"]
@@ -386,7 +390,7 @@ def _selection(dash_app, data):
         # (the waterfall's key likewise: the first call's empty options dropped a link's key=)
         return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys if infos else no_update,
                 group_keys,
-                valid, valid)
+                valid, valid, done_reading)
 
 
 def _error_line(run_id, message):

@@ -6,7 +6,8 @@ from dash import dcc, html
 
 from app import figures, health
 
-# How soon the run table asks again for rows whose header is being read (ms).
+# How soon the run table asks again for rows whose header is being read, and the selection
+# for runs being read (ms).
 TABLE_REFRESH_MS = 700
 
 # Views, in tab order; their values appear in the URL as ?view=...
@@ -44,6 +45,8 @@ def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[
         dcc.Interval(id="refresh", interval=int(refresh_s * 1000), n_intervals=0),
         # the run table again within a second while the headers of its rows are being read
         dcc.Interval(id="table-refresh", interval=TABLE_REFRESH_MS, n_intervals=0, disabled=True),
+        # the selection again within a second while its runs are being read
+        dcc.Interval(id="selection-refresh", interval=TABLE_REFRESH_MS, n_intervals=0, disabled=True),
         dcc.Store(id="selection"),   # valid selected runs and their file stamps
         dcc.Store(id="table-signature"),
         dcc.Store(id="auto-runs"),   # the default runs the picker follows; None once the user picks

@@ -132,6 +132,7 @@ class Client:
     def call(self, output_prefix, inputs, state=(), changed=None):
         key = next(k for k in self.app.callback_map if k.lstrip(".").startswith(output_prefix))
         spec = self.app.callback_map[key]
+        inputs = list(inputs) + [None] * (len(spec["inputs"]) - len(inputs))  # inputs not given: not set yet
         outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
                    for o in key.strip(".").split("...")]
         body = {

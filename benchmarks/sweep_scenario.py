@@ -240,7 +240,7 @@ def measure_scoreviz(root: Path, selected: list) -> dict:
             out.setdefault("select", t)
             if not selection["pending"]:
                 break
-            time.sleep(0.2)
+            time.sleep(0.7)  # as the page asks again (selection-refresh) while runs are being read
         out["read50"] = time.perf_counter() - start
         curves = [selection, "curves", "train", STATS, [], 0.0]
         out["curves_cold"], out["curves_bytes"], _ = client.call("curves-graph.figure", curves)

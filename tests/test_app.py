@@ -111,6 +111,7 @@ def test_symlink_out_of_runs_dir_is_refused(runs, tmp_path):
 def post_callback(client, dash_app, output_key, inputs, state=(), changed=None):
     """Call one callback through Dash's HTTP endpoint, as the browser does."""
     spec = dash_app.callback_map[output_key]
+    inputs = list(inputs) + [None] * (len(spec["inputs"]) - len(inputs))  # inputs not given: not set yet
     outputs = [{"id": o.split(".")[0], "property": o.split(".")[1]}
                for o in output_key.strip(".").split("...")]
     body = {

@@ -371,3 +371,22 @@ def test_every_kth_row_is_read_in_blocks_and_strided_in_memory(tmp_path, monkeyp
             np.testing.assert_array_equal(select._read_selected(f["s"], rows, None), values[rows, 0])
             ending = np.append(rows[:-1], stop) if stop < 1000 and len(rows) > 2 else rows  # every k-th, then the last
             np.testing.assert_array_equal(select._read_selected(f["d"], ending, slice(0, 3)), values[ending])
+
+
+def test_the_selection_is_asked_again_soon_while_its_runs_are_read(many_runs):
+    from app import create_app
+    from tests.test_app import post_callback, selection_key
+
+    dash_app = create_app(many_runs, refresh=60)  # the page's own refresh: once a minute
+    client = dash_app.server.test_client()
+    first = post_callback(client, dash_app, selection_key(dash_app), [0, ["m0-s0"]], [None, None, None])
+    first = first.get_json()["response"]
+    assert first["selection"]["data"]["pending"] == ["m0-s0"]
+    assert first["selection-refresh"]["disabled"] is False  # asked again within a second, not a minute
+    deadline = time.monotonic() + 60
+    while dash_app.scoreviz_data.pending(["m0-s0"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = post_callback(client, dash_app, selection_key(dash_app), [0, ["m0-s0"], 1],
+                          [first["selection"]["data"], None, None], changed="selection-refresh.n_intervals")
+    again = again.get_json()["response"]
+    assert again["selection"]["data"]["runs"] == ["m0-s0"] and again["selection-refresh"]["disabled"] is True

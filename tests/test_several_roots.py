@@ -65,6 +65,7 @@ def test_a_link_out_of_the_folders_is_refused(roots):
 def _call(base, deps, output_prefix, inputs, state):
     """One callback of a running server over HTTP, as the browser sends it."""
     spec = next(d for d in deps if d["output"].lstrip(".").startswith(output_prefix))
+    inputs = list(inputs) + [None] * (len(spec["inputs"]) - len(inputs))  # inputs not given: not set yet
     outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
                for o in spec["output"].strip(".").split("...")]
     body = {"output": spec["output"], "outputs": outputs if spec["output"].startswith("..") else outputs[0],
