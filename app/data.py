@@ -435,7 +435,9 @@ class RunData:
         (config, tags) takes milliseconds to read, tens on a network file
         system: a page of 50 rows would wait for them. So a run whose header is
         not read yet is None (the table shows its name), its header is read in
-        the background before any other, and the table asks again soon; a run
+        the background before anything else, and the table asks again soon; a
+        run whose file changed since (a live run) keeps the header read before
+        until then; a run
         whose steps are not counted yet shows the count of its last read (or
         "reading") until the background has counted them. Without background
         reading, reads it now.
@@ -450,7 +452,10 @@ class RunData:
             except RefusedRunId as err:
                 return {"id": run_id, "name": run_id, "error": str(err)}
             self.warm_header_first(run_id)
-            return None
+            earlier, _ = self._peek(run_id, ("light",))  # a live run: its header before it grew
+            if not isinstance(earlier, dict):
+                return None
+            row = dict(earlier, id=run_id)
         if row.get("error"):
             return row
         self.warm([run_id])

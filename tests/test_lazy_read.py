@@ -390,3 +390,18 @@ def test_the_selection_is_asked_again_soon_while_its_runs_are_read(many_runs):
                           [first["selection"]["data"], None, None], changed="selection-refresh.n_intervals")
     again = again.get_json()["response"]
     assert again["selection"]["data"]["runs"] == ["m0-s0"] and again["selection-refresh"]["disabled"] is True
+
+
+def test_a_growing_run_keeps_its_row_while_its_header_is_read_again(many_runs, monkeypatch):
+    from app.data import RunData
+
+    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # background reads held back
+    data = RunData(many_runs)
+    assert data.table_row("m0-s0") is None  # never read: its name only, until the background reads it
+    data.light_info("m0-s0")
+    assert data.table_row("m0-s0")["config"] == {"moco_m": 0, "seed": 0}
+    write_run(many_runs / "m0-s0", {"moco_m": 0, "seed": 0}, np.arange(400, 403), np.zeros(3))  # it grew
+    assert data.known_info("m0-s0") is None  # its header is stale now
+    row = data.table_row("m0-s0")  # the row stays, with the header read before, while it is read again
+    assert row is not None and row["config"] == {"moco_m": 0, "seed": 0}
+    assert set(_read_waiting_headers(data)) == {"m0-s0"}
