@@ -437,10 +437,9 @@ class RunData:
         not read yet is None (the table shows its name), its header is read in
         the background before anything else, and the table asks again soon; a
         run whose file changed since (a live run) keeps the header read before
-        until then; a run
-        whose steps are not counted yet shows the count of its last read (or
-        "reading") until the background has counted them. Without background
-        reading, reads it now.
+        until then; a run whose steps are not counted yet shows the count of its
+        last read (or "reading") until the background has counted them. Without
+        background reading, reads it now.
         """
         full, fresh = self._peek(run_id, ("info",))
         if fresh or self._warm_queue is None:

@@ -138,6 +138,12 @@ def to_density(counts) -> np.ndarray:
         return np.where(totals > 0, counts / totals, np.nan)
 
 
+def message_annotation(message: str) -> dict:
+    """`message` in the middle of a figure without axes."""
+    return {"text": message, "showarrow": False, "font": {"size": 16}, "x": 0.5, "y": 0.5,
+            "xref": "paper", "yref": "paper"}
+
+
 def empty_figure(title: str = "", message: str = "no data") -> go.Figure:
     """A blank figure that shows `message` in its middle."""
     fig = go.Figure()
@@ -146,8 +152,7 @@ def empty_figure(title: str = "", message: str = "no data") -> go.Figure:
         title=title,
         xaxis_visible=False,
         yaxis_visible=False,
-        annotations=[dict(text=message, showarrow=False, font_size=16, x=0.5, y=0.5,
-                          xref="paper", yref="paper")],
+        annotations=[message_annotation(message)],
     )
     return fig
 

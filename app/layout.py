@@ -6,9 +6,9 @@ from dash import dcc, html
 
 from app import figures, health
 
-# How soon the run table asks again for rows whose header is being read, and the selection
-# for runs being read (ms).
-TABLE_REFRESH_MS = 700
+# How soon the page asks again while something it shows is being read in the background: the
+# run table for rows whose header is not read yet, the selection for runs not read yet (ms).
+ASK_AGAIN_MS = 700
 
 # Views, in tab order; their values appear in the URL as ?view=...
 VIEWS = [
@@ -44,9 +44,9 @@ def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[
         dcc.Location(id="url", refresh=False),
         dcc.Interval(id="refresh", interval=int(refresh_s * 1000), n_intervals=0),
         # the run table again within a second while the headers of its rows are being read
-        dcc.Interval(id="table-refresh", interval=TABLE_REFRESH_MS, n_intervals=0, disabled=True),
+        dcc.Interval(id="table-refresh", interval=ASK_AGAIN_MS, n_intervals=0, disabled=True),
         # the selection again within a second while its runs are being read
-        dcc.Interval(id="selection-refresh", interval=TABLE_REFRESH_MS, n_intervals=0, disabled=True),
+        dcc.Interval(id="selection-refresh", interval=ASK_AGAIN_MS, n_intervals=0, disabled=True),
         dcc.Store(id="selection"),   # valid selected runs and their file stamps
         dcc.Store(id="table-signature"),
         dcc.Store(id="auto-runs"),   # the default runs the picker follows; None once the user picks
@@ -136,10 +136,8 @@ def blank_figure() -> dict:
     A plain dict, not figures.empty_figure: building a plotly Figure with the plotly_white
     template validates the whole template (0.6 s on the first page of a server) and puts it,
     tens of KB, into the page once per graph."""
-    return {"data": [], "layout": {
-        "xaxis": {"visible": False}, "yaxis": {"visible": False},
-        "annotations": [{"text": "no data", "showarrow": False, "font": {"size": 16}, "x": 0.5, "y": 0.5,
-                         "xref": "paper", "yref": "paper"}]}}
+    return {"data": [], "layout": {"xaxis": {"visible": False}, "yaxis": {"visible": False},
+                                   "annotations": [figures.message_annotation("no data")]}}
 
 
 def graph(name: str, **graph_kwargs) -> html.Div:

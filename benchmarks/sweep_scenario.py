@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.layout import ASK_AGAIN_MS
 from benchmarks.app_latency import BINS, score_rows, write_run
 
 MOMENTA = (0.9, 0.99, 0.995, 0.999, 0.9999)
@@ -210,11 +211,11 @@ def _first_page(base, proc, launched, out):
 
     def until_complete():
         # the table's rows show their names at once, their config once the background has read
-        # their headers; the page asks again every 0.7 s until then, as here, while the
+        # their headers; the page asks again every ASK_AGAIN_MS until then, as here, while the
         # researcher goes on (the caller joins this thread)
         answer = payload
         while not answer.get("table-refresh", {}).get("disabled", True):
-            time.sleep(0.7)
+            time.sleep(ASK_AGAIN_MS / 1000)
             _, _, answer = client.call("run-picker.options", [0, "", []])
         out["complete"] = time.perf_counter() - launched
 
@@ -240,7 +241,7 @@ def measure_scoreviz(root: Path, selected: list) -> dict:
             out.setdefault("select", t)
             if not selection["pending"]:
                 break
-            time.sleep(0.7)  # as the page asks again (selection-refresh) while runs are being read
+            time.sleep(ASK_AGAIN_MS / 1000)  # as the page asks again (selection-refresh) while runs are being read
         out["read50"] = time.perf_counter() - start
         curves = [selection, "curves", "train", STATS, [], 0.0]
         out["curves_cold"], out["curves_bytes"], _ = client.call("curves-graph.figure", curves)
@@ -400,7 +401,7 @@ def report(n_runs, steps, workers, written, sizes, sv, grouped, tb):
         (f"run table (first page of 50 rows, their names) + picker ({n_runs:,} runs), first start / restart / later",
          f"{ms(sv['table'])} / {ms(restart['table'])} / {ms(sv['table_warm'])}", na),
         ("launch until the run table's first page shows every row's config (the page asks again every "
-         "0.7 s), first start / restart", f"{s(sv['complete'])} / {s(restart['complete'])}", na),
+         f"{ASK_AGAIN_MS / 1000:g} s), first start / restart", f"{s(sv['complete'])} / {s(restart['complete'])}", na),
         ("launch until every run's header is read (background, first start: the table lists every config)",
          s(sv["all_headers"]), na),
         (f"every run's header read in one thread ({n_runs:,} runs, cold, in the benchmark's process)",

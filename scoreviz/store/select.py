@@ -21,8 +21,9 @@ import numpy as np
 from scoreviz.errors import ScorevizError
 
 # Rows further apart than this are read as separate blocks (one HDF5 chunk of rows).
-_BLOCK_ROWS = 1 << 14  # rows read at once by _every
 _GAP = 256
+# Rows read at once when every k-th row is kept (_every).
+_BLOCK_ROWS = 1 << 14
 
 
 def last_of_each_step(steps) -> np.ndarray:
