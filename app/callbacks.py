@@ -340,40 +340,50 @@ def _refresh_seconds(dash_app) -> float:
     return getattr(dash_app, "scoreviz_refresh", 5.0)
 
 
+# How long the selection callback waits for the background to read the selected runs before it
+# answers with those read so far (seconds; the page asks again then, see layout.SELECTION_AGAIN_MS).
+SELECTION_WAIT_S = 1.0
+
+
 def _selection(dash_app, data):
     @dash_app.callback(
         Output("selection", "data"), Output("notice", "children"),
         Output("tag", "options"), Output("stats", "options"), Output("waterfall-key", "options"),
         Output("group-by", "options"), Output("ft-run", "options"), Output("grad-run", "options"),
-        Output("selection-refresh", "disabled"),
+        Output("selection-refresh", "max_intervals"),
         Input("refresh", "n_intervals"), Input("run-picker", "value"), Input("selection-refresh", "n_intervals"),
         State("selection", "data"), State("tag", "options"), State("group-by", "value"),
     )
-    def update_selection(_n, picked, _soon, previous, previous_tags, grouped_by):
-        valid, stamps, errors = [], {}, {}
+    def update_selection(_n, picked, asked_again, previous, previous_tags, grouped_by):
+        found, stamps, errors = [], {}, {}
         for run_id in picked or []:
             try:
                 stamps[run_id] = data.stamp(run_id)
+                found.append(run_id)
             except RefusedRunId as err:
                 errors[run_id] = str(err)
-                continue
-            info = data.light_info(run_id)
-            if info.get("error"):
+        # Runs never read yet are read in the background (their headers too), selected ones
+        # first; the figures leave them out until then, so no callback waits seconds. The
+        # answer waits for them, a second at most: then the figures come once, complete.
+        data.warm(found, urgent=True)
+        pending = data.wait_read(found, SELECTION_WAIT_S)
+        valid = []
+        for run_id in found:
+            # a run still being read: its header if read by now (nothing opened here), else later
+            info = data.known_info(run_id) if run_id in pending else data.light_info(run_id)
+            if info and info.get("error"):
                 errors[run_id] = info["error"]
+                pending = [r for r in pending if r != run_id]
             else:
                 valid.append(run_id)
-        # Runs never read yet are read in the background, selected ones first;
-        # the figures leave them out until then, so no callback waits seconds.
-        data.warm(valid, urgent=True)
-        pending = data.pending(valid)
         selection = {"runs": [r for r in valid if r not in pending], "pending": pending,
                      "stamps": stamps, "errors": errors}
-        # while runs are being read the page asks again within a second (selection-refresh), so
-        # their curves come as soon as they are read, not at the next refresh
-        done_reading = not pending
+        # runs still being read: the page asks again once, soon (selection-refresh), so their
+        # curves come as soon as they are read, not at the next refresh
+        ask_again = (asked_again or 0) + 1 if pending else 0
         if selection == previous:
-            return [no_update] * 8 + [done_reading]
-        infos = [data.light_info(r) for r in valid]
+            return [no_update] * 8 + [ask_again]
+        infos = [info for info in map(data.known_info, valid) if info is not None]
         tags = _union([t for info in infos for t in info.get("tags", [])]
                       + [t for r in selection["runs"] for t in embedding_tags(data, r)]) or ["train"]
         tags = _union(tags + list(previous_tags or []))  # keep the current choice valid
@@ -390,7 +400,7 @@ def _selection(dash_app, data):
         # (the waterfall's key likewise: the first call's empty options dropped a link's key=)
         return (selection, notice, tags, list(figures.SCORE_COLUMNS) + scalar_names, keys if infos else no_update,
                 group_keys,
-                valid, valid, done_reading)
+                valid, valid, ask_again)
 
 
 def _error_line(run_id, message):
@@ -655,8 +665,8 @@ def curve_frame(data: RunData, run_id: str, tag: str, columns) -> pd.DataFrame:
 
 
 def embedding_tags(data: RunData, run_id: str) -> list:
-    """The run's tags of logged embeddings (empty for a run that cannot be read)."""
-    return _safe(lambda: data.memo(run_id, ("embedding-tags",), lambda: _open(data, run_id).embedding_tags), [])
+    """The run's tags of logged embeddings, from its header (empty for a run that cannot be read)."""
+    return list(data.light_info(run_id).get("embedding_tags", []))
 
 
 def embedding_tag(data: RunData, run_id: str, tag):

@@ -346,21 +346,25 @@ def stat_subplots(columns: Sequence[str], lines: Mapping[str, list], order: Sequ
                         vertical_spacing=min(0.08, 0.25 / len(columns)) if len(columns) > 1 else 0,
                         subplot_titles=[stat_label(c) for c in columns])
     shown = set()
+    traces, rows = [], []  # added in one call: plotly checks a trace once then, not twice (150 traces: 0.3 s)
     for name in order:  # traces name by name, so the legend lists them in the order given
         for row, column in enumerate(columns, start=1):
             for line in lines[column]:
                 if line.name != name:
                     continue
                 if line.lower is not None and line.upper is not None:
-                    fig.add_trace(_band(line), row=row, col=1)
+                    traces.append(_band(line))
+                    rows.append(row)
                 hover = {} if line.count is None else dict(
                     customdata=line.count, hovertemplate="%{y:.4g} (n=%{customdata})")
-                fig.add_trace(go.Scatter(
-                    x=line.x, y=np.asarray(line.y).astype(np.float32), name=name, legendgroup=name,
+                traces.append(dict(
+                    type="scatter", x=line.x, y=np.asarray(line.y).astype(np.float32), name=name, legendgroup=name,
                     showlegend=name not in shown, mode="lines+markers" if len(line.y) <= SPARSE_POINTS else "lines",
-                    marker=dict(size=6, color=line.color), line=dict(color=line.color, width=1.5), **hover),
-                    row=row, col=1)
+                    marker=dict(size=6, color=line.color), line=dict(color=line.color, width=1.5), **hover))
+                rows.append(row)
                 shown.add(name)
+    if traces:
+        fig.add_traces(traces, rows=rows, cols=[1] * len(rows))
     for row, column in enumerate(columns, start=1):
         if not log_y:
             continue
@@ -390,14 +394,14 @@ def _line_style(log_y: bool = False, smoothing: float = 0.0, max_points: int = M
     return log_y, smoothing, max_points, row_height
 
 
-def _band(line: Line) -> go.Scatter:
-    """The shaded area between ``line.lower`` and ``line.upper``, in the line's colour, see-through."""
+def _band(line: Line) -> dict:
+    """The shaded area between ``line.lower`` and ``line.upper``, in the line's colour, see-through
+    (a scatter trace's properties)."""
     x = np.asarray(line.x)
     upper, lower = np.asarray(line.upper, dtype=np.float32), np.asarray(line.lower, dtype=np.float32)
-    return go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([upper, lower[::-1]]),
-                      name=f"{line.name} band", legendgroup=line.name, showlegend=False, mode="lines",
-                      fill="toself", fillcolor=_transparent(line.color, 0.2), line=dict(width=0),
-                      hoverinfo="skip")
+    return dict(type="scatter", x=np.concatenate([x, x[::-1]]), y=np.concatenate([upper, lower[::-1]]),
+                name=f"{line.name} band", legendgroup=line.name, showlegend=False, mode="lines",
+                fill="toself", fillcolor=_transparent(line.color, 0.2), line=dict(width=0), hoverinfo="skip")
 
 
 def _transparent(color: str, alpha: float) -> str:

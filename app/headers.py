@@ -23,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-VERSION = 1
+VERSION = 2  # 2: headers list the embedding tags
 
 
 def cache_dir() -> Path:

@@ -6,9 +6,14 @@ from dash import dcc, html
 
 from app import figures, health
 
-# How soon the page asks again while something it shows is being read in the background: the
-# run table for rows whose header is not read yet, the selection for runs not read yet (ms).
+# How soon the page asks again for the run table while the headers of its rows are being read
+# in the background (ms).
 ASK_AGAIN_MS = 700
+# How soon the page asks again for the selection after an answer that left runs still being
+# read (ms). The server holds that request until they are read or for a second (see
+# callbacks.SELECTION_WAIT_S), so the curves come as soon as the runs are read; and the page
+# asks once per answer, never while a request is in flight (Dash would drop its answer).
+SELECTION_AGAIN_MS = 100
 
 # Views, in tab order; their values appear in the URL as ?view=...
 VIEWS = [
@@ -45,8 +50,9 @@ def build(runs_dir: str, run_ids: list[str], tags: list[str], config_keys: list[
         dcc.Interval(id="refresh", interval=int(refresh_s * 1000), n_intervals=0),
         # the run table again within a second while the headers of its rows are being read
         dcc.Interval(id="table-refresh", interval=ASK_AGAIN_MS, n_intervals=0, disabled=True),
-        # the selection again within a second while its runs are being read
-        dcc.Interval(id="selection-refresh", interval=ASK_AGAIN_MS, n_intervals=0, disabled=True),
+        # the selection again soon after an answer that left runs being read: one tick per answer
+        # (the selection callback sets max_intervals one above n_intervals; 0: stopped)
+        dcc.Interval(id="selection-refresh", interval=SELECTION_AGAIN_MS, n_intervals=0, max_intervals=0),
         dcc.Store(id="selection"),   # valid selected runs and their file stamps
         dcc.Store(id="table-signature"),
         dcc.Store(id="auto-runs"),   # the default runs the picker follows; None once the user picks

@@ -238,6 +238,46 @@ def test_a_sparse_scalar_is_drawn(driver, tmp_path):
         driver.get("about:blank")
 
 
+def test_runs_read_after_the_first_answer_are_drawn_as_soon_as_they_are_read(driver, tmp_path, monkeypatch):
+    """The selection's first answer leaves the runs out (still being read); the page asks again,
+    once per answer, until they are read, then draws them, long before its own refresh."""
+    from app import callbacks
+    from app.data import RunData
+
+    make_run(tmp_path, "slow-a", momentum=0.9, steps=30)
+    make_run(tmp_path, "slow-b", momentum=0.99, steps=30, seed=1)
+    monkeypatch.setattr(callbacks, "SELECTION_WAIT_S", 0.0)  # answer at once, whatever is read
+    read = RunData.scores
+
+    def slowly(self, run_id, tag):
+        if threading.current_thread().name == "scoreviz-warm":
+            time.sleep(0.8)  # a long run: read after several answers
+        return read(self, run_id, tag)
+
+    asked = []
+    wait_read = RunData.wait_read
+    monkeypatch.setattr(RunData, "scores", slowly)
+    monkeypatch.setattr(RunData, "wait_read", lambda self, *a, **k: asked.append(time.monotonic()) or wait_read(
+        self, *a, **k))
+    with serving(tmp_path, refresh=600) as url:
+        driver.get(url + "?runs=slow-a&runs=slow-b")
+        wait_for(driver, lambda d: "reading" in d.find_element(By.ID, "notice").text, 30,
+                 "the notice that the runs are being read")
+        wait_for(driver, lambda d: sorted(t["name"] for t in traces(d, "curves-graph") or []
+                                          if t["name"]) == sorted(["slow-a", "slow-b"] * 3), 30,
+                 "both runs drawn once read")
+        assert "reading" not in driver.find_element(By.ID, "notice").text
+        spent = asked[-1] - asked[0]
+        time.sleep(1.0)
+        settled = len(asked)
+        time.sleep(1.0)
+        assert len(asked) == settled  # nothing left to read: the page stopped asking
+        # asked again once per answer, every SELECTION_AGAIN_MS or so: not once per refresh, not in a burst
+        assert 3 <= settled and spent / (settled - 1) > 0.05
+        assert console_errors(driver) == []
+        driver.get("about:blank")
+
+
 def test_run_colours_are_the_same_on_every_load_and_order(driver, app_url):
     driver.get(app_url + "?runs=m0.99&runs=m0.9")
     wait_for(driver, lambda d: len(trace_colors(d, "curves-graph")) == 2)

@@ -210,18 +210,37 @@ def _counting_opens(monkeypatch):
     return opened
 
 
+def test_the_selected_runs_are_read_first_then_the_headers_of_the_rows_on_screen(many_runs, monkeypatch):
+    from app.data import _COUNT, _HEADER, _REST, _SCORES, RunData
+
+    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # the queue is looked at, not read
+    monkeypatch.setattr(RunData, "_list_all", lambda self: None)
+    data = RunData(many_runs, index=False)
+    data.warm(["m1-s5"])  # every listed run: header, then step count
+    assert data.table_row("m0-s4") is None  # a row on screen: its header is queued ahead
+    data.warm(["m1-s3"], urgent=True)  # selected afterwards
+    order = []
+    while not data._warm_queue.empty():
+        _, _, run_id, level = data._warm_queue.get()
+        order.append((run_id, level))
+    assert order == [("m1-s3", _SCORES), ("m0-s4", _HEADER), ("m1-s5", _HEADER), ("m1-s3", _REST),
+                     ("m1-s5", _COUNT)]
+
+
 def _read_waiting_headers(data) -> list:
-    """Read the headers a run table waits for, as the background reader does before the others;
-    returns their run ids."""
-    from app.data import _HEADER
+    """Read the headers a run table waits for, as the background reader does before the others
+    (but the selected runs' scores); returns their run ids."""
+    from app.data import _HEADER, _ON_SCREEN, _SCORES
 
     waiting, others = [], []
     while not data._warm_queue.empty():
         item = data._warm_queue.get()
-        (waiting if item[3] == _HEADER and item[1] < 0 else others).append(item)
+        (waiting if item[3] == _HEADER and item[0] == _ON_SCREEN else others).append(item)
     for item in others:
         data._warm_queue.put(item)
-    assert all(item < other for item in waiting for other in others)  # ahead of everything else
+    selected = [other for other in others if other[3] == _SCORES]
+    assert all(other < item for item in waiting for other in selected)  # the selected runs' scores first
+    assert all(item < other for item in waiting for other in others if other[3] != _SCORES)  # then these
     for _, _, run_id, _ in sorted(waiting):
         data.light_info(run_id)
     return [run_id for _, _, run_id, _ in sorted(waiting)]
@@ -290,6 +309,27 @@ def test_a_damaged_header_index_is_an_empty_one(many_runs, monkeypatch):
     data._index.path.write_text('{"version": 1, "runs": {"x": [1, 2')  # cut off mid-write
     fresh = RunData(many_runs, warm=False)
     assert fresh.known_info("m1-s1") is None and fresh.light_info("m1-s1")["config"]["seed"] == 1
+
+
+def test_an_index_of_an_older_version_is_not_used_its_headers_lack_the_embedding_tags(many_runs):
+    import json
+
+    from app import callbacks
+    from app.data import RunData
+    from app.headers import VERSION
+
+    data = RunData(many_runs, warm=False)
+    data.light_info("m1-s1")
+    data.save_headers(data.run_ids())
+    saved = json.loads(data._index.path.read_text())
+    assert saved["version"] == VERSION and all("embedding_tags" in entry[2] for entry in saved["runs"].values())
+    for entry in saved["runs"].values():  # as version 1 wrote them
+        entry[2].pop("embedding_tags")
+        entry[2]["config"] = {"seed": "from the old index"}
+    data._index.path.write_text(json.dumps(dict(saved, version=1)))
+    fresh = RunData(many_runs, warm=False)
+    assert fresh.known_info("m1-s1") is None and fresh.light_info("m1-s1")["config"]["seed"] == 1
+    assert callbacks.embedding_tags(fresh, "m1-s1") == []  # many_runs log no embeddings
 
 
 def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monkeypatch):
@@ -373,23 +413,49 @@ def test_every_kth_row_is_read_in_blocks_and_strided_in_memory(tmp_path, monkeyp
             np.testing.assert_array_equal(select._read_selected(f["d"], ending, slice(0, 3)), values[ending])
 
 
-def test_the_selection_is_asked_again_soon_while_its_runs_are_read(many_runs):
-    from app import create_app
+def test_the_selection_waits_for_its_runs_and_is_asked_again_soon_when_they_take_longer(many_runs, monkeypatch):
+    from app import callbacks, create_app
     from tests.test_app import post_callback, selection_key
 
     dash_app = create_app(many_runs, refresh=60)  # the page's own refresh: once a minute
     client = dash_app.server.test_client()
-    first = post_callback(client, dash_app, selection_key(dash_app), [0, ["m0-s0"]], [None, None, None])
-    first = first.get_json()["response"]
-    assert first["selection"]["data"]["pending"] == ["m0-s0"]
-    assert first["selection-refresh"]["disabled"] is False  # asked again within a second, not a minute
+    key = selection_key(dash_app)
+    # the answer waits while the run is read (a small run: well within SELECTION_WAIT_S)
+    first = post_callback(client, dash_app, key, [0, ["m0-s0"]], [None, None, None]).get_json()["response"]
+    assert first["selection"]["data"]["runs"] == ["m0-s0"] and first["selection"]["data"]["pending"] == []
+    assert first["selection-refresh"]["max_intervals"] == 0  # nothing left to ask for
+    # a run not read within the wait: answered without it, and the page asks once more, soon
+    monkeypatch.setattr(callbacks, "SELECTION_WAIT_S", 0.0)
+    first = post_callback(client, dash_app, key, [0, ["m1-s1"], 3], [None, None, None]).get_json()["response"]
+    assert first["selection"]["data"]["pending"] == ["m1-s1"]
+    assert first["selection-refresh"]["max_intervals"] == 4  # one tick more than the 3 already fired
     deadline = time.monotonic() + 60
-    while dash_app.scoreviz_data.pending(["m0-s0"]) and time.monotonic() < deadline:
+    while dash_app.scoreviz_data.pending(["m1-s1"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    again = post_callback(client, dash_app, selection_key(dash_app), [0, ["m0-s0"], 1],
+    again = post_callback(client, dash_app, key, [0, ["m1-s1"], 4],
                           [first["selection"]["data"], None, None], changed="selection-refresh.n_intervals")
     again = again.get_json()["response"]
-    assert again["selection"]["data"]["runs"] == ["m0-s0"] and again["selection-refresh"]["disabled"] is True
+    assert again["selection"]["data"]["runs"] == ["m1-s1"] and again["selection-refresh"]["max_intervals"] == 0
+
+
+def test_a_request_waiting_for_reads_does_not_hold_the_background_reader_back(many_runs, monkeypatch):
+    from app import data as data_module
+    from app.data import RunData
+
+    monkeypatch.setattr(data_module, "YIELD_S", 60.0)  # a request in flight would hold reads a minute
+    data = RunData(many_runs)
+    ids = data.run_ids()
+    data.request_started()  # the request that waits
+    data.warm(ids[:2], urgent=True)
+    start = time.monotonic()
+    assert data.wait_read(ids[:2], timeout=30) == []
+    assert time.monotonic() - start < 30
+    data.request_started()  # a second request, answering meanwhile: reads wait for it
+    data.warm(ids[2:3], urgent=True)
+    assert data.wait_read(ids[2:3], timeout=0.5) == ids[2:3]
+    data.request_finished()
+    assert data.wait_read(ids[2:3], timeout=30) == []
+    data.request_finished()
 
 
 def test_a_growing_run_keeps_its_row_while_its_header_is_read_again(many_runs, monkeypatch):

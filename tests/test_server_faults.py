@@ -32,7 +32,7 @@ CALLBACK = "/_dash-update-component"
 REFRESH_KEY = ("..run-picker.options...run-table.children...table-signature.data...last-refresh.children"
                "...table-page.data...table-pager.style...table-page-label.children...table-refresh.disabled..")
 SELECTION_KEY = ("..selection.data...notice.children...tag.options...stats.options...waterfall-key.options"
-                 "...group-by.options...ft-run.options...grad-run.options...selection-refresh.disabled..")
+                 "...group-by.options...ft-run.options...grad-run.options...selection-refresh.max_intervals..")
 
 
 # ---- broken runs -------------------------------------------------------------------
