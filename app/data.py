@@ -161,6 +161,11 @@ class RunData:
 
     def resolve(self, run_id) -> Path:
         """Folder of ``run_id``; raises RefusedRunId unless it lies below the root."""
+        return Path(self._folder(run_id))
+
+    def _folder(self, run_id) -> str:
+        """resolve() as a string (a table of 1,000 runs asks thousands of times: pathlib's
+        objects took most of the time)."""
         if not isinstance(run_id, str) or not run_id or "\x00" in run_id:
             raise RefusedRunId(f"run id {run_id!r} refused: not a run name")
         if os.path.isabs(run_id) or run_id.startswith(("/", "\\")):
@@ -171,9 +176,9 @@ class RunData:
         path = (self.root / run_id).resolve()
         if not self._inside(path):
             raise RefusedRunId(f"run id {run_id!r} refused: it points outside the runs folder")
-        return path
+        return str(path)
 
-    def _plainly_below(self, run_id: str) -> Path | None:
+    def _plainly_below(self, run_id: str) -> str | None:
         """``root/run_id`` when it lies in a run folder given with no link and no '..' on
         the way below the (resolved) root, checked with one lstat per part instead of a full
         resolve of every part from / (a page of 1,000 runs asks this thousands of times);
@@ -191,7 +196,7 @@ class RunData:
                 return None
         if not path.startswith(self._root_prefixes):
             return None
-        return Path(path)
+        return path
 
     def scores_file(self, run_id) -> Path:
         """The run's scores.h5; raises RefusedRunId unless it, too, lies below the root.
@@ -199,15 +204,18 @@ class RunData:
         The folder may be below the root while its scores.h5 is a symlink to a
         file elsewhere: that file is not one the server was given.
         """
-        path = self.resolve(run_id) / _scoreviz().store.FILE_NAME
+        return Path(self._scores_text(run_id))
+
+    def _scores_text(self, run_id) -> str:
+        """scores_file() as a string (see _folder)."""
+        path = os.path.join(self._folder(run_id), _scoreviz().store.FILE_NAME)
         try:
             if not stat.S_ISLNK(os.lstat(path).st_mode):
                 return path  # a file (or nothing yet) in a folder inside the root: inside too
         except OSError:
             pass
-        target = path.resolve()
-        if not self._inside(target, strictly=True):
-            raise RefusedRunId(f"run id {run_id!r} refused: its {path.name} is a link to a file "
+        if not self._inside(Path(path).resolve(), strictly=True):
+            raise RefusedRunId(f"run id {run_id!r} refused: its {os.path.basename(path)} is a link to a file "
                                "outside the runs folder")
         return path
 
@@ -216,10 +224,10 @@ class RunData:
         return self._file_and_stamp(run_id)[1]
 
     def _file_and_stamp(self, run_id):
-        """The run's scores.h5 and its stamp (None when it cannot be looked at)."""
-        path = self.scores_file(run_id)
+        """The run's scores.h5 (a string) and its stamp (None when it cannot be looked at)."""
+        path = self._scores_text(run_id)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             return path, None
         return path, (st.st_size, st.st_mtime_ns)
