@@ -480,7 +480,7 @@ class RunData:
         (config, tags) takes milliseconds to read, tens on a network file
         system: a page of 50 rows would wait for them. So a run whose header is
         not read yet is None (the table shows its name), its header is read in
-        the background before anything else, and the table asks again soon; a
+        the background before every other header, and the table asks again soon; a
         run whose file changed since (a live run) keeps the header read before
         until then; a run whose steps are not counted yet shows the count of its
         last read (or "reading") until the background has counted them. Without
