@@ -69,6 +69,9 @@ GROUPED_KEPT = 32
 # With RunData(hold=True), background reading starts at most this long after the server did,
 # when no page was served by then.
 HOLD_S = 5.0
+# Requests that may wait in wait_read at once; more answer at once (each holds one of the
+# server's threads while it waits: a page has one such request at a time).
+MAX_WAITING = 2
 # Header reads between two saves of the header index (app.headers).
 SAVE_EVERY = 200
 
@@ -355,11 +358,14 @@ class RunData:
 
         A request may wait here: it does not hold the background reader back
         meanwhile (see _yield_to_requests), and it lets a held reader start
-        (RunData(hold=True): a page asking for runs is up).
+        (RunData(hold=True): a page asking for runs is up). With MAX_WAITING
+        requests waiting already, it does not wait.
         """
         self.page_up()
         deadline = time.monotonic() + timeout
         with self._lock:
+            if self._waiting >= MAX_WAITING:
+                deadline = 0.0
             self._waiting += 1
         try:
             with self._read_progress:

@@ -456,6 +456,17 @@ def test_a_request_waiting_for_reads_does_not_hold_the_background_reader_back(ma
     data.request_finished()
     assert data.wait_read(ids[2:3], timeout=30) == []
     data.request_finished()
+    # requests waiting hold the server's threads: beyond MAX_WAITING they answer at once
+    data._waiting = data_module.MAX_WAITING
+    for _ in range(data_module.MAX_WAITING + 2):  # those waiting, and one more answering: reads wait
+        data.request_started()
+    data.warm(ids[3:4], urgent=True)
+    start = time.monotonic()
+    assert data.wait_read(ids[3:4], timeout=30) == ids[3:4] and time.monotonic() - start < 1.0
+    data._waiting = 0
+    for _ in range(data_module.MAX_WAITING + 2):
+        data.request_finished()
+    assert data.wait_read(ids[3:4], timeout=30) == []
 
 
 def test_a_growing_run_keeps_its_row_while_its_header_is_read_again(many_runs, monkeypatch):
