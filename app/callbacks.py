@@ -367,7 +367,7 @@ def _selection(dash_app, data):
         # answer waits for them, a second at most: then the figures come once, complete.
         data.warm(found, urgent=True)
         pending = data.wait_read(found, SELECTION_WAIT_S)
-        valid = []
+        valid, headers = [], {}
         for run_id in found:
             # a run still being read: its header if read by now (nothing opened here), else later
             info = data.known_info(run_id) if run_id in pending else data.light_info(run_id)
@@ -376,6 +376,8 @@ def _selection(dash_app, data):
                 pending = [r for r in pending if r != run_id]
             else:
                 valid.append(run_id)
+                if info:
+                    headers[run_id] = info
         selection = {"runs": [r for r in valid if r not in pending], "pending": pending,
                      "stamps": stamps, "errors": errors}
         # runs still being read: the page asks again once, soon (selection-refresh), so their
@@ -383,7 +385,7 @@ def _selection(dash_app, data):
         ask_again = (asked_again or 0) + 1 if pending else 0
         if selection == previous:
             return [no_update] * 8 + [ask_again]
-        infos = [info for info in map(data.known_info, valid) if info is not None]
+        infos = list(headers.values())
         tags = _union([t for info in infos for t in info.get("tags", [])]
                       + [t for r in selection["runs"] for t in embedding_tags(data, r)]) or ["train"]
         tags = _union(tags + list(previous_tags or []))  # keep the current choice valid
