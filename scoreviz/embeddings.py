@@ -48,13 +48,16 @@ def normalised(z: torch.Tensor, z2: torch.Tensor = None):
     mask of samples kept (finite in every view); float64.
 
     On the CPU, where a look at the values costs no device sync, valid is None when every
-    sample is kept: the fast path, normalised in float32 (its rounding, about 6e-8, stays far
-    below anything the statistics resolve; every sum over them is taken in float64)."""
+    sample is kept: the fast path, both views normalised together in float32 (its rounding,
+    about 6e-8, stays far below anything the statistics resolve; every sum over them is
+    taken in float64)."""
     if z.device.type == "cpu":
-        fast = _unit_if_finite(z)
-        fast2 = None if fast is None or z2 is None else _unit_if_finite(z2)
-        if fast is not None and (z2 is None or fast2 is not None):
-            return fast, fast2, None
+        views = z.detach().float() if z2 is None else torch.stack([z.detach().float(), z2.detach().float()])
+        norms = torch.linalg.vector_norm(views, dim=-1, keepdim=True)
+        # A finite sum of the norms: every value finite, none too large for float32's squares.
+        if math.isfinite(norms.sum()):
+            unit = views / norms.clamp_(min=1e-12)
+            return (unit, None, None) if z2 is None else (unit[0], unit[1], None)
     z = z.detach().double()
     valid = torch.isfinite(z).all(dim=1)
     if z2 is not None:
@@ -66,69 +69,59 @@ def normalised(z: torch.Tensor, z2: torch.Tensor = None):
     return x, x2, valid
 
 
-def _unit_if_finite(z):
-    """z's rows divided by their norms, in float32, or None if a norm is not finite (a value
-    that is not, or one too large for float32's squares: the float64 path takes those)."""
-    z = z.detach().float()
-    norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-    if not math.isfinite(norms.sum()):
-        return None
-    return z / norms.clamp_(min=1e-12)
-
-
 def _unit(z):
     """Rows divided by their L2 norm (zero rows stay zero), as F.normalize does."""
     return z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_(min=1e-12)
 
 
-def sum_width(dim: int) -> int:
-    """Length of the summed row: samples, nonfinite, sum x (dim), sum x^2 (dim), pair and view sums."""
-    return 2 + 2 * dim + 4
-
-
 def embedding_sums(x, x2, valid, batch: int, gathered=None, offset: int = 0) -> torch.Tensor:
     """The summed row of one batch (float64, on x's device, no host sync): samples kept, samples
-    left out, sum of x (dim), sum of x^2 (dim), uniformity pair sum and pair count, alignment sum
-    and count. ``valid`` None: every sample kept.
+    left out, uniformity pairs, alignment pairs (samples kept with a second view), sum of x (dim),
+    sum of x^2 (dim), the uniformity pair sum and the alignment sum. ``valid`` None: every
+    sample kept (on the CPU only, where the counts are known on the host).
 
     ``gathered`` is (every rank's x as float32, every rank's valid mask) under
     torch.distributed, where this rank's rows start at ``offset``; else None.
     """
     x32 = x.float()  # x itself on the fast path
-    others, others_valid = gathered if gathered is not None else (x32, valid)
-    pairs = _pair_sums(x32, valid, others, others_valid, offset)
     f64 = torch.float64
-    if valid is None:
-        samples = x.shape[0]
-        if x2 is not None:
-            align = torch.linalg.vector_norm(x32 - x2.float(), dtype=f64).square()
-            tail = torch.cat([pairs, torch.stack([align, align.new_tensor(samples)])])
-        else:
-            tail = torch.cat([pairs, pairs.new_zeros(2)])
-        return torch.cat([pairs.new_tensor([samples, batch - samples]), torch.sum(x, dim=0, dtype=f64),
-                          torch.linalg.vector_norm(x, dim=0, dtype=f64).square(), tail])
-    kept = valid.double()
-    samples = kept.sum()
-    if x2 is not None:
-        align = torch.stack([((x - x2).square().sum(dim=1) * kept).sum(), samples])
+    if valid is None and gathered is None:  # one process, every sample kept: the counts are host numbers
+        n = x.shape[0]
+        counts = torch.tensor([n, batch - n, n * (n - 1), n if x2 is not None else 0], dtype=f64)
+        pair_sum = _unit_pair_sum(x32) if n <= _PAIR_BLOCK else _pair_sums(x32, None, x32, None, 0)[0]
     else:
-        align = x.new_zeros(2)
-    return torch.cat([torch.stack([samples, batch - samples]), x.sum(dim=0), x.square().sum(dim=0), pairs, align])
+        if valid is None:
+            valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        others, others_valid = gathered if gathered is not None else (x32, valid)
+        pair_sum, pairs = _pair_sums(x32, valid, others, others_valid, offset)
+        samples = valid.sum().double()
+        counts = torch.stack([samples, batch - samples, pairs, samples if x2 is not None else torch.zeros_like(samples)])
+    if x2 is not None:  # rows left out are zero in both views
+        align = torch.sub(x32, x2.float()).square_().sum(dtype=f64)
+    else:
+        align = pair_sum.new_zeros(())
+    x = x.to(f64)  # squared in float64: std subtracts the squared mean from the mean square
+    return torch.cat([counts, x.sum(dim=0), x.square().sum(dim=0), torch.stack([pair_sum.double(), align])])
+
+
+def _unit_pair_sum(x) -> torch.Tensor:
+    """sum over ordered pairs i != j of exp(-t ||x_i - x_j||^2) for one block of rows, every one kept.
+
+    exp(-t ||x_i - x_j||^2) = a_i a_j exp(2t x_i.x_j) with a_i = exp(-t ||x_i||^2): a^T exp(2t G) a
+    over all pairs, less the n diagonal terms, each exactly exp(0) = 1 (up to float32 rounding,
+    about 1e-7 each)."""
+    gram = x @ x.T
+    a = gram.diagonal().mul(-UNIFORMITY_T).exp_()
+    return torch.dot(a, gram.mul_(2.0 * UNIFORMITY_T).exp_() @ a).double() - x.shape[0]
 
 
 def _pair_sums(x, valid, others, others_valid, offset) -> torch.Tensor:
     """(sum over ordered pairs (i in x, j in others, i != j, both kept) of exp(-t ||x_i - x_j||^2),
-    the number of such pairs) as a float64 tensor; rows in blocks so a large batch needs little memory."""
+    the number of such pairs) as a float64 tensor; rows in blocks so a large batch needs little
+    memory. valid None: every sample of x and others kept (others is x)."""
     n = x.shape[0]
-    if valid is None and others is x and n <= _PAIR_BLOCK:  # one process, every sample kept: the fast path
-        gram = x @ x.T
-        square = gram.diagonal()
-        e = torch.add(square[:, None], square[None, :]).sub_(gram, alpha=2.0).mul_(-UNIFORMITY_T).exp_()
-        return torch.stack([e.sum(dtype=torch.float64) - e.diagonal().sum(dtype=torch.float64),
-                            x.new_tensor(n * (n - 1), dtype=torch.float64)])
     if valid is None:
-        valid = torch.ones(n, dtype=torch.bool, device=x.device)
-        others_valid = valid if others is x else others_valid
+        valid = others_valid = torch.ones(n, dtype=torch.bool, device=x.device)
     total = torch.zeros(2, dtype=torch.float64, device=x.device)
     sq_others = others.square().sum(dim=1)
     columns = torch.arange(others.shape[0], device=x.device)
@@ -146,7 +139,7 @@ def _pair_sums(x, valid, others, others_valid, offset) -> torch.Tensor:
 def batch_mean(sums: torch.Tensor) -> torch.Tensor:
     """The mean of the kept normalised embeddings, from (reduced) sums (zeros when none were kept)."""
     dim = (sums.shape[0] - 6) // 2
-    return sums[2:2 + dim] / sums[0].clamp(min=1)
+    return sums[4:4 + dim] / sums[0].clamp(min=1)
 
 
 def summarize_embeddings(rows: np.ndarray) -> dict:
@@ -155,9 +148,9 @@ def summarize_embeddings(rows: np.ndarray) -> dict:
     rows = np.asarray(rows, dtype=np.float64)
     rows = rows.reshape(-1, rows.shape[-1])
     dim = (rows.shape[1] - 6) // 2
-    samples, nonfinite = rows[:, 0], rows[:, 1]
-    total, squares = rows[:, 2:2 + dim], rows[:, 2 + dim:2 + 2 * dim]
-    pair_sum, pairs, align_sum, align_count = rows[:, -4:].T
+    samples, nonfinite, pairs, align_count = rows[:, :4].T
+    total, squares = rows[:, 4:4 + dim], rows[:, 4 + dim:4 + 2 * dim]
+    pair_sum, align_sum = rows[:, -2:].T
     with np.errstate(invalid="ignore", divide="ignore"):
         n = samples[:, None]
         var = np.maximum((squares - total * total / n) / (n - 1), 0.0)

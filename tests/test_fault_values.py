@@ -158,12 +158,18 @@ def test_a_write_that_fails_half_way_leaves_the_streams_aligned(tmp_path):
         appender = rec._store._rows
         stats = appender.ds["scores"]["stats"]
 
-        class Failing:  # takes the resize, fails the write: like EIO from the disk
+        class FailingWrites:  # takes the resize, fails the write: like EIO from the disk
+            def __getattr__(self, name):
+                return getattr(stats.id, name)
+
+            def write(self, *args, **kwargs):
+                raise OSError(5, "Input/output error")
+
+        class Failing:
+            id = FailingWrites()
+
             def __getattr__(self, name):
                 return getattr(stats, name)
-
-            def __setitem__(self, key, value):
-                raise OSError(5, "Input/output error")
 
         appender.ds["scores"]["stats"] = Failing()
         for step in range(10, 20):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from h5py import h5s
 
 from scoreviz.errors import ScorevizError
 from scoreviz.store.schema import KINDS
@@ -194,6 +195,21 @@ def _padded(values, dims):
     return table
 
 
+def _write_rows(ds: h5py.Dataset, start: int, values: np.ndarray, grows: bool) -> None:
+    """values (n, ...) as rows start to start + n of ds, which grows to hold them; a dataset
+    that `grows` is widened to the widest row, and the columns after a row's own keep their
+    fill (NaN). With h5py's low-level calls: `ds[...] = values` costs about ten times more
+    (selection and broadcasting in Python), which the writer paid for every dataset at
+    every flush."""
+    extent = ds.id.shape
+    width = max(extent[1], values.shape[1]) if grows else None
+    ds.id.set_extent((start + values.shape[0],) + ((width,) if grows else extent[1:]))
+    if values.size:
+        target = ds.id.get_space()
+        target.select_hyperslab((start,) + (0,) * (values.ndim - 1), values.shape)
+        ds.id.write(h5s.create_simple(values.shape), target, values)
+
+
 class _Appender:
     """Staging and committing rows in an open file of the current schema.
 
@@ -266,16 +282,7 @@ class _Appender:
         start = self.rows[stream]
         g = self.ds[stream]
         for name, dtype, width in STREAMS[stream].datasets:
-            ds = g[name]
-            ds.resize(start + n, axis=0)
-            values = np.asarray(columns[name], dtype=dtype)
-            if width == GROWS:  # widened to the widest row; the columns after a row's own stay NaN
-                if values.shape[1] > ds.shape[1]:
-                    ds.resize(values.shape[1], axis=1)
-                if values.shape[1]:
-                    ds[start:, :values.shape[1]] = values
-            else:
-                ds[start:] = values
+            _write_rows(g[name], start, np.ascontiguousarray(columns[name], dtype=dtype), width == GROWS)
         self.rows[stream] = start + n
 
     def close(self):
