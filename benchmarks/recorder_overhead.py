@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import os
 import statistics
 import tempfile
@@ -41,6 +42,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import scoreviz
+
+FLUSH_SECS = inspect.signature(scoreviz.Recorder).parameters["flush_secs"].default
 
 
 def folder_bytes(path) -> int:
@@ -269,21 +272,37 @@ def training_step_setting(workdir, rounds, steps, make_step=MocoStep, device="cp
     return rows
 
 
-def recorder_call_cost(calls=300, make_step=MocoStep, device="cpu"):
+def steps_per_flush(step_seconds: float) -> int:
+    """Steps a writer flush holds at the Recorder's default flush_secs (1 s) for a step of this length."""
+    return max(1, round(FLUSH_SECS / step_seconds))
+
+
+def recorder_alone(recording, logits, temperature, model, loss, first_step, calls, per_flush, device="cpu"):
+    """Seconds per step the Recorder costs on its own: `calls` record calls, the writer made to
+    write every `per_flush` of them (as its default flush_secs would at this step length) and
+    waited for, and close() inside the timing, so the writer's work counts at its real cadence.
+    The run's file and datasets are made before the timing (once per run, not per step)."""
+    recording.record(first_step, logits, temperature, model, loss)
+    recording.rec.flush()
+    _wait(device)
+    start = time.perf_counter()
+    for i in range(1, calls + 1):
+        recording.record(first_step + i, logits, temperature, model, loss)
+        if i % per_flush == 0:
+            recording.rec.flush()
+    recording.close()
+    _wait(device)
+    return (time.perf_counter() - start) / calls
+
+
+def recorder_call_cost(step_seconds, calls=300, make_step=MocoStep, device="cpu"):
     """The Recorder's own time per step at setting 1's sizes, measured alone (less noise)."""
     torch.manual_seed(0)
     train = make_step()
     logits, loss = train()
     with tempfile.TemporaryDirectory() as folder:
-        recording = ScorevizRecording(folder)
-        recording.record(0, logits, train.temperature, train.q, loss)
-        _wait(device)
-        start = time.perf_counter()
-        for step in range(1, calls + 1):
-            recording.record(step, logits, train.temperature, train.q, loss)
-        recording.close()
-        _wait(device)
-        return (time.perf_counter() - start) / calls
+        return recorder_alone(ScorevizRecording(folder), logits, train.temperature, train.q, loss, 0, calls,
+                              steps_per_flush(step_seconds), device)
 
 
 def bare_setting(workdir, calls, batch=256, negatives=65536, temperature=0.2, device="cpu"):
@@ -331,9 +350,11 @@ def setting_one(workdir, args, make_step, title, device):
     rows = training_step_setting(workdir, args.rounds, args.steps, make_step, device)
     for name, ms, cost, overhead, size in rows:
         print(f"| {name} | {ms:.1f} | {cost:+.2f} | {overhead:+.1f}% | {size:,.0f} |")
-    alone = recorder_call_cost(30 if args.arch else 300, make_step, device)
+    step_seconds = rows[0][1] / 1e3
+    alone = recorder_call_cost(step_seconds, 30 if args.arch else 300, make_step, device)
     print(f"\nThe Recorder measured alone at these sizes (log_logits, log_gradients, log_scalars, "
-          f"writer work included): {alone * 1e3:.2f} ms per step = {100 * alone / (rows[0][1] / 1e3):.1f}% "
+          f"writer work included, flushed every {steps_per_flush(step_seconds)} steps as flush_secs=1 does "
+          f"at this step length): {alone * 1e3:.2f} ms per step = {100 * alone / step_seconds:.1f}% "
           f"of the {rows[0][1]:.1f} ms step.")
     print("* over this short run: HDF5 allocates whole chunks up front; table 3 gives the size of a long run.")
 
@@ -400,13 +421,15 @@ def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
     """The Recorder's own time per step at setting 1's sizes, without and with log_embeddings of
     the query and key projections (64 x 128), and each as a share of the bare MoCo-like step timed
     in the same round just before it (a shared machine's speed drifts within minutes: a share of a
-    step timed at another moment can be off by half). Medians over rounds, writer work included.
-    Returns (ms without, ms with, share without, share with)."""
+    step timed at another moment can be off by half). Medians over rounds, writer work included at
+    the default flush cadence (recorder_alone). Returns (ms without, ms with, share without, share
+    with, steps per flush)."""
     torch.manual_seed(0)
     train = MocoStep()
     logits, loss = train()
     times = {False: [], True: []}
     shares = {False: [], True: []}
+    flushes = []
     step = 0
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the last, incomplete window has few samples
@@ -416,19 +439,15 @@ def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
                 for _ in range(10):
                     train()
                 bare = (time.perf_counter() - start) / 10
+                flushes.append(steps_per_flush(bare))
                 recording = (ScorevizEmbeddingsRecording if embeddings else ScorevizRecording)(
                     os.path.join(folder, f"alone-{r}-{embeddings}"))
-                recording.record(step, logits, train.temperature, train.q, loss)  # creates the file
-                start = time.perf_counter()
-                for _ in range(calls):
-                    step += 1
-                    recording.record(step, logits, train.temperature, train.q, loss)
-                recording.close()
-                cost = (time.perf_counter() - start) / calls
+                cost = recorder_alone(recording, logits, train.temperature, train.q, loss, step, calls, flushes[-1])
+                step += calls + 1
                 times[embeddings].append(cost)
                 shares[embeddings].append(cost / bare)
     return (statistics.median(times[False]), statistics.median(times[True]),
-            statistics.median(shares[False]), statistics.median(shares[True]))
+            statistics.median(shares[False]), statistics.median(shares[True]), statistics.median(flushes))
 
 
 def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
@@ -455,11 +474,12 @@ def print_embedding_tables(calls, size_steps, workdir):
         print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
     print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
           f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
-    without, with_embeddings, share, share_embeddings = recorder_alone_with_and_without_embeddings()
-    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, rounds alternating, each "
-          f"against the bare MoCo-like step timed just before it): {without * 1e3:.2f} ms per step = "
-          f"{100 * share:.1f}% of the step, {with_embeddings * 1e3:.2f} ms = {100 * share_embeddings:.1f}% with "
-          f"log_embeddings(step, q, k) (64 x 128); medians of 9 rounds.")
+    without, with_embeddings, share, share_embeddings, per_flush = recorder_alone_with_and_without_embeddings()
+    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, flushed every {per_flush:.0f} "
+          f"steps as flush_secs=1 does at this step length, rounds alternating, each against the bare "
+          f"MoCo-like step timed just before it): {without * 1e3:.2f} ms per step = {100 * share:.1f}% of the "
+          f"step, {with_embeddings * 1e3:.2f} ms = {100 * share_embeddings:.1f}% with log_embeddings(step, q, k) "
+          f"(64 x 128); medians of 9 rounds.")
 
 
 def main():

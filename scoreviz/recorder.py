@@ -267,11 +267,13 @@ class Recorder:
             return
         device = grads[0].device
         with torch.inference_mode():
-            per_param = torch.stack([n.to(device) for n in torch._foreach_norm(grads)]).double()
-            squares = per_param.square()
+            norms = torch._foreach_norm(grads)
+            if any(n.device != device for n in norms):  # parameters on several devices (model parallel)
+                norms = [n.to(device) for n in norms]
+            squares = torch.stack(norms).double().square_()
             per_layer = torch.zeros(len(names), dtype=torch.float64, device=device)
             per_layer.index_add_(0, self._owner_index(owner, device), squares)
-            row = torch.cat([per_layer.sqrt(), squares.sum().sqrt()[None]])
+            row = torch.cat([per_layer, squares.sum()[None]]).sqrt_()
         self._submit(("gradients", tuple(names), step, row, _event(row)))
 
     def log_scalars(self, step, **values):

@@ -89,7 +89,8 @@ def _row_moments(rows: torch.Tensor):
         # On the CPU a look costs nothing: a finite sum of the row sums means finite rows.
         if math.isfinite(total.sum()):
             width = rows.shape[1]
-            return torch.full_like(total, width), total, _spread(rows, total / width), None
+            spread = torch.zeros_like(total) if width == 1 else _spread(rows, total / width)
+            return torch.full_like(total, width), total, spread, None
     finite = torch.isfinite(rows)
     count = finite.sum(dim=1).float()
     total = torch.where(finite, rows, 0.0).sum(dim=1)
@@ -122,64 +123,58 @@ def _histogram_sample(values: torch.Tensor):
     return block, width / columns
 
 
-def _kind_stats(x: torch.Tensor, bins: int, scale: float = 1.0):
-    """Sums, histogram and extremes of one tensor of scores times `scale`, all on its device.
+class _Kind:
+    """One kind's scores as rows, and per row (float32, all but the counts times `scale`):
+    count of finite scores, count of non-finite ones, sum, spread, min and -max (a row
+    without a finite score has min = -max = inf, which every minimum ignores)."""
 
-    Returns (sums, extremes (min, -max), (sample variance sum, sample count), minus the
-    largest finite score of each row (+inf for a row without one; None when there are no
-    scores)), the last three float64. On the CPU and on a GPU alike the cost of these small
-    tensors is the number of operations: per-row numbers are stacked once, go to float64
-    once and are summed in one reduction.
-    """
-    rows = _as_rows(x)
-    n = rows.numel()
-    if not n:
-        return _no_scores(rows, bins)
-    count, total, spread, finite = _row_moments(rows)
-    if finite is None:
-        hist_input, row_max, row_min = rows, rows.amax(dim=1), rows.amin(dim=1)
-    else:
-        hist_input = torch.where(finite, rows, float("inf"))  # outside the histogram's range
-        row_max = torch.where(finite, rows, float("-inf")).amax(dim=1)
-        row_min = hist_input.amin(dim=1)
-    per_row = torch.stack([count, total, spread, row_min, row_max.neg()])
-    if scale != 1.0:  # scale > 0: float32 rounding keeps the order, so these are the extremes of the scaled scores
-        per_row[1:].mul_(scale)
-    count, total, spread, row_min, neg_row_max = per_row.double().unbind()
-    extremes = torch.stack([row_min, neg_row_max]).amin(dim=1)  # min, -max: a row without scores has inf, inf
+    def __init__(self, rows: torch.Tensor, scale: float):
+        count, total, spread, finite = _row_moments(rows)
+        self.rows, self.finite = rows, finite
+        if finite is None:
+            self.hist_input, row_max, row_min = rows, rows.amax(dim=1), rows.amin(dim=1)
+        else:
+            self.hist_input = torch.where(finite, rows, float("inf"))  # outside the histogram's range
+            row_max = torch.where(finite, rows, float("-inf")).amax(dim=1)
+            row_min = self.hist_input.amin(dim=1)
+        self.numbers = torch.stack([count, torch.rsub(count, rows.shape[1]), total, spread, row_min, row_max.neg()])
+        if scale != 1.0:  # scale > 0: float32 rounding keeps the order, so min and max stay the scaled scores'
+            self.numbers[2:].mul_(scale)
+
+
+def _summed(kinds):
+    """(sums (k, 6): count, sum, sum of squares, nonfinite, sample variance sum, samples;
+    extremes (k, 2): min, -max; the per-row numbers in float64 (k, 6, rows)) of kinds with
+    the same number of rows, all at once: on the CPU and on a GPU alike the cost of these
+    small tensors is the number of operations."""
+    per_row = (kinds[0].numbers[None] if len(kinds) == 1 else torch.stack([k.numbers for k in kinds])).double()
+    count, nonfinite, total, spread = per_row[:, :4].unbind(dim=1)
     squares = spread.square()
     safe_count = count.clamp(min=1)
-    per_row = torch.stack([count, total, torch.addcdiv(squares, total.square(), safe_count), torch.rsub(count, rows.shape[1]),
-                           squares / safe_count, count.clamp(max=1)])
-    n_finite, total, sumsq, nonfinite, var_sum, samples = per_row.sum(dim=1).unbind()
-    # On the CPU, with every score finite and in [-1, 1], the histogram takes its fast path
-    # and nothing is out of range.
-    inside = finite is None and _inside_unit_interval(extremes)
-    sample, weight = _histogram_sample(hist_input)
+    sums = torch.stack([count, total, torch.addcdiv(squares, total.square(), safe_count), nonfinite,
+                        squares / safe_count, count.clamp(max=1)], dim=1).sum(dim=2)
+    return sums, per_row[:, 4:].amin(dim=2), per_row
+
+
+def _histogram(kind: _Kind, bins: int, scale: float, inside: bool):
+    """(counts (bins,), scores out of [-1, 1]) of one kind; out of range is None when none are (`inside`)."""
+    sample, weight = _histogram_sample(kind.hist_input)
     hist = _bin_counts(sample, bins, scale, inside)
     if inside:
-        out_of_range = torch.zeros_like(n_finite)
-    elif weight == 1.0:
-        out_of_range = n_finite - hist.sum()
-    else:
-        hist = hist * weight
-        out_of_range = n_finite - hist_input.abs().le(1.0 / scale).sum().double()  # exact, over every score
-    sums = torch.cat([torch.stack([n_finite, total, sumsq, nonfinite, out_of_range]), hist])
-    return sums, extremes, torch.stack([var_sum, samples]), neg_row_max
+        return hist, None
+    n_finite = kind.rows.numel() if kind.finite is None else kind.finite.sum()
+    if weight == 1.0:
+        return hist, n_finite - hist.sum()
+    in_range = kind.hist_input.abs().le(1.0 / scale).sum()  # exact, over every score
+    return hist * weight, (n_finite - in_range).double()
 
 
-def _inside_unit_interval(extremes) -> bool:
-    """Whether min >= -1 and max <= 1, looked at on the CPU only (elsewhere a look is a host sync)."""
+def _inside_unit_interval(extremes) -> list:
+    """Per kind, whether min >= -1 and max <= 1, looked at on the CPU only (elsewhere a look is a
+    host sync, and the answer is False)."""
     if extremes.device.type != "cpu":
-        return False
-    low, neg_high = extremes.tolist()
-    return low >= -1.0 and neg_high >= -1.0
-
-
-def _no_scores(rows, bins):
-    """_kind_stats of an empty tensor: zero sums, extremes (inf, inf) that every MIN reduction ignores."""
-    zeros = torch.zeros(_SUMS + bins, dtype=torch.float64, device=rows.device)  # a fill, no copy from the host
-    return zeros, torch.full((2,), float("inf"), dtype=torch.float64, device=rows.device), zeros[:2], None
+        return [False] * extremes.shape[0]
+    return [low >= -1.0 and neg_high >= -1.0 for low, neg_high in extremes.tolist()]
 
 
 def _bin_counts(values: torch.Tensor, bins: int, scale: float, inside: bool = False) -> torch.Tensor:
@@ -207,18 +202,12 @@ def _bin_counts(values: torch.Tensor, bins: int, scale: float, inside: bool = Fa
     return hist
 
 
-def _margin_sums(pos: torch.Tensor, neg_rows: int, neg_row_max, scale: float) -> torch.Tensor:
-    """Margin sums of one batch: sum over samples of (positive - hardest negative), the number
-    of samples whose hardest negative beats their positive, and the number of samples counted
-    (those with a finite positive and at least one finite negative). ``neg_row_max``: minus
-    each sample's hardest negative, scaled, float64. Zeros when the scores do not come one
-    positive per sample."""
-    pos = pos.reshape(-1)
-    if neg_row_max is None or pos.numel() != neg_rows:
-        device = pos.device if neg_row_max is None else neg_row_max.device
-        return torch.zeros(_MARGIN_SUMS, dtype=torch.float64, device=device)
-    pos = pos.to(neg_row_max.device).float()
-    difference = neg_row_max + (pos * scale if scale != 1.0 else pos)  # pos - hardest, both rounded alike: ties stay ties
+def _margin_sums(pos: torch.Tensor, neg_row_max) -> torch.Tensor:
+    """Margin sums of one batch from per-sample float64 positives and minus hardest negatives
+    (both scaled): sum over samples of (positive - hardest negative), the number of samples
+    whose hardest negative beats their positive, and the number of samples counted (those
+    with a finite positive and at least one finite negative)."""
+    difference = pos + neg_row_max
     counted = torch.isfinite(difference)  # a non-finite positive, or no finite negative (+inf)
     margin = torch.where(counted, difference, 0.0)
     return torch.stack([margin, margin.lt(0.0).double(), counted.double()]).sum(dim=1)
@@ -227,14 +216,43 @@ def _margin_sums(pos: torch.Tensor, neg_rows: int, neg_row_max, scale: float) ->
 def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float = 1.0) -> torch.Tensor:
     """One float64 row of sums for a batch of scores (times `scale`), on the
     scores' device, with no host sync. Exception: on the CPU, cheap checks pick
-    the all-finite fast path. The first dimension of `neg` is the sample; a 1-D
+    the all-finite fast paths. The first dimension of `neg` is the sample; a 1-D
     `neg` is one sample. `scale` turns logits back into scores without a copy.
+
+    Each positive is a row of its own (of one score), so that with one positive per
+    sample the two kinds have the same rows and are summed together, and the margin
+    pairs each positive with its sample's hardest negative (recorded when `pos` has as
+    many elements as `neg` has samples, left out otherwise).
     """
-    pos_sums, pos_ext, _, _ = _kind_stats(pos.reshape(-1), bins, scale)
-    neg_sums, neg_ext, sample_var, neg_row_max = _kind_stats(neg, bins, scale)
-    neg_rows = 0 if neg.numel() == 0 else (neg.shape[0] if neg.dim() > 1 else 1)
-    margin = _margin_sums(pos, neg_rows, neg_row_max, scale)
-    return torch.cat([pos_sums, neg_sums, sample_var, margin, pos_ext, neg_ext])
+    rows = [_as_rows(pos.reshape(-1, 1)), _as_rows(neg)]
+    device = rows[1].device
+    kinds = [_Kind(r, scale) if r.numel() else None for r in rows]
+    if kinds[0] is not None and kinds[1] is not None and rows[0].shape[0] == rows[1].shape[0]:
+        sums, extremes, per_row = _summed(kinds)
+        margin = _margin_sums(per_row[0, 4], per_row[1, 5])  # a positive's row min: itself, inf if not finite
+    else:
+        parts = [_summed([k]) if k is not None else _no_scores(device) for k in kinds]
+        sums, extremes = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        margin = torch.zeros(_MARGIN_SUMS, dtype=torch.float64, device=device)
+    inside = _inside_unit_interval(extremes)
+    hists, out_of_range = [], []
+    for kind, kind_inside in zip(kinds, inside):
+        hist, outside = _histogram(kind, bins, scale, kind_inside and kind.finite is None) if kind is not None \
+            else (torch.zeros(bins, dtype=torch.float64, device=device), None)
+        hists.append(hist)
+        out_of_range.append(outside)
+    if all(o is None for o in out_of_range):
+        out_of_range = torch.zeros(2, 1, dtype=torch.float64, device=device)
+    else:
+        out_of_range = torch.stack([sums.new_zeros(()) if o is None else o.double() for o in out_of_range])[:, None]
+    heads = torch.cat([sums[:, :4], out_of_range, torch.stack(hists)], dim=1)  # each kind's summed part
+    return torch.cat([heads.view(-1), sums[1, 4:], margin, extremes.view(-1)])
+
+
+def _no_scores(device):
+    """_summed of a kind without scores: zero sums, extremes (inf, inf) that every MIN reduction ignores."""
+    return (torch.zeros(1, 6, dtype=torch.float64, device=device),  # fills, no copy from the host
+            torch.full((1, 2), float("inf"), dtype=torch.float64, device=device))
 
 
 def histogram_quantiles(counts: np.ndarray, quantiles=QUANTILES) -> np.ndarray:
