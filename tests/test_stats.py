@@ -137,6 +137,44 @@ def test_histogram_quantiles_interpolate_within_a_bin():
     assert np.isnan(stats.histogram_quantiles(np.zeros(4), (0.5,))).all()
 
 
+def test_quantiles_of_many_histograms_match_one_at_a_time(monkeypatch):
+    """All quantiles at once, in blocks of histograms, against a plain per-histogram reference."""
+    monkeypatch.setattr(stats, "_QUANTILE_BLOCK", 3)  # several blocks and a partial one
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 6, size=(10, 40)).astype(float)
+    counts[:, :7] = 0  # empty bins in front
+    counts[2] = 0  # an empty histogram
+    counts[3] = 0
+    counts[3, 39] = 5  # everything in the last bin
+
+    def one(hist, q):
+        if hist.sum() == 0:
+            return np.nan
+        cum = np.cumsum(hist)
+        b = int(np.argmax(cum >= q * cum[-1])) if q > 0 else int(np.argmax(cum > 0))
+        inside = hist[b]
+        frac = (q * cum[-1] - (cum[b] - inside)) / inside
+        return -1.0 + 2.0 * (b + min(max(frac, 0.0), 1.0)) / len(hist)
+
+    expected = np.array([[one(h, q) for q in QUANTILES] for h in counts])
+    np.testing.assert_allclose(stats.histogram_quantiles(counts), expected, equal_nan=True)
+    np.testing.assert_allclose(stats.histogram_quantiles(counts.reshape(2, 5, 40)), expected.reshape(2, 5, -1),
+                               equal_nan=True)
+
+
+def test_cpu_binning_of_scores_known_inside_the_range_is_exact():
+    # The fast path (every score in [-1, 1]): bin edges, both ends, and random scores at logit scales.
+    values = torch.cat([torch.linspace(-1.0, 1.0, 101), torch.tensor([-1.0, 1.0, 0.0]),
+                        torch.empty(70_000).uniform_(-1.0, 1.0)])
+    for scale in (1.0, 0.07, 0.2):
+        logits = values / scale
+        scores = (logits.float() * scale).numpy().astype(np.float64)
+        inside = np.abs(scores) <= 1.0  # a logit whose float32 product rounds past 1 is left to the general path
+        expected = np.histogram(scores[inside], bins=BINS, range=(-1, 1))[0]
+        np.testing.assert_array_equal(stats._bin_counts(logits[torch.from_numpy(inside)], BINS, scale, inside=True).numpy(),
+                                      expected)
+
+
 def test_a_tiny_variance_next_to_a_large_mean_stays_exact():
     """Collapse: every score near 0.99 with a spread of 1e-4; float32 sums of squares would lose it."""
     g = torch.Generator().manual_seed(3)
