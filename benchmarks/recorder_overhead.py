@@ -278,21 +278,27 @@ def steps_per_flush(step_seconds: float) -> int:
 
 
 def recorder_alone(recording, logits, temperature, model, loss, first_step, calls, per_flush, device="cpu"):
-    """Seconds per step the Recorder costs on its own: `calls` record calls, the writer made to
-    write every `per_flush` of them (as its default flush_secs would at this step length) and
-    waited for, and close() inside the timing, so the writer's work counts at its real cadence.
+    """Seconds per step the Recorder costs on its own, and the part of it spent waiting for the
+    writer: `calls` record calls, the writer made to write every `per_flush` of them (as its
+    default flush_secs would at this step length) and waited for, and close() inside the
+    timing, so the writer's work counts at its real cadence, as if it had no core of its own.
     The run's file and datasets are made before the timing (once per run, not per step)."""
     recording.record(first_step, logits, temperature, model, loss)
     recording.rec.flush()
     _wait(device)
     start = time.perf_counter()
+    waiting = 0.0  # in flush() and close(): the writer's work
     for i in range(1, calls + 1):
         recording.record(first_step + i, logits, temperature, model, loss)
         if i % per_flush == 0:
+            before = time.perf_counter()
             recording.rec.flush()
+            waiting += time.perf_counter() - before
+    before = time.perf_counter()
     recording.close()
     _wait(device)
-    return (time.perf_counter() - start) / calls
+    end = time.perf_counter()
+    return (end - start) / calls, (waiting + end - before) / calls
 
 
 def recorder_call_cost(step_seconds, calls=300, make_step=MocoStep, device="cpu"):
@@ -302,7 +308,7 @@ def recorder_call_cost(step_seconds, calls=300, make_step=MocoStep, device="cpu"
     logits, loss = train()
     with tempfile.TemporaryDirectory() as folder:
         return recorder_alone(ScorevizRecording(folder), logits, train.temperature, train.q, loss, 0, calls,
-                              steps_per_flush(step_seconds), device)
+                              steps_per_flush(step_seconds), device)[0]
 
 
 def bare_setting(workdir, calls, batch=256, negatives=65536, temperature=0.2, device="cpu"):
@@ -428,6 +434,7 @@ def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
     train = MocoStep()
     logits, loss = train()
     times = {False: [], True: []}
+    writer = {False: [], True: []}
     shares = {False: [], True: []}
     flushes = []
     step = 0
@@ -442,12 +449,15 @@ def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
                 flushes.append(steps_per_flush(bare))
                 recording = (ScorevizEmbeddingsRecording if embeddings else ScorevizRecording)(
                     os.path.join(folder, f"alone-{r}-{embeddings}"))
-                cost = recorder_alone(recording, logits, train.temperature, train.q, loss, step, calls, flushes[-1])
+                cost, waiting = recorder_alone(recording, logits, train.temperature, train.q, loss, step, calls,
+                                               flushes[-1])
                 step += calls + 1
                 times[embeddings].append(cost)
+                writer[embeddings].append(waiting)
                 shares[embeddings].append(cost / bare)
     return (statistics.median(times[False]), statistics.median(times[True]),
-            statistics.median(shares[False]), statistics.median(shares[True]), statistics.median(flushes))
+            statistics.median(shares[False]), statistics.median(shares[True]), statistics.median(flushes),
+            statistics.median(writer[False]), statistics.median(writer[True]))
 
 
 def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
@@ -474,12 +484,14 @@ def print_embedding_tables(calls, size_steps, workdir):
         print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
     print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
           f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
-    without, with_embeddings, share, share_embeddings, per_flush = recorder_alone_with_and_without_embeddings()
+    without, with_embeddings, share, share_embeddings, per_flush, writer, writer_embeddings = \
+        recorder_alone_with_and_without_embeddings()
     print(f"\nThe Recorder alone at setting 1's sizes (writer work included, flushed every {per_flush:.0f} "
           f"steps as flush_secs=1 does at this step length, rounds alternating, each against the bare "
           f"MoCo-like step timed just before it): {without * 1e3:.2f} ms per step = {100 * share:.1f}% of the "
-          f"step, {with_embeddings * 1e3:.2f} ms = {100 * share_embeddings:.1f}% with log_embeddings(step, q, k) "
-          f"(64 x 128); medians of 9 rounds.")
+          f"step ({writer * 1e3:.2f} ms of it the writer's), {with_embeddings * 1e3:.2f} ms = "
+          f"{100 * share_embeddings:.1f}% with log_embeddings(step, q, k) (64 x 128; {writer_embeddings * 1e3:.2f} ms "
+          f"the writer's); medians of 9 rounds.")
 
 
 def main():
