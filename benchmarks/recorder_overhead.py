@@ -272,9 +272,18 @@ def training_step_setting(workdir, rounds, steps, make_step=MocoStep, device="cp
     return rows
 
 
+FLUSH_EVERY = None  # --flush-every: a fixed number of steps per writer flush instead
+
+
+def cadence(per_flush) -> str:
+    """How often the writer was flushed, for the printed lines."""
+    how = "--flush-every" if FLUSH_EVERY else "as flush_secs=1 does at this step length"
+    return f"flushed every {per_flush:.0f} steps {how}"
+
+
 def steps_per_flush(step_seconds: float) -> int:
     """Steps a writer flush holds at the Recorder's default flush_secs (1 s) for a step of this length."""
-    return max(1, round(FLUSH_SECS / step_seconds))
+    return FLUSH_EVERY or max(1, round(FLUSH_SECS / step_seconds))
 
 
 def recorder_alone(recording, logits, temperature, model, loss, first_step, calls, per_flush, device="cpu"):
@@ -359,8 +368,7 @@ def setting_one(workdir, args, make_step, title, device):
     step_seconds = rows[0][1] / 1e3
     alone = recorder_call_cost(step_seconds, 30 if args.arch else 300, make_step, device)
     print(f"\nThe Recorder measured alone at these sizes (log_logits, log_gradients, log_scalars, "
-          f"writer work included, flushed every {steps_per_flush(step_seconds)} steps as flush_secs=1 does "
-          f"at this step length): {alone * 1e3:.2f} ms per step = {100 * alone / step_seconds:.1f}% "
+          f"writer work included, {cadence(steps_per_flush(step_seconds))}): {alone * 1e3:.2f} ms per step = {100 * alone / step_seconds:.1f}% "
           f"of the {rows[0][1]:.1f} ms step.")
     print("* over this short run: HDF5 allocates whole chunks up front; table 3 gives the size of a long run.")
 
@@ -486,8 +494,8 @@ def print_embedding_tables(calls, size_steps, workdir):
           f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
     without, with_embeddings, share, share_embeddings, per_flush, writer, writer_embeddings = \
         recorder_alone_with_and_without_embeddings()
-    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, flushed every {per_flush:.0f} "
-          f"steps as flush_secs=1 does at this step length, rounds alternating, each against the bare "
+    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, {cadence(per_flush)}, "
+          f"rounds alternating, each against the bare "
           f"MoCo-like step timed just before it): {without * 1e3:.2f} ms per step = {100 * share:.1f}% of the "
           f"step ({writer * 1e3:.2f} ms of it the writer's), {with_embeddings * 1e3:.2f} ms = "
           f"{100 * share_embeddings:.1f}% with log_embeddings(step, q, k) (64 x 128; {writer_embeddings * 1e3:.2f} ms "
@@ -509,7 +517,13 @@ def main():
     parser.add_argument("--queue", type=int, default=4096, help="setting 1 with --arch: queue size K")
     parser.add_argument("--image-size", type=int, default=32, help="setting 1 with --arch: image size")
     parser.add_argument("--embedding-calls", type=int, default=200, help="log_embeddings calls per size in setting 4")
+    parser.add_argument("--flush-every", type=int, metavar="STEPS",
+                        help="the Recorder-alone timings flush the writer every STEPS steps (default: as often as "
+                             "flush_secs=1 does at the measured step length; 1000: only at close(), as this "
+                             "benchmark did before)")
     args = parser.parse_args()
+    global FLUSH_EVERY
+    FLUSH_EVERY = args.flush_every
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}")
