@@ -184,8 +184,9 @@ def _bin_counts(values: torch.Tensor, bins: int, scale: float, inside: bool = Fa
 
     On the CPU the bins are computed here and counted with bincount, about twice as
     fast as histc there, and exact: the float32 scores placed in float64, where
-    score x bins / 2 + bins / 2 has no rounding (for scores not within about 1e-7 of 0),
-    so a score on a bin edge falls in the bin it opens, as numpy.histogram puts it.
+    score x bins / 2 is exact and adding bins / 2 rounds by less than 1e-14, far less than
+    any float32 score's distance from a bin edge it is not on (scores within about 1e-16 of
+    0 aside), so a score on a bin edge falls in the bin it opens, as numpy.histogram puts it.
     Elsewhere histc (bincount's output size would need a host sync), whose bins can differ
     from these by rounding at an edge.
     """
