@@ -107,12 +107,14 @@ def embedding_sums(x, x2, valid, batch: int, gathered=None, offset: int = 0) -> 
 def _unit_pair_sum(x) -> torch.Tensor:
     """sum over ordered pairs i != j of exp(-t ||x_i - x_j||^2) for one block of rows, every one kept.
 
-    exp(-t ||x_i - x_j||^2) = a_i a_j exp(2t x_i.x_j) with a_i = exp(-t ||x_i||^2): a^T exp(2t G) a
-    over all pairs, less the n diagonal terms, each exactly exp(0) = 1 (up to float32 rounding,
-    about 1e-7 each)."""
+    exp(-t ||x_i - x_j||^2) = a_i a_j exp(2t x_i.x_j) with a_i = exp(-t ||x_i||^2): a^T E a with
+    E = exp(2t G), its diagonal zeroed (rather than subtracting those n terms, each 1, from a sum
+    that may be far smaller than n)."""
     gram = x @ x.T
     a = gram.diagonal().mul(-UNIFORMITY_T).exp_()
-    return torch.dot(a, gram.mul_(2.0 * UNIFORMITY_T).exp_() @ a).double() - x.shape[0]
+    pairs = gram.mul_(2.0 * UNIFORMITY_T).exp_()
+    pairs.diagonal().zero_()
+    return torch.dot(a, pairs @ a).double()
 
 
 def _pair_sums(x, valid, others, others_valid, offset) -> torch.Tensor:
