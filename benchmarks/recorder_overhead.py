@@ -277,12 +277,12 @@ FLUSH_EVERY = None  # --flush-every: a fixed number of steps per writer flush in
 
 def cadence(per_flush) -> str:
     """How often the writer was flushed, for the printed lines."""
-    how = "--flush-every" if FLUSH_EVERY else "as flush_secs=1 does at this step length"
+    how = "--flush-every" if FLUSH_EVERY else f"as flush_secs={FLUSH_SECS:g} does at this step length"
     return f"flushed every {per_flush:.0f} steps {how}"
 
 
 def steps_per_flush(step_seconds: float) -> int:
-    """Steps a writer flush holds at the Recorder's default flush_secs (1 s) for a step of this length."""
+    """Steps a writer flush holds at the Recorder's default flush_secs for a step of this length."""
     return FLUSH_EVERY or max(1, round(FLUSH_SECS / step_seconds))
 
 
@@ -436,8 +436,8 @@ def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
     the query and key projections (64 x 128), and each as a share of the bare MoCo-like step timed
     in the same round just before it (a shared machine's speed drifts within minutes: a share of a
     step timed at another moment can be off by half). Medians over rounds, writer work included at
-    the default flush cadence (recorder_alone). Returns (ms without, ms with, share without, share
-    with, steps per flush)."""
+    the default flush cadence (recorder_alone). Returns (seconds without, seconds with, share
+    without, share with, steps per flush, seconds of writer work without, with)."""
     torch.manual_seed(0)
     train = MocoStep()
     logits, loss = train()
@@ -522,6 +522,8 @@ def main():
                              "flush_secs=1 does at the measured step length; 1000: only at close(), as this "
                              "benchmark did before)")
     args = parser.parse_args()
+    if args.flush_every is not None and args.flush_every < 1:
+        parser.error(f"--flush-every must be at least 1, got {args.flush_every}")
     global FLUSH_EVERY
     FLUSH_EVERY = args.flush_every
     device = torch.device(args.device)

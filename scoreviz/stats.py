@@ -130,7 +130,7 @@ class _Kind:
 
     def __init__(self, rows: torch.Tensor, scale: float):
         count, total, spread, finite = _row_moments(rows)
-        self.rows, self.finite = rows, finite
+        self.finite = finite
         if finite is None:
             self.hist_input, row_max, row_min = rows, rows.amax(dim=1), rows.amin(dim=1)
         else:
@@ -156,13 +156,13 @@ def _summed(kinds):
     return sums, per_row[:, 4:].amin(dim=2), per_row
 
 
-def _histogram(kind: _Kind, bins: int, scale: float, inside: bool):
-    """(counts (bins,), scores out of [-1, 1]) of one kind; out of range is None when none are (`inside`)."""
+def _histogram(kind: _Kind, bins: int, scale: float, inside: bool, n_finite):
+    """(counts (bins,), scores out of [-1, 1]) of one kind, whose finite scores number `n_finite`
+    (its summed count); out of range is None when none are (`inside`)."""
     sample, weight = _histogram_sample(kind.hist_input)
     hist = _bin_counts(sample, bins, scale, inside)
     if inside:
         return hist, None
-    n_finite = kind.rows.numel() if kind.finite is None else kind.finite.sum()
     if weight == 1.0:
         return hist, n_finite - hist.sum()
     in_range = kind.hist_input.abs().le(1.0 / scale).sum()  # exact, over every score
@@ -237,9 +237,9 @@ def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float = 1.
         margin = torch.zeros(_MARGIN_SUMS, dtype=torch.float64, device=device)
     inside = _inside_unit_interval(extremes)
     hists, out_of_range = [], []
-    for kind, kind_inside in zip(kinds, inside):
-        hist, outside = _histogram(kind, bins, scale, kind_inside and kind.finite is None) if kind is not None \
-            else (torch.zeros(bins, dtype=torch.float64, device=device), None)
+    for kind, kind_inside, n_finite in zip(kinds, inside, sums[:, 0]):
+        hist, outside = _histogram(kind, bins, scale, kind_inside and kind.finite is None, n_finite) \
+            if kind is not None else (torch.zeros(bins, dtype=torch.float64, device=device), None)
         hists.append(hist)
         out_of_range.append(outside)
     if all(o is None for o in out_of_range):

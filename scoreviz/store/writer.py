@@ -201,9 +201,11 @@ def _write_rows(ds: h5py.Dataset, start: int, values: np.ndarray, grows: bool) -
     fill (NaN). With h5py's low-level calls: `ds[...] = values` costs about ten times more
     (selection and broadcasting in Python), which the writer paid for every dataset at
     every flush."""
-    extent = ds.id.shape
-    width = max(extent[1], values.shape[1]) if grows else None
-    ds.id.set_extent((start + values.shape[0],) + ((width,) if grows else extent[1:]))
+    extent = list(ds.id.shape)
+    extent[0] = start + values.shape[0]
+    if grows:
+        extent[1] = max(extent[1], values.shape[1])
+    ds.id.set_extent(tuple(extent))
     if values.size:
         target = ds.id.get_space()
         target.select_hyperslab((start,) + (0,) * (values.ndim - 1), values.shape)
