@@ -127,6 +127,12 @@ def test_large_tensors_get_exact_moments_and_a_subsampled_histogram(monkeypatch)
     # a uniform subsample: its quantiles stay within a bin or two of the exact ones
     for q, expected in zip(("q05", "q50", "q95"), np.quantile(neg.numpy(), (0.05, 0.5, 0.95))):
         assert abs(out[f"neg_{q}"][0] - expected) <= 2 * BIN_WIDTH
+    # the same when every score is inside [-1, 1] (the CPU's binning without range checks)
+    neg.clamp_(-1.0, 1.0)
+    for row in (score_row(torch.rand(4), neg, BINS), score_row(torch.rand(64), neg, BINS)):  # margin or not
+        inside = summarize(row[None].numpy(), RowLayout(BINS))
+        assert inside["neg_out_of_range"][0] == 0
+        assert abs(int(inside["neg_hist"][0].sum()) - neg.numel()) <= BINS
 
 
 def test_histogram_quantiles_interpolate_within_a_bin():
@@ -255,3 +261,36 @@ def test_cpu_binning_is_exact_at_the_edges():
         scores = (logits.float() * scale).numpy().astype(np.float64)
         expected = np.histogram(scores[np.isfinite(scores)], bins=BINS, range=(-1, 1))[0]
         np.testing.assert_array_equal(stats._bin_counts(logits, BINS, scale).numpy(), expected)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.2, 0.07])
+@pytest.mark.parametrize("samples,negatives,limit", [(16, 300, None), (8, 1, None), (3, 5000, None), (64, 4096, 4096)])
+def test_the_cpu_fast_path_gives_the_general_paths_row(monkeypatch, scale, samples, negatives, limit):
+    """One positive per sample, every score finite and in [-1, 1]: the fast path's row is the general one's."""
+    if limit:
+        monkeypatch.setattr(stats, "HIST_SAMPLE_LIMIT", limit)  # a subsampled histogram, weighted back up
+    g = torch.Generator().manual_seed(samples + negatives)
+    scores = torch.cat([torch.rand(samples, 1, generator=g),
+                        (0.3 * torch.randn(samples, negatives, generator=g)).clamp(-1, 1)], dim=1)
+    scores[0, 0], scores[-1, -1] = 1.0, -1.0  # both ends of the range
+    logits = (scores / scale).float()
+    inside = (logits * scale).abs().le(1.0).all()  # a logit whose float32 product rounds past 1 goes the general way
+    rows = {}
+    for name, compute in (("fast", stats._unit_scores_row), ("general", lambda *a: stats._general_row(a[:2], *a[2:]))):
+        monkeypatch.setattr(stats, "_offsets", __import__("random").Random(7))  # the same histogram sample
+        rows[name] = compute(logits[:, :1], logits[:, 1:], BINS, scale)
+    if not inside:
+        assert rows["fast"] is None
+        return
+    np.testing.assert_allclose(rows["fast"].numpy(), rows["general"].numpy(), rtol=1e-12, atol=1e-12)
+    assert rows["fast"].dtype == torch.float64 and rows["fast"].shape == (RowLayout(BINS).width,)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 1.5, -1.0001])
+@pytest.mark.parametrize("where", ["pos", "neg"])
+def test_the_cpu_fast_path_leaves_other_scores_to_the_general_path(bad, where):
+    pos, neg = torch.rand(4, 1), 0.2 * torch.randn(4, 9)
+    (pos if where == "pos" else neg)[2, 0] = bad
+    assert stats._unit_scores_row(pos, neg, BINS, 1.0) is None
+    out = computed(pos[:, 0], neg)
+    assert out[f"{where}_nonfinite"][0] + out[f"{where}_out_of_range"][0] == 1
