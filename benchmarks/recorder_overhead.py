@@ -287,27 +287,29 @@ def steps_per_flush(step_seconds: float) -> int:
 
 
 def recorder_alone(recording, logits, temperature, model, loss, first_step, calls, per_flush, device="cpu"):
-    """Seconds per step the Recorder costs on its own, and the part of it spent waiting for the
-    writer: `calls` record calls, the writer made to write every `per_flush` of them (as its
-    default flush_secs would at this step length) and waited for, and close() inside the
-    timing, so the writer's work counts at its real cadence, as if it had no core of its own.
-    The run's file and datasets are made before the timing (once per run, not per step)."""
+    """(seconds per step the Recorder costs on its own, the part of it spent waiting for the
+    writer, seconds of the close() that ends the run): about `calls` record calls, a whole number
+    of flushes' worth, the writer made to write every `per_flush` of them (as its default
+    flush_secs would at this step length) and waited for, so the writer's work counts at its
+    real cadence, as if it had no core of its own. What a run pays once is timed apart: the file
+    and its datasets are made before the timing, and close() (the last spectrum windows, closing
+    the file) after it."""
+    calls = per_flush * max(1, round(calls / per_flush))  # the last call is the last flush's
     recording.record(first_step, logits, temperature, model, loss)
     recording.rec.flush()
     _wait(device)
     start = time.perf_counter()
-    waiting = 0.0  # in flush() and close(): the writer's work
+    waiting = 0.0  # in flush(): the writer's work
     for i in range(1, calls + 1):
         recording.record(first_step + i, logits, temperature, model, loss)
         if i % per_flush == 0:
+            _wait(device)
             before = time.perf_counter()
             recording.rec.flush()
             waiting += time.perf_counter() - before
-    before = time.perf_counter()
-    recording.close()
-    _wait(device)
     end = time.perf_counter()
-    return (end - start) / calls, (waiting + end - before) / calls
+    recording.close()
+    return (end - start) / calls, waiting / calls, time.perf_counter() - end
 
 
 def recorder_call_cost(step_seconds, calls=300, make_step=MocoStep, device="cpu"):
@@ -431,21 +433,23 @@ def spectrum_host_cost(dim, repeats=3):
     return min(times)
 
 
-def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
+ALONE_ROUNDS = 15  # rounds of the Recorder-alone timing in table 4
+
+
+def recorder_alone_with_and_without_embeddings(calls=130, rounds=ALONE_ROUNDS):
     """The Recorder's own time per step at setting 1's sizes, without and with log_embeddings of
     the query and key projections (64 x 128), and each as a share of the bare MoCo-like step timed
     in the same round just before it (a shared machine's speed drifts within minutes: a share of a
-    step timed at another moment can be off by half). Medians over rounds, writer work included at
-    the default flush cadence (recorder_alone). Returns (seconds without, seconds with, share
-    without, share with, steps per flush, seconds of writer work without, with)."""
+    step timed at another moment can be off by half), writer work included at the default flush
+    cadence (recorder_alone). Returns ({False: without, True: with embeddings}, each a dict of
+    medians over rounds: seconds, share, writer (seconds of the writer's work per step), close
+    (seconds, once per run); and low, high: the smallest and largest share of a round), and the
+    median number of steps per flush."""
     torch.manual_seed(0)
     train = MocoStep()
     logits, loss = train()
-    times = {False: [], True: []}
-    writer = {False: [], True: []}
-    shares = {False: [], True: []}
+    rounds_of = {False: [], True: []}  # (seconds, share, writer, close) per round
     flushes = []
-    step = 0
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the last, incomplete window has few samples
         for r in range(rounds):
@@ -457,15 +461,16 @@ def recorder_alone_with_and_without_embeddings(calls=100, rounds=9):
                 flushes.append(steps_per_flush(bare))
                 recording = (ScorevizEmbeddingsRecording if embeddings else ScorevizRecording)(
                     os.path.join(folder, f"alone-{r}-{embeddings}"))
-                cost, waiting = recorder_alone(recording, logits, train.temperature, train.q, loss, step, calls,
-                                               flushes[-1])
-                step += calls + 1
-                times[embeddings].append(cost)
-                writer[embeddings].append(waiting)
-                shares[embeddings].append(cost / bare)
-    return (statistics.median(times[False]), statistics.median(times[True]),
-            statistics.median(shares[False]), statistics.median(shares[True]), statistics.median(flushes),
-            statistics.median(writer[False]), statistics.median(writer[True]))
+                cost, waiting, close = recorder_alone(recording, logits, train.temperature, train.q, loss, 0, calls,
+                                                      flushes[-1])
+                rounds_of[embeddings].append((cost, cost / bare, waiting, close))
+    summary = {}
+    for embeddings, measured in rounds_of.items():
+        seconds, share, writer, close = (statistics.median(column) for column in zip(*measured))
+        shares = [m[1] for m in measured]
+        summary[embeddings] = {"seconds": seconds, "share": share, "writer": writer, "close": close,
+                               "low": min(shares), "high": max(shares)}
+    return summary, statistics.median(flushes)
 
 
 def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
@@ -492,14 +497,17 @@ def print_embedding_tables(calls, size_steps, workdir):
         print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
     print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
           f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
-    without, with_embeddings, share, share_embeddings, per_flush, writer, writer_embeddings = \
-        recorder_alone_with_and_without_embeddings()
-    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, {cadence(per_flush)}, "
-          f"rounds alternating, each against the bare "
-          f"MoCo-like step timed just before it): {without * 1e3:.2f} ms per step = {100 * share:.1f}% of the "
-          f"step ({writer * 1e3:.2f} ms of it the writer's), {with_embeddings * 1e3:.2f} ms = "
-          f"{100 * share_embeddings:.1f}% with log_embeddings(step, q, k) (64 x 128; {writer_embeddings * 1e3:.2f} ms "
-          f"the writer's); medians of 9 rounds.")
+    summary, per_flush = recorder_alone_with_and_without_embeddings()
+    rounds = ALONE_ROUNDS
+
+    def described(m):
+        return (f"{m['seconds'] * 1e3:.2f} ms per step = {100 * m['share']:.1f}% of the step ({100 * m['low']:.1f} "
+                f"to {100 * m['high']:.1f}% over {rounds} rounds; {m['writer'] * 1e3:.2f} ms of it the writer's)")
+    print(f"\nThe Recorder alone at setting 1's sizes (writer work included, {cadence(per_flush)}, rounds "
+          f"alternating, each against the bare MoCo-like step timed just before it; medians of {rounds} rounds): "
+          f"{described(summary[False])}; with log_embeddings(step, q, k) (64 x 128) {described(summary[True])}. "
+          f"Once per run, not per step: close() {summary[False]['close'] * 1e3:.0f} ms, "
+          f"{summary[True]['close'] * 1e3:.0f} ms with embeddings (its last spectrum window).")
 
 
 def main():

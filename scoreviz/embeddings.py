@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from scoreviz.store.schema import EMBEDDING_COLUMNS
 UNIFORMITY_T = 2.0
@@ -209,10 +210,25 @@ def spectrum(buffer: np.ndarray, dim: int):
     second = buffer[:dim * dim].reshape(dim, dim) / samples - np.outer(mean, mean)
     second = (second + second.T) / 2
     try:
-        eigenvalues = np.linalg.eigvalsh(second)[::-1].clip(min=0.0)
+        with _one_blas_thread():
+            eigenvalues = np.linalg.eigvalsh(second)[::-1].clip(min=0.0)
     except np.linalg.LinAlgError:  # did not converge: the window is stored, without a spectrum
         return np.full(dim, np.nan), int(samples), float("nan")
     return eigenvalues, int(samples), effective_rank(eigenvalues)
+
+
+_blas = []  # the ThreadpoolController, made at the first spectrum (it looks through the loaded libraries)
+
+
+def _one_blas_thread():
+    """numpy's BLAS and LAPACK limited to one thread while the block runs. The spectrum is
+    computed on the writer thread, beside the training: OpenBLAS's threads keep spinning for a
+    while after every call, on the cores the training needs, and the writer's work must not take
+    more than the one core it runs on. (Another thread's numpy BLAS calls in the meantime run on
+    one thread too.)"""
+    if not _blas:
+        _blas.append(ThreadpoolController())
+    return _blas[0].limit(limits=1, user_api="blas")
 
 
 def effective_rank(eigenvalues) -> float:

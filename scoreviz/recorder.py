@@ -50,7 +50,10 @@ class Recorder:
             `every`; scalars are always recorded.
         bins: histogram bins over [-1, 1] (at most 4096).
         flush_secs: the longest a logged step waits before it is on disk
-            (0.01 to 86400 seconds).
+            (0.01 to 86400 seconds). The default, 5, is the app's refresh
+            interval: a write costs about the same however few steps it
+            holds, so writing more often costs more per step, and the app
+            shows new rows at its next refresh anyway.
         unbounded_tags: names of tags whose scores may leave [-1, 1] by design,
             e.g. scores after a feature transformation that does not
             re-normalise. Out-of-range scores of these tags are counted as
@@ -77,7 +80,7 @@ class Recorder:
     on the same folder appends after them.
     """
 
-    def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 1.0,
+    def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 5.0,
                  unbounded_tags=(), spectrum_window: int = 50):
         self.every = arguments.positive_int(every, "every")
         self.unbounded_tags = arguments.tag_names(unbounded_tags, "unbounded_tags")
