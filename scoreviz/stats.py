@@ -263,40 +263,38 @@ def _general_row(rows, bins: int, scale: float) -> torch.Tensor:
 def _unit_scores_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float):
     """score_row on the CPU for one positive per sample (pos (R, 1), neg (R, W)) when every
     score is finite and in [-1, 1], the common case (MoCo's logits, in-batch logits); None when
-    it is not. The same row as _general_row in about half the tensor operations, which cost
-    more than the arithmetic at these sizes: the counts are known, the float64 sums are read
-    on the host (free for a CPU tensor) and both kinds are binned in one bincount."""
-    p = pos[:, 0]
-    hardest = neg.amax(dim=1)
-    ends = torch.stack([p, neg.amin(dim=1), p, hardest])  # scaled in float32 as the general path rounds
-    if scale != 1.0:
-        ends.mul_(scale)
-    low, high = ends.amin(dim=1).tolist(), ends.amax(dim=1).tolist()
-    pos_min, neg_min, pos_max, neg_max = low[0], low[1], high[2], high[3]
+    it is not. The same row as _general_row at a fraction of its cost, which at these sizes is
+    the number of torch operations more than the arithmetic: torch makes the passes over the
+    scores (per-sample extremes, sums and spreads, one bincount for both kinds), and the
+    per-sample numbers, free to read as numpy arrays on the CPU, are summed in numpy, whose
+    calls cost a fraction of a torch operation's on a few hundred numbers."""
+    total = neg.sum(dim=1)
+    per_sample = torch.stack([pos[:, 0], neg.amin(dim=1), neg.amax(dim=1), total, _spread(neg, total / neg.shape[1])])
+    positive, lowest, hardest, row_sum, spread = per_sample.numpy() * np.float32(scale)  # float32, as torch rounds
+    pos_min, pos_max, neg_min, neg_max = positive.min(), positive.max(), lowest.min(), hardest.max()
     if not (-1.0 <= pos_min and -1.0 <= neg_min and pos_max <= 1.0 and neg_max <= 1.0):  # NaN fails too
         return None
     samples, width = neg.shape
-    total = neg.sum(dim=1)
-    moments = torch.stack([total, _spread(neg, total / width)])
-    if scale != 1.0:
-        moments.mul_(scale)
-    numbers = torch.cat([ends[::3], moments]).double()  # positive, hardest negative, row sum, row spread
-    pos_sum, hardest_sum, neg_sum, _, pos_squares, _, row_sum_squares, spread_squares = \
-        torch.cat([numbers, numbers.square()]).sum(dim=1).tolist()
-    beaten = float(torch.lt(ends[0], ends[3]).sum())
-    pos_hist, neg_hist = _unit_histograms(pos, neg, bins, scale)
-    return torch.cat([
-        torch.tensor([samples, pos_sum, pos_squares, 0.0, 0.0], dtype=torch.float64), pos_hist,
-        torch.tensor([samples * width, neg_sum, spread_squares + row_sum_squares / width, 0.0, 0.0],
-                     dtype=torch.float64), neg_hist,
-        torch.tensor([spread_squares / width, samples,  # sample variance sum, samples
-                      pos_sum - hardest_sum, beaten, samples,  # the margin sums
-                      pos_min, -pos_max, neg_min, -neg_max], dtype=torch.float64)])
+    positive, hardest64, row_sum, spread = (x.astype(np.float64) for x in (positive, hardest, row_sum, spread))
+    spread_squares = (spread * spread).sum()
+    counts = _unit_bin_counts(pos, neg, bins, scale)
+    layout = RowLayout(bins)
+    row = np.zeros(layout.width)
+    pos_part, neg_part = row[:layout.kind_sums], row[layout.kind_sums:2 * layout.kind_sums]
+    pos_part[:3] = samples, positive.sum(), (positive * positive).sum()  # then nonfinite, out of range: 0
+    pos_part[_SUMS:] = counts[bins:]
+    neg_part[:3] = samples * width, row_sum.sum(), spread_squares + (row_sum * row_sum).sum() / width
+    neg_part[_SUMS:] = counts[:bins]
+    row[2 * layout.kind_sums:] = (spread_squares / width, samples,  # the sample variance sum, samples
+                                  (positive - hardest64).sum(), np.count_nonzero(positive < hardest), samples,  # margin
+                                  pos_min, -pos_max, neg_min, -neg_max)
+    return torch.from_numpy(row)
 
 
-def _unit_histograms(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float):
-    """(positives' counts, negatives' counts) of scores known to be in [-1, 1] on the CPU, in one
-    bincount: the positives (column 0 of the copy) count in bins..2 bins. Binned as _bin_counts."""
+def _unit_bin_counts(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float) -> np.ndarray:
+    """float64 counts of the negatives (bins) then of the positives (bins), of scores known to be
+    in [-1, 1], on the CPU, in one bincount: the positives, column 0 of the copy, count in
+    bins..2 bins. Binned as _bin_counts; a subsampled histogram is weighted back up."""
     sample, weight = _histogram_sample(neg)
     scores = torch.cat([pos, sample], dim=1)
     if scale != 1.0:
@@ -304,8 +302,9 @@ def _unit_histograms(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: flo
     half = bins / 2
     index = scores.double().mul_(half).add_(half).clamp_(max=bins - 1).long()
     index[:, 0] += bins
-    counts = torch.bincount(index.view(-1), minlength=2 * bins).double()
-    return counts[bins:], (counts[:bins] * weight if weight != 1.0 else counts[:bins])
+    counts = torch.bincount(index.view(-1), minlength=2 * bins).numpy().astype(np.float64)
+    counts[:bins] *= weight
+    return counts
 
 
 def _no_scores(device):
