@@ -19,7 +19,9 @@ and without embeddings as a share of setting 1's training step (setting 1 also
 has a row with log_embeddings of the query and key projections).
 In setting 1 the recordings take turns in blocks of steps and each row is the
 median over rounds (robust to the noise of a shared machine); the Recorder is
-also timed alone there, and in settings 2 and 3 every time includes the recorder's deferred
+also timed alone there and in setting 4, with the writer made to write at the
+cadence its default flush_secs gives and waited for (its close(), once per run,
+timed apart); in settings 2 and 3 every time includes the recorder's deferred
 work (writer threads flushed and closed inside the timing), so nothing is hidden
 in a background thread.
 """
@@ -526,9 +528,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=32, help="setting 1 with --arch: image size")
     parser.add_argument("--embedding-calls", type=int, default=200, help="log_embeddings calls per size in setting 4")
     parser.add_argument("--flush-every", type=int, metavar="STEPS",
-                        help="the Recorder-alone timings flush the writer every STEPS steps (default: as often as "
-                             "flush_secs=1 does at the measured step length; 1000: only at close(), as this "
-                             "benchmark did before)")
+                        help=f"the Recorder-alone timings flush the writer every STEPS steps (default: as often as "
+                             f"flush_secs={FLUSH_SECS:g}, the Recorder's default, does at the measured step length)")
     args = parser.parse_args()
     if args.flush_every is not None and args.flush_every < 1:
         parser.error(f"--flush-every must be at least 1, got {args.flush_every}")

@@ -37,7 +37,7 @@ readers take the rows present in every dataset. Schema 2 files have no
 margin, hard_frac). A writer upgrades an older file before appending.
 
 Every dataset is chunked and resizable, and not compressed: a live writer
-appends a few rows every second, and HDF5 writes each grown compressed chunk to
+appends a few rows every few seconds, and HDF5 writes each grown compressed chunk to
 a new place in the file without reusing the old one (measured: 41 KB per step at
 one row per flush, against 2.5 KB uncompressed). The writer works in SWMR mode,
 which forbids creating datasets once writing has started, so every dataset
