@@ -13,6 +13,11 @@ with 8 BN groups; on CUDA with bf16 autocast and channels_last, as `scoreviz
 train` runs it), at --batch, --queue and --image-size, on --device.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
+Setting 5 (not run by default: about 7 minutes): the training step with the
+Recorder beside it, without and with log_embeddings, against the bare step, in
+cycles of short blocks whose order rotates, so that the machine's drift cancels
+within a cycle; the mean difference per step and its standard error. Everything
+is real there: the writer thread writes beside the training at its default cadence.
 Setting 4: log_embeddings at dim 128 and 2048 (per call, and the spectrum's
 eigen-decomposition per window on the writer thread), and the Recorder alone with
 and without embeddings as a share of setting 1's training step (setting 1 also
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
+import math
 import os
 import statistics
 import tempfile
@@ -512,13 +518,63 @@ def print_embedding_tables(calls, size_steps, workdir):
           f"{summary[True]['close'] * 1e3:.0f} ms with embeddings (its last spectrum window).")
 
 
+# ---------------------------------------------------------------- paired (setting 5)
+
+
+def paired_setting(workdir, cycles, steps, make_step=MocoStep):
+    """The training step with the Recorder (without and with log_embeddings) against the bare
+    step: `cycles` cycles of one block of `steps` steps per recording, the order rotated every
+    cycle. Returns the bare step's mean seconds and, per recording, (name, mean difference per
+    step, its standard error), the differences taken within each cycle."""
+    torch.manual_seed(0)
+    train = make_step()
+    for _ in range(10):  # warm up
+        train()
+    arms = [NoRecording, ScorevizRecording, ScorevizEmbeddingsRecording]
+    recordings = {cls: cls(os.path.join(workdir, f"paired-{i}")) for i, cls in enumerate(arms)}
+    times = {cls: [] for cls in arms}
+    step = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the last, incomplete window has few samples
+        for cycle in range(cycles):
+            for cls in arms[cycle % 3:] + arms[:cycle % 3]:
+                start = time.perf_counter()
+                for _ in range(steps):
+                    logits, loss = train()
+                    recordings[cls].record(step, logits, train.temperature, train.q, loss)
+                    step += 1
+                times[cls].append((time.perf_counter() - start) / steps)
+        for recording in recordings.values():
+            recording.close()
+    bare = times[NoRecording]
+    rows = []
+    for cls in arms[1:]:
+        differences = [t - b for t, b in zip(times[cls], bare)]
+        rows.append((cls.name, statistics.mean(differences),
+                     statistics.stdev(differences) / math.sqrt(len(differences))))
+    return statistics.mean(bare), rows
+
+
+def setting_five(workdir, args):
+    print(f"\n5. The MoCo-like CPU step with the Recorder beside it: {args.cycles} cycles of one block of "
+          f"{args.cycle_steps} steps per recording, the order rotated every cycle (the writer at its default "
+          f"flush_secs={FLUSH_SECS:g})\n")
+    bare, rows = paired_setting(workdir, args.cycles, args.cycle_steps)
+    print("| recording | cost per step (ms), mean ± standard error | share of the step |")
+    print("|---|---:|---:|")
+    for name, mean, error in rows:
+        print(f"| {name} | {mean * 1e3:+.2f} ± {error * 1e3:.2f} | {100 * mean / bare:+.1f}% ± {100 * error / bare:.1f}% |")
+    print(f"\nThe bare step: {bare * 1e3:.1f} ms (mean over {args.cycles} blocks).")
+
+
 def main():
     parser = argparse.ArgumentParser(description="Measure what recording costs per training step.")
     parser.add_argument("--rounds", type=int, default=7, help="rounds in setting 1")
     parser.add_argument("--steps", type=int, default=25, help="training steps per round and recording in setting 1")
     parser.add_argument("--bare-calls", type=int, default=3, help="record calls per recorder in setting 2")
     parser.add_argument("--size-steps", type=int, default=5000, help="recorded steps in setting 3")
-    parser.add_argument("--settings", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4], help="which to run")
+    parser.add_argument("--settings", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4, 5],
+                        help="which to run (5, about 7 minutes, only when named)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where setting 1 trains and setting 2's scores live")
     parser.add_argument("--arch", choices=["small", "resnet18", "resnet50"],
                         help="setting 1 times the reference trainer's MoCo step with this backbone "
@@ -526,11 +582,15 @@ def main():
     parser.add_argument("--batch", type=int, default=64, help="setting 1 with --arch: batch")
     parser.add_argument("--queue", type=int, default=4096, help="setting 1 with --arch: queue size K")
     parser.add_argument("--image-size", type=int, default=32, help="setting 1 with --arch: image size")
+    parser.add_argument("--cycles", type=int, default=600, help="cycles in setting 5")
+    parser.add_argument("--cycle-steps", type=int, default=2, help="training steps per block in setting 5")
     parser.add_argument("--embedding-calls", type=int, default=200, help="log_embeddings calls per size in setting 4")
     parser.add_argument("--flush-every", type=int, metavar="STEPS",
                         help=f"the Recorder-alone timings flush the writer every STEPS steps (default: as often as "
                              f"flush_secs={FLUSH_SECS:g}, the Recorder's default, does at the measured step length)")
     args = parser.parse_args()
+    if args.cycles < 2 or args.cycle_steps < 1:
+        parser.error(f"--cycles must be at least 2 and --cycle-steps at least 1, got {args.cycles} and {args.cycle_steps}")
     if args.flush_every is not None and args.flush_every < 1:
         parser.error(f"--flush-every must be at least 1, got {args.flush_every}")
     global FLUSH_EVERY
@@ -556,6 +616,8 @@ def main():
         if 4 in args.settings:
             # the shares in table 4 are of the small CPU step, also when setting 1 timed the trainer's
             print_embedding_tables(args.embedding_calls, args.size_steps, workdir)
+        if 5 in args.settings:
+            setting_five(workdir, args)
 
 
 if __name__ == "__main__":
