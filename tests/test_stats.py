@@ -1,5 +1,7 @@
 """Every statistic of scoreviz.stats against a numpy reference on the same data."""
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -277,7 +279,7 @@ def test_the_cpu_fast_path_gives_the_general_paths_row(monkeypatch, scale, sampl
     inside = (logits * scale).abs().le(1.0).all()  # a logit whose float32 product rounds past 1 goes the general way
     rows = {}
     for name, compute in (("fast", stats._unit_scores_row), ("general", lambda *a: stats._general_row(a[:2], *a[2:]))):
-        monkeypatch.setattr(stats, "_offsets", __import__("random").Random(7))  # the same histogram sample
+        monkeypatch.setattr(stats, "_offsets", random.Random(7))  # the same histogram sample
         rows[name] = compute(logits[:, :1], logits[:, 1:], BINS, scale)
     if not inside:
         assert rows["fast"] is None
