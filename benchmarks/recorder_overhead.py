@@ -13,7 +13,7 @@ with 8 BN groups; on CUDA with bf16 autocast and channels_last, as `scoreviz
 train` runs it), at --batch, --queue and --image-size, on --device.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
-Setting 5 (not run by default: about 7 minutes): the training step with the
+Setting 5 (not run by default: about 8 minutes): the training step with the
 Recorder beside it, without and with log_embeddings, against the bare step, in
 cycles of short blocks whose order rotates, so that the machine's drift cancels
 within a cycle; the mean difference per step and its standard error. Everything
@@ -574,7 +574,7 @@ def main():
     parser.add_argument("--bare-calls", type=int, default=3, help="record calls per recorder in setting 2")
     parser.add_argument("--size-steps", type=int, default=5000, help="recorded steps in setting 3")
     parser.add_argument("--settings", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4, 5],
-                        help="which to run (5, about 7 minutes, only when named)")
+                        help="which to run (5, about 8 minutes, only when named)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where setting 1 trains and setting 2's scores live")
     parser.add_argument("--arch", choices=["small", "resnet18", "resnet50"],
                         help="setting 1 times the reference trainer's MoCo step with this backbone "
