@@ -13,15 +13,15 @@ with 8 BN groups; on CUDA with bf16 autocast and channels_last, as `scoreviz
 train` runs it), at --batch, --queue and --image-size, on --device.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
+Setting 4: log_embeddings at dim 128 and 2048 (per call, and the spectrum's
+eigen-decomposition per window on the writer thread), and the Recorder alone with
+and without embeddings as a share of setting 1's training step (setting 1 also
+has a row with log_embeddings of the query and key projections).
 Setting 5 (not run by default: about 8 minutes): the training step with the
 Recorder beside it, without and with log_embeddings, against the bare step, in
 cycles of short blocks whose order rotates, so that the machine's drift cancels
 within a cycle; the mean difference per step and its standard error. Everything
 is real there: the writer thread writes beside the training at its default cadence.
-Setting 4: log_embeddings at dim 128 and 2048 (per call, and the spectrum's
-eigen-decomposition per window on the writer thread), and the Recorder alone with
-and without embeddings as a share of setting 1's training step (setting 1 also
-has a row with log_embeddings of the query and key projections).
 In setting 1 the recordings take turns in blocks of steps and each row is the
 median over rounds (robust to the noise of a shared machine); the Recorder is
 also timed alone there and in setting 4, with the writer made to write at the

@@ -26,6 +26,7 @@ own samples against the samples of every rank (gathered), so the pair sums do.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -217,7 +218,10 @@ def spectrum(buffer: np.ndarray, dim: int):
     return eigenvalues, int(samples), effective_rank(eigenvalues)
 
 
-_blas = []  # the ThreadpoolController, made at the first spectrum (it looks through the loaded libraries)
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    """Made once, at the first spectrum: it looks through the loaded libraries."""
+    return ThreadpoolController()
 
 
 def _one_blas_thread():
@@ -226,9 +230,7 @@ def _one_blas_thread():
     while after every call, on the cores the training needs, and the writer's work must not take
     more than the one core it runs on. (Another thread's numpy BLAS calls in the meantime run on
     one thread too.)"""
-    if not _blas:
-        _blas.append(ThreadpoolController())
-    return _blas[0].limit(limits=1, user_api="blas")
+    return _threadpools().limit(limits=1, user_api="blas")
 
 
 def effective_rank(eigenvalues) -> float:

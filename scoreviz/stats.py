@@ -197,14 +197,25 @@ def _bin_counts(values: torch.Tensor, bins: int, scale: float, inside: bool = Fa
     scores = values.float() * scale if scale != 1.0 else values.float()
     if values.device.type != "cpu":
         return torch.histc(scores, bins=bins, min=-1.0, max=1.0).double()
-    half = bins / 2
-    position = scores.double().mul_(half).add_(half)  # bin i holds [i, i + 1)
-    if inside:  # position in [0, bins]: truncation is the floor, and 1.0 (position bins) joins the last bin
-        return torch.bincount(position.clamp_(max=bins - 1).long().view(-1), minlength=bins).double()
-    index = position.floor_().clamp_(-1, bins).long().add_(1)  # 0 below the range, bins + 1 at 1.0 and above
+    if inside:
+        return torch.bincount(_inside_bins(scores, bins).view(-1), minlength=bins).double()
+    index = _positions(scores, bins).floor_().clamp_(-1, bins).long().add_(1)  # 0 below the range, bins + 1 at 1.0 and above
     hist = torch.bincount(index.view(-1), minlength=bins + 2)[1:bins + 1].double()
     hist[-1] += scores.eq(1.0).sum()  # 1.0 (position bins exactly) falls in the last bin
     return hist
+
+
+def _positions(scores: torch.Tensor, bins: int) -> torch.Tensor:
+    """float64 position of each float32 score over [-1, 1] at `bins` bins: bin i holds [i, i + 1)
+    (exact as _bin_counts says)."""
+    half = bins / 2
+    return scores.double().mul_(half).add_(half)
+
+
+def _inside_bins(scores: torch.Tensor, bins: int) -> torch.Tensor:
+    """The bin (int64) of each float32 score known to be in [-1, 1]: its position is in
+    [0, bins], so truncation is the floor, and 1.0 (position bins) joins the last bin."""
+    return _positions(scores, bins).clamp_(max=bins - 1).long()
 
 
 def _margin_sums(pos: torch.Tensor, neg_row_max) -> torch.Tensor:
@@ -272,14 +283,15 @@ def _unit_scores_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: flo
     scores (per-sample extremes, sums and spreads, one bincount for both kinds), and the
     per-sample numbers, free to read as numpy arrays on the CPU, are summed in numpy, whose
     calls cost a fraction of a torch operation's on a few hundred numbers."""
-    total = neg.sum(dim=1)
-    per_sample = torch.stack([pos[:, 0], neg.amin(dim=1), neg.amax(dim=1), total, _spread(neg, total / neg.shape[1])])
-    positive, lowest, hardest, row_sum, spread = per_sample.numpy() * np.float32(scale)  # float32, as torch rounds
+    scale32 = np.float32(scale)  # the scaled numbers are float32, rounded as torch rounds
+    positive, lowest, hardest = torch.stack([pos[:, 0], neg.amin(dim=1), neg.amax(dim=1)]).numpy() * scale32
     pos_min, pos_max, neg_min, neg_max = positive.min(), positive.max(), lowest.min(), hardest.max()
     if not (-1.0 <= pos_min and -1.0 <= neg_min and pos_max <= 1.0 and neg_max <= 1.0):  # NaN fails too
-        return None
+        return None  # before the other passes: a tag of unbounded scores meets this every step
     samples, width = neg.shape
-    positive, hardest64, row_sum, spread = (x.astype(np.float64) for x in (positive, hardest, row_sum, spread))
+    total = neg.sum(dim=1)
+    row_sum, spread = (torch.stack([total, _spread(neg, total / width)]).numpy() * scale32).astype(np.float64)
+    positive, hardest64 = positive.astype(np.float64), hardest.astype(np.float64)
     spread_squares = (spread * spread).sum()
     counts = _unit_bin_counts(pos, neg, bins, scale)
     layout = RowLayout(bins)
@@ -303,8 +315,7 @@ def _unit_bin_counts(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: flo
     scores = torch.cat([pos, sample], dim=1)
     if scale != 1.0:
         scores.mul_(scale)
-    half = bins / 2
-    index = scores.double().mul_(half).add_(half).clamp_(max=bins - 1).long()
+    index = _inside_bins(scores, bins)
     index[:, 0] += bins
     counts = torch.bincount(index.view(-1), minlength=2 * bins).numpy().astype(np.float64)
     counts[:bins] *= weight
