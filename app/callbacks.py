@@ -22,7 +22,8 @@ import plotly.io as pio
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app import colors as run_colors_module
-from app import figures, group_figures, health, images, layout, representation, runfilter
+from app import figures, group_figures, images, layout, representation, runfilter
+from scoreviz import health
 from app.data import RefusedRunId, RunData
 
 # Controls whose values live in the URL: query key -> (component id, is a list).

@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app import figures, health
+from app import figures
+from scoreviz import health
 from app.headers import HeaderIndex
 
 # Exact histograms kept per (run, tag, kind) for the step slider; the slider

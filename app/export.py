@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from plotly.offline import get_plotlyjs
 
-from app import figures, health, layout
+from app import figures, layout
+from scoreviz import health
 from scoreviz.errors import ScorevizError
 
 

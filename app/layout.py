@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-from app import figures, health
+from app import figures
+from scoreviz import health
 
 # How soon the page asks again for the run table while the headers of its rows are being read
 # in the background (ms).

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app import health
+from scoreviz import health
 from app.figures import (
     MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, curves_figure, downsample_minmax,
     empty_figure, run_panels, with_notes, x_axis,

@@ -2,10 +2,10 @@
 
     python benchmarks/health_warmup.py RUN_DIR... [--tag raw]
 
-For each run and tag, prints every stretch where app.health's collapse condition
+For each run and tag, prints every stretch where scoreviz.health's collapse condition
 holds for PERSIST records in a row (first and last step; "-" when it lasts to the
 last record), the run's last step, its final kNN accuracy when recorded, and what
-the health panel says. The warm-up rule of app/health.py (docs/health.md) is
+the health panel says. The warm-up rule of scoreviz/health.py (docs/health.md) is
 justified with this table on the demo's runs.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import scoreviz
-    from app import health
+    from scoreviz import health
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")

@@ -163,7 +163,7 @@ def train_all(jobs: list, workers: int) -> None:
 
 def summarize(run_dir: Path) -> dict:
     """Accuracies, final statistics, gradient roughness and health flags of one run."""
-    from app import health
+    from scoreviz import health
 
     run = scoreviz.open_run(run_dir)
     results = json.loads((run_dir / "results.json").read_text())

@@ -161,7 +161,7 @@ def finished(run_dir: Path, settings: dict) -> bool:
 
 def summarize(run_dir: Path) -> dict:
     """One row of the table: the app's representation health flags and the final statistics."""
-    from app import health
+    from scoreviz import health
 
     run = scoreviz.open_run(run_dir)
     embeddings = run.embeddings("train")

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import figures, health
+from app import figures
+from scoreviz import health
 
 
 def score_frame(n=5000, seed=0, spike_at=None):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from app import colors, figures, health
+from app import colors, figures
+from scoreviz import health
 from app.colors import run_colors
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import health, representation
+from app import representation
+from scoreviz import health
 from app.figures import MAX_CELLS
 
 torch = pytest.importorskip("torch")
