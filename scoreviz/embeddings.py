@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from scoreviz.store.schema import EMBEDDING_COLUMNS
+from scoreviz import signals
+from scoreviz.store.schema import EMBEDDING_COLUMNS, SPECTRUM_COLUMNS
 UNIFORMITY_T = 2.0
 # Largest dim whose spectrum is accumulated: its dim x dim float64 matrix (128 MiB here) lives
 # on the embeddings' device for a whole window.
@@ -166,16 +167,20 @@ def summarize_embeddings(rows: np.ndarray) -> dict:
 
 
 class SpectrumWindow:
-    """The second moment of the centred embeddings of one tag, summed over a window of steps.
+    """The sums behind one spectrum window of a tag: the second moment of the centred
+    embeddings and, for calls with a second view, the scatter of the pairs' means and of their
+    differences (LiDAR's, see scoreviz.signals), summed over a window of steps.
 
     Sums are taken about a reference point, the mean of the window's first batch, so
     that the centred second moment (S / n - m m^T of the shifted embeddings) keeps its
     precision when the embeddings are nearly one point (a collapse), and in float64:
     RankMe takes square roots of the eigenvalues, so a float32 product's error of about
     1e-7 in each eigenvalue would become 3e-4 in each singular value (a rank-1 embedding
-    in 64 dimensions measured 1.055 instead of 1; TF32 would be worse). Held in one flat
-    float64 buffer (dim x dim, then dim, then the sample count), so ranks add it up with
-    a single all-reduce.
+    in 64 dimensions measured 1.055 instead of 1; TF32 would be worse). Held in flat
+    float64 buffers (dim x dim, then dim, then the sample count; the pairs' buffer: the
+    means' dim x dim, the differences' dim x dim, the means' sum, the pair count), so ranks
+    add each up with a single all-reduce. The pairs' buffer exists once a call brings a
+    second view.
     """
 
     def __init__(self, dim: int, device):
@@ -184,12 +189,19 @@ class SpectrumWindow:
         self.square = self.buffer[:dim * dim].view(dim, dim)
         self.total = self.buffer[dim * dim:dim * dim + dim]
         self.count = self.buffer[-1:]
+        self.pairs = None
         self.reference = None
         self.calls = 0
+        self.last_step = None
+        self.dropped = 0  # windows of the tag dropped before this one (set when it is handed to the writer)
 
-    def add(self, x: torch.Tensor, valid, reference: torch.Tensor):
-        """Add one batch (valid None: every sample kept); ``reference`` (the batch's mean over
-        all ranks) is used by the window's first call."""
+    @property
+    def nbytes(self) -> int:
+        return self.buffer.nbytes + (0 if self.pairs is None else self.pairs.nbytes)
+
+    def add(self, x: torch.Tensor, valid, reference: torch.Tensor, x2: torch.Tensor = None):
+        """Add one batch (valid None: every sample kept) and its second view (or None);
+        ``reference`` (the batch's mean over all ranks) is used by the window's first call."""
         if self.reference is None:
             self.reference = reference.to(torch.float64)  # so y, and the sums, are float64
         y = x - self.reference
@@ -197,25 +209,72 @@ class SpectrumWindow:
             y = torch.where(valid[:, None], y, 0.0)
         self.square.addmm_(y.T, y)
         self.total.add_(y.sum(dim=0))
-        self.count.add_(x.shape[0] if valid is None else valid.sum())
+        kept = x.shape[0] if valid is None else valid.sum()
+        self.count.add_(kept)
+        if x2 is not None:
+            self._add_pairs(y, x, x2, valid, kept)
         self.calls += 1
 
+    def _add_pairs(self, y, x, x2, valid, kept):
+        dim = self.dim
+        if self.pairs is None:
+            self.pairs = torch.zeros(2 * dim * dim + dim + 1, dtype=torch.float64, device=self.buffer.device)
+        between = self.pairs[:dim * dim].view(dim, dim)
+        within = self.pairs[dim * dim:2 * dim * dim].view(dim, dim)
+        # The pair's mean about the reference, (x + x2) / 2 - r = y - (x - x2) / 2, and its difference
+        # (zero for a sample left out, whose views are both zero).
+        difference = (x - x2).to(torch.float64)
+        means = y - difference / 2 if valid is None else torch.where(valid[:, None], y - difference / 2, 0.0)
+        between.addmm_(means.T, means)
+        within.addmm_(difference.T, difference)
+        self.pairs[2 * dim * dim:-1].add_(means.sum(dim=0))
+        self.pairs[-1:].add_(kept)
 
-def spectrum(buffer: np.ndarray, dim: int):
-    """(eigenvalues, largest first, samples, rank) from a window's summed buffer, on the host."""
+    def host_arrays(self):
+        """(buffer, pairs or None, reference or None) as numpy float64 arrays, for the writer thread."""
+        def numpy(t):
+            return None if t is None else t.detach().cpu().numpy()
+        return numpy(self.buffer), numpy(self.pairs), numpy(self.reference)
+
+
+def window_statistics(buffer, dim: int, pairs=None, reference=None) -> dict:
+    """What a window's sums (SpectrumWindow.host_arrays) say, on the host: ``eigenvalues``
+    (largest first), ``samples``, ``rank`` (RankMe) and the health signals of
+    scoreviz.signals (LiDAR with ``pairs``, the Wasserstein uniformity with ``reference``;
+    NaN without), by SPECTRUM_COLUMNS name, but ``windows_dropped``."""
     buffer = np.asarray(buffer, dtype=np.float64)
     samples = buffer[-1]
+    out = {"eigenvalues": np.full(dim, np.nan), "samples": int(samples) if samples >= 1 else 0,
+           "rank": float("nan")}
+    out.update({c: float("nan") for c in SPECTRUM_COLUMNS if c != "windows_dropped"})
+    out["lidar_pairs"] = 0.0 if pairs is None else float(pairs[-1])
     if samples < 1:
-        return np.full(dim, np.nan), 0, float("nan")
+        return out
     mean = buffer[dim * dim:dim * dim + dim] / samples
     second = buffer[:dim * dim].reshape(dim, dim) / samples - np.outer(mean, mean)
-    second = (second + second.T) / 2
     try:
         with _one_blas_thread():
-            eigenvalues = np.linalg.eigvalsh(second)[::-1].clip(min=0.0)
+            eigenvalues = np.linalg.eigvalsh((second + second.T) / 2)[::-1].clip(min=0.0)
+            if pairs is not None and pairs[-1] >= 2:
+                out["lidar"] = signals.lidar(*_pair_covariances(pairs, dim))
     except np.linalg.LinAlgError:  # did not converge: the window is stored, without a spectrum
-        return np.full(dim, np.nan), int(samples), float("nan")
-    return eigenvalues, int(samples), effective_rank(eigenvalues)
+        return out
+    out.update(eigenvalues=eigenvalues, rank=effective_rank(eigenvalues), nesum=signals.nesum(eigenvalues),
+               participation_ratio=signals.participation_ratio(eigenvalues))
+    out["alpha_req"], out["alpha_req_r2"] = signals.alpha_req(eigenvalues)
+    if reference is not None:
+        out["w2_uniformity"] = signals.w2_uniformity(eigenvalues, np.asarray(reference) + mean)
+    return out
+
+
+def _pair_covariances(pairs, dim):
+    """(Sb, Sw) of LiDAR from a window's pairs' buffer: the covariance of the pairs' means
+    (ddof 1) and the within-pair covariance, sum over pairs of d d^T / 2 over the n pairs."""
+    n = pairs[-1]
+    between = pairs[:dim * dim].reshape(dim, dim)
+    within = pairs[dim * dim:2 * dim * dim].reshape(dim, dim)
+    mean = pairs[2 * dim * dim:-1] / n
+    return (between - n * np.outer(mean, mean)) / (n - 1), within / (2 * n)
 
 
 @functools.cache

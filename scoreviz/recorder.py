@@ -28,13 +28,23 @@ import numpy as np
 import torch
 
 from scoreviz import arguments
-from scoreviz.embeddings import SpectrumWindow, batch_mean, embedding_sums, normalised, spectrum, summarize_embeddings
+from scoreviz.embeddings import (
+    SpectrumWindow, batch_mean, embedding_sums, normalised, summarize_embeddings, window_statistics,
+)
 from scoreviz.errors import ScorevizError
 from scoreviz.stats import KINDS, RowLayout, score_row, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
+from scoreviz.store.schema import SPECTRUM_COLUMNS
 
 _LAUNCHER_RANKS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun, SLURM, Open MPI, MPICH
 _WAKE_AT_PENDING = 1024  # wake the writer early rather than hold more rows in memory
+# Spectrum windows handed to the writer and not yet written hold at most this many bytes (beyond
+# the one window always let through): a window that would pass it is dropped, and counted. Each
+# holds a dim x dim float64 matrix (three with two views), 128 MiB at dim 4096, and the writer's
+# eigen-decompositions can fall behind a training loop that ends windows faster (a small window,
+# a large dim): without a bound they pile up in memory (0.4 -> 4.4 GB in 30 calls at dim 4096
+# with spectrum_window=1) and close() waits for all of them.
+MAX_PENDING_WINDOW_BYTES = 256 << 20
 _open_recorders: "weakref.WeakSet[Recorder]" = weakref.WeakSet()
 
 
@@ -101,6 +111,7 @@ class Recorder:
         self._warned = set()
         self._embedding_dims = {}  # tag -> dim: one dim per tag
         self._windows = {}  # tag -> the SpectrumWindow being filled
+        self._dropped = defaultdict(int)  # tag -> windows dropped since its last one handed to the writer
         if self.rank != 0:
             return
         try:
@@ -112,6 +123,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._submitted = self._written = 0
+        self._window_bytes = 0  # of the spectrum windows handed to the writer and not written yet
         self._wake = threading.Event()
         self._error = None
         self._stopping = False
@@ -207,7 +219,7 @@ class Recorder:
             if self.rank == 0:
                 self._submit(("embeddings", tag, step, row, _event(row)))
             if spectrum_on:
-                self._add_to_window(tag, step, x, valid, row, distributed)
+                self._add_to_window(tag, step, x, x2, valid, row, distributed)
 
     def _gather(self, x, valid):
         """Every rank's normalised embeddings (float32) and kept-sample mask, and where this
@@ -230,24 +242,50 @@ class Recorder:
         everything = torch.cat(parts)
         return (everything[:, :-1], everything[:, -1] > 0.5), self.rank * x.shape[0]
 
-    def _add_to_window(self, tag, step, x, valid, row, distributed):
+    def _add_to_window(self, tag, step, x, x2, valid, row, distributed):
         window = self._windows.get(tag)
         if window is None:
             window = self._windows[tag] = SpectrumWindow(x.shape[1], x.device)
-        if x.device != window.buffer.device:  # the tag's embeddings moved: the window stays where it began
-            x, row = x.to(window.buffer.device), row.to(window.buffer.device)
-            valid = None if valid is None else valid.to(window.buffer.device)
-        window.add(x, valid, batch_mean(row) if window.reference is None else None)
+        device = window.buffer.device
+        if x.device != device:  # the tag's embeddings moved: the window stays where it began
+            x, row = x.to(device), row.to(device)
+            x2 = None if x2 is None else x2.to(device)
+            valid = None if valid is None else valid.to(device)
+        window.add(x, valid, batch_mean(row) if window.reference is None else None, x2)
         window.last_step = step
         if window.calls >= self.spectrum_window:
             del self._windows[tag]
-            if distributed:  # second-moment sums add up over ranks
+            if distributed:  # the sums add up over ranks (every rank passes a second view, or none)
                 torch.distributed.all_reduce(window.buffer, op=torch.distributed.ReduceOp.SUM)
+                if window.pairs is not None:
+                    torch.distributed.all_reduce(window.pairs, op=torch.distributed.ReduceOp.SUM)
             self._submit_window(tag, window)
 
-    def _submit_window(self, tag, window):
-        if self.rank == 0:
-            self._submit(("spectrum", tag, window.last_step, (window.buffer, window.dim), _event(window.buffer)))
+    def _submit_window(self, tag, window, closing=False):
+        """Hand a finished window to the writer, or drop it (and count it) when the windows
+        waiting for the writer hold MAX_PENDING_WINDOW_BYTES already; at close() never dropped."""
+        if self.rank != 0:
+            return
+        with self._lock:
+            busy = self._window_bytes > 0 and self._window_bytes + window.nbytes > MAX_PENDING_WINDOW_BYTES
+            if not busy or closing:
+                self._window_bytes += window.nbytes
+        if busy and not closing:
+            self._dropped[tag] += 1
+            if "dropped windows" not in self._warned:
+                self._warned.add("dropped windows")
+                warnings.warn(
+                    f"scoreviz: the writer is behind on spectrum windows: the window of tag {tag!r} ending at step "
+                    f"{window.last_step} (dim {window.dim}, {window.nbytes / 2 ** 20:.0f} MiB) is dropped, and so "
+                    "will be any other while the waiting windows hold more than "
+                    f"{MAX_PENDING_WINDOW_BYTES >> 20} MiB; each stored window counts those dropped before it "
+                    "(windows_dropped). Raise Recorder(spectrum_window=...) to make fewer windows.",
+                    RuntimeWarning, stacklevel=4)
+            return
+        window.dropped, self._dropped[tag] = self._dropped[tag], 0
+        self._submit(("spectrum", tag, window.last_step, window, _event(window.buffer)))
+        if self._window_bytes * 2 > MAX_PENDING_WINDOW_BYTES:
+            self._wake.set()  # rather than wait flush_secs holding them
 
     def log_gradients(self, step, model: torch.nn.Module):
         """Record the L2 norm of the gradients of each layer (the parameters a
@@ -317,7 +355,7 @@ class Recorder:
         windows, self._windows = self._windows, {}
         if not self._distributed and self._error is None:
             for tag, window in windows.items():
-                self._submit_window(tag, window)
+                self._submit_window(tag, window, closing=True)
         with self._lock:
             self._stopping = True
         self._wake.set()
@@ -409,8 +447,10 @@ class Recorder:
                     self._error = err
                 except Exception as err:  # noqa: BLE001: reported on the next log call, flush or close
                     self._error = ScorevizError(f"{self.path}: recording failed ({type(err).__name__}: {err})")
+            window_bytes = sum(item[4].nbytes for item in items if item[0] == "spectrum")
             with self._done:
                 self._written += len(items)
+                self._window_bytes -= window_bytes
                 self._done.notify_all()
             if stopping:
                 return
@@ -446,10 +486,15 @@ class Recorder:
         self._store.flush()
 
     def _write_spectra(self, tag, steps, windows, times):
-        """The eigen-decomposition of each window's second moment, here on the writer thread."""
-        dims = [dim for _, dim in windows]
-        results = [spectrum(buffer.cpu().numpy(), dim) for buffer, dim in windows]
-        samples = [r[1] for r in results]
+        """The eigen-decomposition of each window's second moment and the window's health
+        signals, here on the writer thread."""
+        dims = [window.dim for window in windows]
+        results = []
+        for window in windows:
+            buffer, pairs, reference = window.host_arrays()
+            results.append(window_statistics(buffer, window.dim, pairs, reference))
+            results[-1]["windows_dropped"] = window.dropped
+        samples = [r["samples"] for r in results]
         short = [i for i, (n, dim) in enumerate(zip(samples, dims)) if 0 < n < dim]
         if short and "few samples" not in self._warned:
             self._warned.add("few samples")
@@ -458,8 +503,9 @@ class Recorder:
                 f"scoreviz: the spectrum of tag {tag!r} at step {steps[i]} has {samples[i]} samples for dim {dims[i]}: "
                 "its rank cannot exceed the sample count. Raise Recorder(spectrum_window=...) so that window x "
                 "batch exceeds dim.", RuntimeWarning, stacklevel=2)
-        self._store.append_spectrum(tag, steps, dims, samples, [r[2] for r in results], [r[0] for r in results],
-                                    times)
+        signals = {c: [r[c] for r in results] for c in SPECTRUM_COLUMNS}
+        self._store.append_spectrum(tag, steps, dims, samples, [r["rank"] for r in results],
+                                    [r["eigenvalues"] for r in results], signals, times)
 
     def _warn_about_embeddings(self, tag, steps, stats):
         bad = np.flatnonzero(stats["nonfinite"] > 0)

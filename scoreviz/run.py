@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 
 from scoreviz.errors import ScorevizError
-from scoreviz.store.schema import KINDS
+from scoreviz.store.schema import KINDS, SPECTRUM_COLUMNS
 from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreReader
 from scoreviz.store.select import last_of_each_step as _last_of_each_step
 
-EMBEDDING_FRAME_COLUMNS = ("std", "uniformity", "alignment", "rank", "dim", "samples", "nonfinite", "window_samples")
+EMBEDDING_FRAME_COLUMNS = ("std", "uniformity", "alignment", "rank") + SPECTRUM_COLUMNS[:-1] + (
+    "dim", "samples", "nonfinite", "window_samples", "windows_dropped")
 
 
 class Run:
@@ -110,15 +111,21 @@ class Run:
     def embeddings(self, tag: str = "train") -> pd.DataFrame:
         """Embedding statistics of one tag (log_embeddings), indexed by step.
 
-        Columns: std, uniformity, alignment (NaN without a second view), rank
-        (RankMe's effective rank of the spectrum, at the last step of each window,
-        NaN elsewhere), dim, samples (kept in the batch), nonfinite (left out) and
-        window_samples (the samples behind each rank).
+        Columns: std, uniformity, alignment (NaN without a second view); at the last
+        step of each spectrum window (NaN elsewhere) rank (RankMe's effective rank of
+        the spectrum) and the window's health signals (scoreviz.signals, docs/health.md):
+        alpha_req, alpha_req_r2, nesum, participation_ratio, w2_uniformity, lidar and
+        lidar_pairs (NaN and 0 without a second view); then dim, samples (kept in the
+        batch), nonfinite (left out), window_samples (the samples behind each rank) and
+        windows_dropped (windows of the tag the writer was too far behind to take, since
+        the one before). The signals are NaN in files of schema 3 and older.
         """
         steps, stats, columns = self._reader.embeddings(tag)
         frame = _by_step(pd.DataFrame(stats, columns=columns), steps)
-        spectrum_steps, _, samples, ranks, _ = self._spectrum_rows(tag)
+        spectrum_steps, _, samples, ranks, _, signals = self._spectrum_rows(tag)
         windows = pd.DataFrame({"rank": ranks, "window_samples": samples.astype(np.float64)})
+        for column in SPECTRUM_COLUMNS:
+            windows[column] = signals[column] if column in signals else np.nan
         frame = frame.join(_by_step(windows, spectrum_steps), how="outer")
         return frame[[c for c in EMBEDDING_FRAME_COLUMNS if c in frame] + [c for c in frame if c not in
                                                                         EMBEDDING_FRAME_COLUMNS]]
@@ -127,17 +134,19 @@ class Run:
         """(steps (n,), eigenvalues (n, dim)): each window's eigenvalues of the second moment of
         the centred, l2-normalised embeddings, largest first (NaN after a row's own dim where
         the dim changed between resumed runs). Empty arrays when no window was completed."""
-        steps, _, _, _, eigenvalues = self._spectrum_rows(tag)
+        steps, _, _, _, eigenvalues, _ = self._spectrum_rows(tag)
         return steps, eigenvalues
 
     def _spectrum_rows(self, tag):
-        """The last spectrum row of each step of `tag` (none when the tag has embeddings only)."""
+        """The last spectrum row of each step of `tag` (none when the tag has embeddings only):
+        steps, dims, samples, ranks, eigenvalues and {signal: values} (those the file has)."""
         if tag not in self._reader.tags("spectrum"):
             self._reader.embeddings(tag)  # a ScorevizError naming the tags when there is no such tag
-            return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty((0, 0))
-        steps, dims, samples, ranks, eigenvalues = self._reader.spectrum(tag)
+            return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty((0, 0)), {}
+        steps, dims, samples, ranks, eigenvalues, signals, names = self._reader.spectrum(tag)
         keep = _last_of_each_step(steps)
-        return steps[keep], dims[keep], samples[keep], ranks[keep], eigenvalues[keep]
+        return (steps[keep], dims[keep], samples[keep], ranks[keep], eigenvalues[keep],
+                {name: signals[keep, i] for i, name in enumerate(names)})
 
     def histograms(self, tag: str, kind: str, steps=None, max_points=None):
         """(steps (n,), bin_edges (bins + 1,), counts (n, bins)) of one tag and kind ("pos" or "neg");

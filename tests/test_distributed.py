@@ -2,7 +2,8 @@
 
 The embedding statistics of two ranks equal those of one process given the
 concatenated batch: sums add up, uniformity pairs every rank's samples with all
-(gathered) samples, and the spectrum's second-moment sums are all-reduced."""
+(gathered) samples, and the spectrum's second-moment sums (and LiDAR's pair sums) are
+all-reduced, so the window's health signals are those of the global batch too."""
 
 import socket
 
@@ -101,6 +102,9 @@ def test_two_ranks_write_one_file_with_the_global_statistics(tmp_path, before_in
         np.testing.assert_allclose(embeddings[column].iloc[:-1], expected[column], rtol=1e-6, err_msg=column)
     steps, eigenvalues = run.spectrum()
     assert list(steps) == [1, 3] and embeddings["rank"].notna().sum() == 2
+    signals = ["alpha_req", "alpha_req_r2", "nesum", "participation_ratio", "w2_uniformity", "lidar"]
+    assert embeddings.loc[[1, 3], signals].notna().all().all()  # compared above: the window sums all-reduced
+    assert embeddings.loc[[1, 3], "lidar_pairs"].tolist() == [30, 30]  # 2 steps x 16 samples, 1 left out each
     np.testing.assert_allclose(eigenvalues, open_run(one_process).spectrum()[1], rtol=1e-6, atol=1e-12)
     assert run.scalars()["rank"].tolist() == [0.0] * STEPS  # rank 0 alone writes
     assert run.env["world_size"] == WORLD

@@ -1,4 +1,4 @@
-"""Runs recorded by older scoreviz versions (schema 1: scoreviz 0.1; schema 2) open, and
+"""Runs recorded by older scoreviz versions (schema 1: scoreviz 0.1; schema 2; schema 3) open, and
 recording into them upgrades them to the current schema without losing a row.
 
 The files in tests/data were written by those versions themselves (see
@@ -21,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 STEPS = np.arange(20)
 
 
-@pytest.fixture(params=[1, 2], ids=["schema 1", "schema 2"])
+@pytest.fixture(params=[1, 2, 3], ids=["schema 1", "schema 2", "schema 3"])
 def old_run(request, tmp_path):
     run_dir = tmp_path / f"schema{request.param}"
     shutil.copytree(DATA / f"schema{request.param}", run_dir)
@@ -48,12 +48,32 @@ def test_an_old_file_opens_with_the_new_streams_empty(old_run):
     check_old_rows(run)
     scores = run.scores("raw")
     assert list(scores.columns[-2:]) == ["margin", "hard_frac"] and set(STATS_COLUMNS) <= set(scores.columns)
+    assert list(run.steps()) == list(STEPS)
+    if run_schema(old_run) >= 3:
+        return  # its embeddings: test_a_schema_3_file_reads_its_spectra_without_the_window_signals
     assert scores["margin"].isna().all()  # not recorded by those versions
     assert run.embedding_tags == []
     with pytest.raises(ScorevizError, match="no embeddings under tag 'train'; tags: \\[\\]"):
         run.embeddings()
-    assert list(run.steps()) == list(STEPS)
     assert run.summary()["embedding tags"] == []
+
+
+def run_schema(run_dir):
+    with h5py.File(run_dir / "scores.h5", "r") as f:
+        return int(f.attrs["scoreviz_schema"])
+
+
+def test_a_schema_3_file_reads_its_spectra_without_the_window_signals():
+    """Its embeddings and spectra as recorded; the window signals it lacks read as NaN, at its windows."""
+    run = open_run(DATA / "schema3")
+    frame = run.embeddings()
+    assert list(frame.index) == list(STEPS) and frame["std"].notna().all()
+    windows = frame["rank"].dropna()
+    assert list(windows.index) == [4, 9, 14, 19] and (windows > 1).all()
+    assert list(run.spectrum()[0]) == [4, 9, 14, 19]
+    signals = ["alpha_req", "alpha_req_r2", "nesum", "participation_ratio", "w2_uniformity", "lidar", "lidar_pairs",
+               "windows_dropped"]
+    assert set(signals) <= set(frame.columns) and frame[signals].isna().all().all()
 
 
 def test_recording_into_an_old_file_upgrades_it_and_keeps_every_row(old_run):
@@ -68,9 +88,16 @@ def test_recording_into_an_old_file_upgrades_it_and_keeps_every_row(old_run):
     check_old_rows(run)
     scores = run.scores("raw")
     assert list(scores.index) == list(range(22))
-    assert scores["margin"].loc[STEPS].isna().all() and scores["margin"].loc[[20, 21]].notna().all()
-    assert list(run.embeddings().index) == [20, 21] and list(run.spectrum()[0]) == [21]
-    assert run.config["made_by"] in ("s1", "s2")  # the old header is kept
+    assert scores["margin"].loc[[20, 21]].notna().all()
+    embeddings = run.embeddings()
+    if run_schema(DATA / old_run.name) < 3:
+        assert scores["margin"].loc[STEPS].isna().all()
+    if run_schema(DATA / old_run.name) == 3:  # its own rows kept; the new window has its signals, the old ones NaN
+        assert list(embeddings.index) == list(range(22)) and list(run.spectrum()[0]) == [4, 9, 14, 19, 21]
+        assert embeddings["nesum"].loc[[4, 9, 14, 19]].isna().all() and embeddings["nesum"].loc[21] > 1
+    else:
+        assert list(embeddings.index) == [20, 21] and list(run.spectrum()[0]) == [21]
+    assert run.config["made_by"] in ("s1", "s2", "numbers_s3")  # the old header is kept
 
 
 def test_recording_into_an_old_file_needs_its_bins(old_run):

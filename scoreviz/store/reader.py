@@ -226,9 +226,7 @@ class StoreReader:
             rows, names = committed[stream_name]
         names_ds = _dataset(group, stream.names, 1, self.path)
         datasets = {}
-        for name, _, width in stream.datasets:
-            if name == "time" and self.schema < 2:
-                continue
+        for name, _, width in stream.present(self.schema):
             datasets[name] = _dataset(group, name, 1 if width is None else 2, self.path)
         for name, ds in [(stream.names, names_ds), *datasets.items()]:
             if int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize > 16 * size + _DECLARED_SLACK:
@@ -314,7 +312,9 @@ class StoreReader:
         return self._read(read)
 
     def spectrum(self, tag):
-        """(steps, dims, samples, ranks, eigenvalues (n, largest dim), NaN after each row's dim) of one tag."""
+        """(steps, dims, samples, ranks, eigenvalues (n, largest dim), NaN after each row's dim,
+        signals (n, c), their column names) of one tag; a file without the signals (schema 3)
+        gives (n, 0) and no names."""
         def read(f):
             g, n, picked = self._tag_rows(f, "spectrum", tag, "spectra")
             table = g["eigenvalues"]
@@ -325,8 +325,12 @@ class StoreReader:
                 raise self._absurd("spectrum/eigenvalues", (len(picked), width))
             values = _rows_at(table, picked, width).astype(np.float64)
             values[np.arange(width)[None, :] >= dims[:, None]] = np.nan
+            if "stats" in (name for name, _, _ in STREAMS["spectrum"].present(self.schema)):
+                signals, names = _rows_at(g["stats"], picked), _stats_columns(g["stats"], self.path)
+            else:
+                signals, names = np.empty((len(picked), 0)), []
             return (g["step"][:n][picked], dims, _rows_at(g["samples"], picked), _rows_at(g["rank"], picked),
-                    values)
+                    values, signals, names)
         return self._read(read)
 
     def _checked_dims(self, dims, table):
@@ -403,10 +407,9 @@ class StoreReader:
             n, count = self._extent(f, stream)
             stop_ = min(stop, n)
             out = {}
-            for name, _, _ in STREAMS[stream].datasets:
-                if name in g and (name != "time" or self.schema >= 2):
-                    out[name] = g[name][start:stop_]
-            if STREAMS[stream].columns:
+            for name, _, _ in STREAMS[stream].present(self.schema):
+                out[name] = g[name][start:stop_]
+            if "stats" in out:
                 out["stats_columns"] = _stats_columns(g["stats"], self.path)
             if stream == "spectrum":
                 out["dim"] = self._checked_dims(out["dim"], g["eigenvalues"])

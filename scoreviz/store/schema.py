@@ -26,6 +26,8 @@
     /spectrum/rank         float64 (n,)      RankMe's effective rank of the window
     /spectrum/eigenvalues  float32 (n, w)    eigenvalues, largest first, in the first `dim` columns;
                                              NaN after them; w grows to the largest dim
+    /spectrum/stats        float64 (n, c)    attrs: columns (SPECTRUM_COLUMNS: the window's health
+                                             signals, see scoreviz.signals)
 
 A stream is a group of datasets with one row per record. A writer appends to
 every dataset of a stream, flushes, and only then raises `committed` (one small
@@ -34,7 +36,8 @@ complete in every dataset, whatever happened to the writer (killed, disk full)
 in between. Schema 1 files (scoreviz 0.1) have no `committed` and no `time`:
 readers take the rows present in every dataset. Schema 2 files have no
 `embeddings` and `spectrum` streams (read as empty) and 25 score columns (no
-margin, hard_frac). A writer upgrades an older file before appending.
+margin, hard_frac). Schema 3 files have no `spectrum/stats` (its columns read as NaN).
+A writer upgrades an older file before appending.
 
 Every dataset is chunked and resizable, and not compressed: a live writer
 appends a few rows every few seconds, and HDF5 writes each grown compressed chunk to
@@ -59,13 +62,18 @@ import numpy as np
 from scoreviz.errors import ScorevizError
 from scoreviz.store.hdf5 import describe
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The names the file's columns are made of, defined here (not in scoreviz.stats or
 # scoreviz.embeddings, which compute them with torch): reading a run never imports torch.
 KINDS = ("pos", "neg")
 STAT_NAMES = ("count", "mean", "var", "min", "max", "q05", "q25", "q50", "q75", "q95",
               "nonfinite", "out_of_range")
 EMBEDDING_COLUMNS = ("samples", "nonfinite", "dim", "std", "uniformity", "alignment")
+# Per spectrum window (scoreviz.signals defines each): alpha-ReQ's slope and its fit's R^2, NESum,
+# the participation ratio, the Wasserstein uniformity, LiDAR and the pairs (surrogate classes) behind
+# it, and the windows of the tag dropped since the previous stored one (the writer was behind).
+SPECTRUM_COLUMNS = ("alpha_req", "alpha_req_r2", "nesum", "participation_ratio", "w2_uniformity", "lidar",
+                    "lidar_pairs", "windows_dropped")
 FILE_NAME = "scores.h5"
 STATS_COLUMNS = tuple(f"{k}_{s}" for k in KINDS for s in STAT_NAMES) + ("neg_sample_var", "margin", "hard_frac")
 NAME_BYTES = 256
@@ -81,7 +89,8 @@ class Stream:
     """One stream of rows: its datasets (name, dtype, width: None for 1-D), its name list,
     the dataset whose columns follow that list (None when none does), the column names of
     its `stats` dataset (kept in the file as that dataset's `columns` attribute; empty when
-    it has none), and the first schema that has the stream."""
+    it has none), the first schema that has the stream, and {dataset: first schema} for
+    datasets added to it later."""
 
     name: str
     datasets: tuple
@@ -89,6 +98,12 @@ class Stream:
     table: str = None
     columns: tuple = ()
     since: int = 1
+    later: tuple = (("time", 2),)
+
+    def present(self, schema: int) -> list:
+        """The (name, dtype, width) of the datasets a file of `schema` has in this stream."""
+        first = dict(self.later)
+        return [d for d in self.datasets if first.get(d[0], self.since) <= schema]
 
     def widths(self, bins: int, names: int) -> dict:
         """{dataset: number of columns (None for 1-D)} for a file with `bins` bins and `names` names."""
@@ -108,8 +123,9 @@ STREAMS = {
     "embeddings": Stream("embeddings", _ROW + _TAG + (("stats", np.float64, len(EMBEDDING_COLUMNS)),),
                          names="tag_names", columns=EMBEDDING_COLUMNS, since=3),
     "spectrum": Stream("spectrum", _ROW + _TAG + (("dim", np.int32, None), ("samples", np.int64, None),
-                                                  ("rank", np.float64, None), ("eigenvalues", np.float32, GROWS)),
-                       names="tag_names", since=3),
+                                                  ("rank", np.float64, None), ("eigenvalues", np.float32, GROWS),
+                                                  ("stats", np.float64, len(SPECTRUM_COLUMNS))),
+                       names="tag_names", columns=SPECTRUM_COLUMNS, since=3, later=(("stats", 4),)),
 }
 
 

@@ -75,21 +75,21 @@ class StoreWriter:
         def stage():
             [index] = self._rows.names_index("embeddings", [tag])
             n = len(steps)
-            columns = STREAMS["embeddings"].columns
             self._rows.append("embeddings", {
                 "step": steps, "time": _times(times, n), "tag": np.full(n, index, dtype=np.int32),
-                "stats": np.stack([np.asarray(stats[c], dtype=np.float64) for c in columns], axis=1)})
+                "stats": _stats_table(stats, STREAMS["embeddings"].columns, n)})
         self._guarded(stage)
 
-    def append_spectrum(self, tag: str, steps, dims, samples, ranks, eigenvalues, times=None):
+    def append_spectrum(self, tag: str, steps, dims, samples, ranks, eigenvalues, signals: dict, times=None):
         """Spectra of one tag: each row's eigenvalues (largest first) in its first dims[i] columns
-        of `eigenvalues` (n, w), w >= max(dims)."""
+        of `eigenvalues` (n, w), w >= max(dims); `signals` maps every SPECTRUM_COLUMNS name to an array."""
         def stage():
             [index] = self._rows.names_index("spectrum", [tag])
             n = len(steps)
             self._rows.append("spectrum", {
                 "step": steps, "time": _times(times, n), "tag": np.full(n, index, dtype=np.int32),
-                "dim": dims, "samples": samples, "rank": ranks, "eigenvalues": _padded(eigenvalues, dims)})
+                "dim": dims, "samples": samples, "rank": ranks, "eigenvalues": _padded(eigenvalues, dims),
+                "stats": _stats_table(signals, STREAMS["spectrum"].columns, n)})
         self._guarded(stage)
 
     def append_gradients(self, steps, names, norms, totals, times=None):
@@ -183,6 +183,11 @@ class StoreWriter:
 
 def _times(times, n):
     return np.full(n, time.time()) if times is None else np.asarray(times, dtype=np.float64)
+
+
+def _stats_table(stats: dict, columns, n: int) -> np.ndarray:
+    """The (n, len(columns)) float64 table of a `stats` dataset from {column: array}."""
+    return np.stack([np.asarray(stats[c], dtype=np.float64) for c in columns], axis=1).reshape(n, len(columns))
 
 
 def _padded(values, dims):
@@ -389,8 +394,8 @@ def _copy(rows: _Appender, stream, data, names):
     columns.setdefault("time", np.full(n, np.nan))  # schema 1 has no wall times
     if "tag" in data:
         columns["tag"] = np.asarray(rows.names_index(stream, names), dtype=np.int32)[data["tag"]]
-    if spec.columns:
-        old = {c: i for i, c in enumerate(data["stats_columns"])}
+    if spec.columns:  # (a schema 3 file's spectrum has no stats: all NaN)
+        old = {c: i for i, c in enumerate(data.get("stats_columns", []))}
         columns["stats"] = np.stack([data["stats"][:, old[c]] if c in old else np.full(n, np.nan)
                                      for c in spec.columns], axis=1)
     if spec.table:
