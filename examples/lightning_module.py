@@ -3,9 +3,10 @@
     pip install lightning
     python examples/lightning_module.py runs/lightning
 
-`training_step` returns its logits and temperature next to the loss, and the
-two views' embeddings; the callback does the rest (scores, embedding std,
-uniformity, alignment and rank, gradient norms, loss, learning rate).
+`training_step` returns its in-batch logits, their layout ("diagonal") and the
+temperature next to the loss, and the two views' embeddings; the callback does
+the rest (scores, embedding std, uniformity, alignment and rank, gradient norms,
+loss, learning rate).
 """
 
 import argparse
@@ -26,13 +27,10 @@ class ContrastiveModule(lightning.LightningModule):
     def training_step(self, points, batch_idx):
         za = F.normalize(self.encoder(points + 0.3 * torch.randn_like(points)), dim=1)
         zb = F.normalize(self.encoder(points + 0.3 * torch.randn_like(points)), dim=1)
-        scores = za @ zb.T  # in-batch negatives: the positive of row i is column i
-        # MoCo-style logits: column 0 the positive, then the negatives
-        off_diagonal = ~torch.eye(len(points), dtype=torch.bool, device=points.device)
-        logits = torch.cat([scores.diagonal()[:, None], scores[off_diagonal].view(len(points), -1)], 1)
-        logits = logits / self.hparams.temperature
-        loss = F.cross_entropy(logits, torch.zeros(len(points), dtype=torch.long, device=points.device))
-        return {"loss": loss, "logits": logits, "temperature": self.hparams.temperature, "z": za, "z2": zb}
+        logits = za @ zb.T / self.hparams.temperature  # in-batch negatives: the positive of row i is column i
+        loss = F.cross_entropy(logits, torch.arange(len(points), device=points.device))
+        return {"loss": loss, "logits": logits, "temperature": self.hparams.temperature, "positives": "diagonal",
+                "z": za, "z2": zb}
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)

@@ -32,7 +32,8 @@ from scoreviz.embeddings import (
     SpectrumWindow, batch_mean, embedding_sums, normalised, summarize_embeddings, window_statistics,
 )
 from scoreviz.errors import ScorevizError
-from scoreviz.stats import KINDS, RowLayout, score_row, summarize
+from scoreviz.logits import split as split_logits
+from scoreviz.stats import KINDS, RowLayout, masked_score_row, score_row, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
 from scoreviz.store.schema import SPECTRUM_COLUMNS
 
@@ -141,47 +142,54 @@ class Recorder:
         the mean over samples of each sample's own negative variance is kept too.
         Non-finite scores are counted and left out of every statistic.
         """
-        self._log_scores(step, pos, neg, tag, 1.0, "log_scores")
-
-    def _log_scores(self, step, pos, neg, tag, scale, caller):
         step = self._check_open_and_step(step)
-        pos = arguments.scores(pos, "pos", caller)
-        neg = pos.new_empty((0, 0)) if neg is None else arguments.scores(neg, "neg", caller)
+        pos = arguments.scores(pos, "pos", "log_scores")
+        neg = pos.new_empty((0, 0)) if neg is None else arguments.scores(neg, "neg", "log_scores")
+        self._record_scores(step, tag, "log_scores", lambda: score_row(pos, neg.to(pos.device), self.bins))
+
+    def _record_scores(self, step, tag, caller, make_row):
+        """The row `make_row()` makes, under `tag`, at a recorded step (reduced over ranks)."""
         tag = arguments.name(tag, f"{caller}: tag")
         if step % self.every:
             return
         with torch.inference_mode():  # no autograd bookkeeping: about a tenth of the cost of these small ops
-            row = score_row(pos, neg.to(pos.device), self.bins, scale)
+            row = make_row()
             if self._in_process_group():
                 self._reduce(row)
         if self.rank == 0:
             self._submit(("scores", tag, step, row, _event(row)))
 
-    def log_logits(self, step, logits, temperature: float, tag: str = "train", positives: str = "first"):
+    def log_logits(self, step, logits, temperature: float, tag: str = "train", positives=None, ignore=None):
         """Record logits (cosine scores divided by `temperature`; multiplied back here).
 
-        positives="first" (default): MoCo-style (batch, 1 + negatives), column 0 the
-        positive, the rest its negatives. positives="diagonal": in-batch (batch, batch)
-        logits as in CLIP or InfoNCE over a batch, row i's positive in column i, the
-        other columns of the row its negatives.
+        ``positives`` says where each row's positive is (scoreviz.logits):
+
+        - "first": MoCo's (batch, 1 + negatives), column 0 the positive, the rest its
+          negatives; the default for logits that are not square;
+        - "diagonal": in-batch (batch, batch) logits as in CLIP or InfoNCE over a batch,
+          row i's positive in column i, the other columns its negatives (also (batch,
+          batch + extra): extra candidates, e.g. hard negatives, appended as columns);
+        - "ntxent": SimCLR's NT-Xent (2B, 2B) over both views stacked, row i's positive
+          in column i + B (i - B in the second half), column i (its self-similarity) left
+          out, the other 2B - 2 its negatives;
+        - a bool mask of the logits' shape: True the positives (any number per row, e.g.
+          SupCon's same-label entries), the rest the negatives, but those of ``ignore``:
+          "diagonal" (SupCon's self-similarity), a bool mask, or False (none). Square
+          logits with a mask need ``ignore`` said. The margin then pairs each row's weakest
+          positive with its hardest negative.
+
+        Square logits without ``positives=`` are refused with a ScorevizError: read as
+        MoCo's they would record a silently wrong number.
         """
+        step = self._check_open_and_step(step)
         logits = arguments.scores(logits, "logits", "log_logits")
         temperature = arguments.temperature(temperature)
-        if positives == "first":
-            if logits.dim() != 2 or logits.shape[1] < 2:
-                raise ScorevizError(f"log_logits: logits must have shape (batch, 1 + negatives) with column 0 the "
-                                    f"positive, got {tuple(logits.shape)}; for in-batch (batch, batch) logits pass "
-                                    f"positives='diagonal'")
-            pos, neg = logits[:, 0], logits[:, 1:]
-        elif positives == "diagonal":
-            if logits.dim() != 2 or logits.shape[0] != logits.shape[1] or logits.shape[0] < 2:
-                raise ScorevizError(f"log_logits: positives='diagonal' needs square (batch, batch) logits with "
-                                    f"batch >= 2, got {tuple(logits.shape)}")
-            pos, neg = logits.diagonal(), _off_diagonal(logits)
+        pos, neg, masks = split_logits(logits, positives, ignore)
+        if masks is None:
+            self._record_scores(step, tag, "log_logits", lambda: score_row(pos, neg, self.bins, temperature))
         else:
-            raise ScorevizError(f"log_logits: positives must be 'first' (column 0, MoCo) or 'diagonal' "
-                                f"(in-batch), got {positives!r:.60}")
-        self._log_scores(step, pos, neg, tag, temperature, "log_logits")
+            self._record_scores(step, tag, "log_logits",
+                                lambda: masked_score_row(logits, *masks, self.bins, temperature))
 
     def log_embeddings(self, step, z, z2=None, tag: str = "train"):
         """Record statistics of one step's embeddings z (batch, dim), any device.
@@ -538,15 +546,6 @@ class Recorder:
 
 
 
-
-
-def _off_diagonal(square: torch.Tensor) -> torch.Tensor:
-    """The (n, n - 1) entries off the diagonal of an (n, n) tensor, row by row.
-
-    A reshape, not a boolean mask: masked_select would wait for the device.
-    """
-    n = square.shape[0]
-    return square.flatten()[1:].view(n - 1, n + 1)[:, :-1].reshape(n, n - 1)
 
 
 def _event(*tensors):

@@ -84,11 +84,12 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
 
 
-def _row_moments(rows: torch.Tensor):
+def _row_moments(rows: torch.Tensor, include=None):
     """Per-row count, sum and spread (the square root of the sum of squared deviations from
     the row's mean) of the finite scores, float32, and the mask of finite scores (None when
-    every score is finite)."""
-    if rows.device.type == "cpu":
+    every score is finite). ``include``: a bool mask of the scores of this kind (None: all);
+    the others are neither counted nor seen."""
+    if rows.device.type == "cpu" and include is None:
         total = rows.sum(dim=1)
         # On the CPU a look costs nothing: a finite sum of the row sums means finite rows.
         if math.isfinite(total.sum()):
@@ -96,6 +97,8 @@ def _row_moments(rows: torch.Tensor):
             spread = torch.zeros_like(total) if width == 1 else _spread(rows, total / width)
             return torch.full_like(total, width), total, spread, None
     finite = torch.isfinite(rows)
+    if include is not None:
+        finite &= include
     count = finite.sum(dim=1).float()
     total = torch.where(finite, rows, 0.0).sum(dim=1)
     deviations = torch.where(finite, rows - (total / count.clamp(min=1))[:, None], 0.0)
@@ -130,10 +133,11 @@ def _histogram_sample(values: torch.Tensor):
 class _Kind:
     """One kind's scores as rows, and per row (float32, all but the counts times `scale`):
     count of finite scores, count of non-finite ones, sum, spread, min and -max (a row
-    without a finite score has min = -max = inf, which every minimum ignores)."""
+    without a finite score has min = -max = inf, which every minimum ignores). ``include``:
+    the mask of the scores of this kind (a positives mask), None for all."""
 
-    def __init__(self, rows: torch.Tensor, scale: float):
-        count, total, spread, finite = _row_moments(rows)
+    def __init__(self, rows: torch.Tensor, scale: float, include=None):
+        count, total, spread, finite = _row_moments(rows, include)
         self.finite = finite
         if finite is None:
             self.hist_input, row_max, row_min = rows, rows.amax(dim=1), rows.amin(dim=1)
@@ -141,7 +145,8 @@ class _Kind:
             self.hist_input = torch.where(finite, rows, float("inf"))  # outside the histogram's range
             row_max = torch.where(finite, rows, float("-inf")).amax(dim=1)
             row_min = self.hist_input.amin(dim=1)
-        self.numbers = torch.stack([count, torch.rsub(count, rows.shape[1]), total, spread, row_min, row_max.neg()])
+        members = rows.shape[1] if include is None else include.sum(dim=1).float()
+        self.numbers = torch.stack([count, torch.sub(members, count), total, spread, row_min, row_max.neg()])
         if scale != 1.0:  # scale > 0: float32 rounding keeps the order, so min and max stay the scaled scores'
             self.numbers[2:].mul_(scale)
 
@@ -198,9 +203,9 @@ def _bin_counts(values: torch.Tensor, bins: int, scale: float, inside: bool = Fa
     if values.device.type != "cpu":
         return torch.histc(scores, bins=bins, min=-1.0, max=1.0).double()
     if inside:
-        return torch.bincount(_inside_bins(scores, bins).view(-1), minlength=bins).double()
+        return torch.bincount(_inside_bins(scores, bins).reshape(-1), minlength=bins).double()
     index = _positions(scores, bins).floor_().clamp_(-1, bins).long().add_(1)  # 0 below the range, bins + 1 at 1.0 and above
-    hist = torch.bincount(index.view(-1), minlength=bins + 2)[1:bins + 1].double()
+    hist = torch.bincount(index.reshape(-1), minlength=bins + 2)[1:bins + 1].double()  # (a transposed neg: a copy)
     hist[-1] += scores.eq(1.0).sum()  # 1.0 (position bins exactly) falls in the last bin
     return hist
 
@@ -248,11 +253,22 @@ def score_row(pos: torch.Tensor, neg: torch.Tensor, bins: int, scale: float = 1.
     return _general_row(rows, bins, scale)
 
 
-def _general_row(rows, bins: int, scale: float) -> torch.Tensor:
+def masked_score_row(scores: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, bins: int,
+                     scale: float = 1.0) -> torch.Tensor:
+    """score_row of the scores (samples, columns) whose positives and negatives are given by two
+    bool masks of their shape (an entry in neither is left out: a self-similarity), any number
+    of each per sample. The margin pairs each sample's weakest positive with its hardest
+    negative (a sample counts once it has a finite one of each)."""
+    rows = _as_rows(scores)
+    return _general_row([rows, rows], bins, scale, [positives.reshape(rows.shape), negatives.reshape(rows.shape)])
+
+
+def _general_row(rows, bins: int, scale: float, include=(None, None)) -> torch.Tensor:
     """score_row of [positives as (P, 1) rows, negatives as (samples, negatives per sample) rows],
-    for scores of any value on any device."""
+    for scores of any value on any device; ``include``: per kind, the mask of its scores in its
+    rows (None: all)."""
     device = rows[1].device
-    kinds = [_Kind(r, scale) if r.numel() else None for r in rows]
+    kinds = [_Kind(r, scale, inc) if r.numel() else None for r, inc in zip(rows, include)]
     if kinds[0] is not None and kinds[1] is not None and rows[0].shape[0] == rows[1].shape[0]:
         sums, extremes, per_row = _summed(kinds)
         margin = _margin_sums(per_row[0, 4], per_row[1, 5])  # a positive's row min: itself, inf if not finite

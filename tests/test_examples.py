@@ -70,7 +70,9 @@ def test_lightning_module_with_the_callback(tmp_path, python, subprocess_env):
     pytest.importorskip("lightning")
     run([python, str(EXAMPLES / "lightning_module.py"), str(tmp_path / "lightning"), "--epochs", "1"], subprocess_env)
     run_ = open_run(tmp_path / "lightning")
-    assert list(run_.scores("train").index) == list(range(16))  # 2048 points / batch 128
+    scores = run_.scores("train")
+    assert list(scores.index) == list(range(16))  # 2048 points / batch 128
+    assert (scores["pos_count"] == 128).all() and (scores["neg_count"] == 128 * 127).all()  # the diagonal layout
     assert list(run_.gradients().index) == list(range(16))
     assert run_.config == {"temperature": 0.1, "lr": 0.1}  # the module's hyperparameters
     assert list(run_.scalars().columns) == ["loss", "lr"]

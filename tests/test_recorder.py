@@ -102,10 +102,13 @@ def test_log_logits_diagonal_takes_in_batch_positives(tmp_path):
 
 
 @pytest.mark.parametrize("logits, positives, message", [
-    (torch.rand(4, 5), "diagonal", r"square \(batch, batch\)"),
+    (torch.rand(5, 4), "diagonal", r"shape \(batch, batch\)"),
     (torch.rand(1, 1), "diagonal", "batch >= 2"),
     (torch.rand(4, 4), "column0", "positives must be 'first'"),
-    (torch.rand(4), "first", "positives='diagonal'"),
+    (torch.rand(4), "first", r"\(batch, 1 \+ negatives\)"),
+    (torch.rand(5, 5), "ntxent", r"\(2B, 2B\)"),
+    (torch.rand(4, 4), torch.ones(4, 4), "must be a bool tensor"),
+    (torch.rand(4, 4), torch.ones(4, 5, dtype=torch.bool), "the logits' shape"),
 ])
 def test_log_logits_positives_are_checked(tmp_path, logits, positives, message):
     with Recorder(tmp_path) as rec:

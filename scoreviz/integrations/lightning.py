@@ -3,10 +3,12 @@
     from scoreviz.integrations.lightning import ScorevizCallback
     trainer = lightning.Trainer(callbacks=[ScorevizCallback("runs/my-run")])
 
-`training_step` returns a dict with the loss and either MoCo-style logits
-(`"logits"` and `"temperature"`) or cosine scores (`"pos"`, and `"neg"` where the
-method has negatives), and/or embeddings (`"z"`, with `"z2"` for a second
-view); optionally `"tag"`. The callback records them, the gradient norms before
+`training_step` returns a dict with the loss and either logits (`"logits"` and
+`"temperature"`, and `"positives"` unless they are MoCo's (B, 1 + K) with the
+positive in column 0: "diagonal" for in-batch (B, B) logits, "ntxent", or a bool
+mask with `"ignore"`, as for `Recorder.log_logits`) or cosine scores (`"pos"`,
+and `"neg"` where the method has negatives), and/or embeddings (`"z"`, with
+`"z2"` for a second view); optionally `"tag"`. The callback records them, the gradient norms before
 each optimizer step, the loss and the learning rate, at Lightning's global step.
 Under a distributed strategy every rank records and rank 0 writes.
 """
@@ -47,7 +49,8 @@ class ScorevizCallback(lightning.Callback):
         step = max(trainer.global_step - 1, 0)  # the optimizer step this batch made
         tag = outputs.get("tag", "train")
         if "logits" in outputs:
-            self.recorder.log_logits(step, _detached(outputs["logits"]), float(outputs["temperature"]), tag=tag)
+            self.recorder.log_logits(step, _detached(outputs["logits"]), float(outputs["temperature"]), tag=tag,
+                                     positives=outputs.get("positives"), ignore=outputs.get("ignore"))
         elif "pos" in outputs:
             self.recorder.log_scores(step, _detached(outputs["pos"]), _detached(outputs.get("neg")), tag=tag)
         elif "z" not in outputs:

@@ -6,11 +6,12 @@
                                          callbacks=[ScorevizCallback("runs/st", loss)])
 
 The callback watches the loss: every time it computes its value from the
-embeddings of a batch of (anchor, positive[, negative ...]) rows, the cosine
-scores of each anchor with its own positive (the diagonal of the similarity
-matrix) are the positives, and its scores with every other candidate the loss
-sees (the other rows' positives and every row's hard negatives) are the
-negatives: tag "train" (and "eval" during evaluation). With hard negatives in
+embeddings of a batch of (anchor, positive[, negative ...]) rows, it scores them
+in the in-batch layout (log_logits' positives="diagonal", on the (batch, batch x
+columns) similarity matrix): the cosine scores of each anchor with its own
+positive (the diagonal) are the positives, and its scores with every other
+candidate the loss sees (the other rows' positives and every row's hard
+negatives) are the negatives: tag "train" (and "eval" during evaluation). With hard negatives in
 the data, tags "train-hard" and "eval-hard" hold each anchor's scores with its own hard
 negatives only. The scores are cosine similarities, whatever similarity
 function the loss uses. Under torch.distributed each process scores its own

@@ -6,8 +6,9 @@
 
 The callback watches the model's forward outputs. By default it finds the
 scores in them itself: a CLIP-style output with two `*_embeds` fields of the
-same shape (CLIP, SigLIP, CLAP, ...: row i of the first and row i of the second
-are a pair; every other row of the second is an in-batch negative), or a model
+same shape, scored in the in-batch layout (log_logits' positives="diagonal":
+CLIP, SigLIP, CLAP, ...: row i of the first and row i of the second are a pair,
+the positive; every other row of the second is an in-batch negative), or a model
 that returns `pos` and `neg` cosine scores. Anything else: pass
 `scores=lambda outputs: (pos, neg)`.
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from scoreviz.errors import ScorevizError
+from scoreviz.logits import split as split_logits
 from scoreviz.recorder import Recorder
 
 try:
@@ -49,15 +51,13 @@ _LOGGED_PER_STEP = {"loss": "loss", "learning_rate": "lr"}
 
 def in_batch_scores(rows: torch.Tensor, columns: torch.Tensor):
     """Cosine scores of row i with column i (positives, (n,)) and with every other
-    column (in-batch negatives, (n, m - 1)); `columns` may have more rows than
+    column (in-batch negatives, (n, m - 1)): the in-batch layout, log_logits'
+    positives="diagonal" (scoreviz.logits). `columns` may have more rows than
     `rows` (hard negatives appended). Computed without gradients."""
     with torch.no_grad():
         scores = F.normalize(rows.detach().float(), dim=-1) @ F.normalize(columns.detach().float(), dim=-1).T
-        n, m = scores.shape
-        diagonal = torch.arange(n, device=scores.device)
-        keep = torch.ones(n, m, dtype=torch.bool, device=scores.device)
-        keep[diagonal, diagonal] = False
-        return scores[diagonal, diagonal], scores[keep].view(n, m - 1)
+        pos, neg, _ = split_logits(scores, "diagonal")
+        return pos, neg
 
 
 def scores_from_outputs(outputs):
