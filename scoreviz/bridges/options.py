@@ -13,4 +13,8 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--out", default="runs", help="folder to write the runs into (default runs)")
     parser.add_argument("--bins", type=int, default=None,
                         help=f"histogram bins over [-1, 1] (default: a scoreviz export's own, else {DEFAULT_BINS})")
+    parser.add_argument("--partial", action="store_true",
+                        help="import what can be read of damaged event files, and leave out tags and steps the "
+                             "Recorder refuses, each reported; without it such a run is not imported and the "
+                             "command fails")
     return parser

@@ -11,7 +11,10 @@ and `close`. That is the whole store API the bridges use.
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,45 +82,84 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
     scores: {tag: (steps, stats)} with stats from `score_stats`.
     gradients: (steps, layer names, norms (n, layers), totals (n,)) or None.
     scalars: (steps, names, values (n, names)) or None.
-    The file is written under a hidden temporary name and linked into place when
-    complete, so an interrupted import leaves no half run behind (at most a hidden
-    `.scores.h5.<pid>.partial`), and an existing run is never touched.
+    The run is written whole or not at all: into a hidden temporary folder beside it
+    (`.<name>.<pid>.importing`), renamed into place when complete (or, where the folder
+    exists already, its file linked into it), so an interrupted import leaves no half run
+    and no empty folder behind, and an existing run is never touched. A temporary folder
+    left by a killed import is removed by the next one.
     """
     run_dir = Path(run_dir)
     path = run_dir / FILE_NAME
-    if path.exists():
+    if path.exists() or path.is_symlink():
         raise ScorevizError(f"{path}: a run is already there; remove it or choose another --out")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ScorevizError(f"{run_dir}: cannot create the run folder ({err})") from None
-    partial = run_dir / f".{FILE_NAME}.{os.getpid()}.partial"  # this process's own: two imports never share one
-    partial.unlink(missing_ok=True)  # left by a killed import that had this process id
-    writer = StoreWriter(partial, bins, config, env)
+        raise ScorevizError(f"{run_dir.parent}: cannot create the folder ({err.strerror or err})") from None
+    _remove_abandoned(run_dir)
+    temporary = run_dir.parent / f".{run_dir.name}.{os.getpid()}{_TEMPORARY}"  # this process's own
+    shutil.rmtree(temporary, ignore_errors=True)  # left by a killed import that had this process id
     try:
-        for tag, (steps, stats) in scores.items():
-            if len(steps):
-                writer.append_scores(tag, steps, stats)
-        if gradients is not None and len(gradients[0]):
-            writer.append_gradients(*gradients)
-        if scalars is not None and len(scalars[0]):
-            writer.append_scalars(*scalars)
-    except BaseException:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        lock_path(partial).unlink(missing_ok=True)
-        raise
-    writer.close()
+        temporary.mkdir()
+    except OSError as err:
+        raise ScorevizError(f"{temporary}: cannot create the run's temporary folder ({err.strerror or err})") from None
     try:
-        os.link(partial, path)  # unlike a rename, fails if a run appeared there meanwhile
-    except FileExistsError:
-        raise ScorevizError(f"{path}: a run appeared there while this one was imported; "
-                            f"remove it or choose another --out") from None
-    except OSError:  # a file system without hard links
-        if path.exists():
-            raise ScorevizError(f"{path}: a run appeared there while this one was imported") from None
-        os.replace(partial, path)
+        writer = StoreWriter(temporary / FILE_NAME, bins, config, env)
+        try:
+            for tag, (steps, stats) in scores.items():
+                if len(steps):
+                    writer.append_scores(tag, steps, stats)
+            if gradients is not None and len(gradients[0]):
+                writer.append_gradients(*gradients)
+            if scalars is not None and len(scalars[0]):
+                writer.append_scalars(*scalars)
+        finally:
+            writer.close()
+        lock_path(temporary / FILE_NAME).unlink(missing_ok=True)  # this writer's lock, released by close()
+        _move_into_place(temporary, run_dir)
     finally:
-        partial.unlink(missing_ok=True)
-        lock_path(partial).unlink(missing_ok=True)  # this process's own writer lock, released by close()
+        shutil.rmtree(temporary, ignore_errors=True)
     return path
+
+
+_TEMPORARY = ".importing"
+
+
+def _move_into_place(temporary: Path, run_dir: Path):
+    """Rename the complete run folder into place; where a folder is there already (one
+    holding other files), link its scores.h5 into it instead. Either fails, and leaves
+    everything as it was, when a run appeared there meanwhile."""
+    appeared = ScorevizError(f"{run_dir / FILE_NAME}: a run appeared there while this one was imported; "
+                             "remove it or choose another --out")
+    try:
+        os.rename(temporary, run_dir)  # replaces nothing but an empty folder
+        return
+    except OSError as err:
+        if not run_dir.is_dir() or err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise ScorevizError(f"{run_dir}: cannot move the imported run into place ({err.strerror or err})") from None
+    try:
+        os.link(temporary / FILE_NAME, run_dir / FILE_NAME)  # unlike a rename, fails if a run appeared there
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # a file system without hard links
+        if (run_dir / FILE_NAME).exists():
+            raise appeared from None
+        os.replace(temporary / FILE_NAME, run_dir / FILE_NAME)
+
+
+def _remove_abandoned(run_dir: Path):
+    """Remove the temporary folders that killed imports of `run_dir` left (their process is gone)."""
+    for folder in run_dir.parent.glob(f".{glob.escape(run_dir.name)}.*{_TEMPORARY}"):
+        pid = folder.name[len(run_dir.name) + 2:-len(_TEMPORARY)]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
