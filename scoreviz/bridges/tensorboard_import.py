@@ -77,7 +77,7 @@ class ImportReport:
             return [f"{self.source} -> {self.run_dir}: imported before from these event files, kept"]
         if self.run_dir is None:
             return [f"{self.source}: nothing imported, no histograms or scalars could be read"
-                    + (f" (it holds: {', '.join(self.skipped)})" if self.skipped else "")]
+                    + (f" (it holds: {', '.join(self.skipped)})" if self.skipped else "")] + self._lost_lines()
         out = [f"{self.source} -> {self.run_dir}: {len(self.tags)} score tag(s) over {self.steps} step(s), "
                f"{self.scalars} scalar(s), {self.layers} gradient layer(s)"]
         for tag, kinds in self.tags.items():
@@ -87,8 +87,10 @@ class ImportReport:
                        "statistics and as out-of-range, not in the histogram")
         if self.skipped:
             out.append(f"  not imported (no scoreviz equivalent): {', '.join(self.skipped)}")
-        out += [f"  left out (--partial): {what}" for what in self.lost]
-        return out
+        return out + self._lost_lines()
+
+    def _lost_lines(self):
+        return [f"  left out (--partial): {what}" for what in self.lost]
 
 
 def find_event_files(logdir: Path) -> dict:
@@ -138,7 +140,7 @@ def import_tensorboard(logdir, out_dir, bins: int | None = None, partial: bool =
             except ScorevizError as err:
                 report = ImportReport(source, None, error=str(err))
             reports.append(report)
-            if log is not None:
+            if log is not None and (report.error is None or len(event_files) > 1):  # one run's error: raised
                 log(report)
     failed = [r for r in reports if r.error is not None]
     if len(reports) == 1 and failed:
@@ -213,7 +215,7 @@ class _EventParser:
                 if not partial:
                     raise ScorevizError(f"{err}; nothing of its run was imported (--partial leaves such "
                                         "events out)") from None
-                events.refused.append((f"{path}: tag {value.tag[:60]!r} at step {event.step}", str(err)))
+                events.refused.append((str(err), ""))
 
     def _add_value(self, path, step, value, events: _Events):
         tag = value.tag
@@ -591,11 +593,11 @@ def _table(series: dict):
 
 
 def main(args: argparse.Namespace) -> int:
-    def log(report):
+    def log(report):  # above the progress bar
         if report.error is not None:
-            print(f"scoreviz: error: {report.error}", file=sys.stderr)
+            tqdm.write(f"scoreviz: error: {report.error}", file=sys.stderr)
         else:
-            print("\n".join(report.lines()), flush=True)
+            tqdm.write("\n".join(report.lines()), file=sys.stdout)
 
     import_tensorboard(args.logdir, args.out, bins=args.bins, partial=args.partial, log=log)
     return 0
