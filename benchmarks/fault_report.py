@@ -64,7 +64,7 @@ def table(rows):
         elif case == "bad values at the call":
             lines.append(f"| bad values passed to the log calls | {row['cases']} kinds | all refused at the call; "
                          f"{row['rows_misaligned']} rows misaligned |")
-        elif case == "hostile request":
+        elif case in ("hostile request", "hostile input"):
             lines.append(f"| {row['what']} | {row['tried']} | {row['result']} |")
     return "\n".join(lines)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pandas as pd
 from scoreviz.errors import ScorevizError
 from scoreviz.store.schema import KINDS, SPECTRUM_COLUMNS
 from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreReader
+from scoreviz.store.hdf5 import describe
 from scoreviz.store.select import last_of_each_step as _last_of_each_step
 
 EMBEDDING_FRAME_COLUMNS = ("std", "uniformity", "alignment", "rank") + SPECTRUM_COLUMNS[:-1] + (
@@ -32,11 +35,13 @@ class Run:
 
     def __init__(self, run_dir, header: bool = False):
         path = Path(run_dir)
-        if not path.exists():
+        found = looked_up(path, "run folder")
+        if found is None:
             raise ScorevizError(f"{path}: no such run folder or file")
-        self.path = path.parent if path.is_file() else path
-        self.file = path if path.is_file() else path / FILE_NAME
-        if not self.file.exists():
+        folder = stat.S_ISDIR(found.st_mode)
+        self.path = path if folder else path.parent
+        self.file = path / FILE_NAME if folder else path
+        if folder and looked_up(self.file, "run file") is None:
             raise ScorevizError(f"{self.path}: not a scoreviz run (no {FILE_NAME} in it)")
         self._reader = StoreReader(self.file, header=header)
         self.name = self.path.name
@@ -247,8 +252,25 @@ def open_run(run_dir, header: bool = False) -> Run:
     return Run(run_dir, header=header)
 
 
+def looked_up(path: Path, what: str):
+    """os.stat of `path` (following links), None if there is nothing there; a ScorevizError
+    naming it for what else stops a look (a link loop, no permission), never a raw OSError."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ScorevizError(f"{path}: the {what} is a symbolic link loop ({describe(err)})") from None
+        raise ScorevizError(f"{path}: cannot look at the {what} ({describe(err)})") from None
+    except ValueError as err:  # a NUL in the name
+        raise ScorevizError(f"{path!r}: not a usable path ({err})") from None
+
+
 def find_runs(root) -> list:
-    """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included.
+    """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included:
+    a folder whose scores.h5 cannot be looked at (a link loop, no permission), and a folder
+    that cannot be listed, are listed too, and opening them says why.
 
     ``root`` may also be a glob (``runs/sweep-*``) or a list of folders and globs
     (see :func:`expand_roots`); a run below two of them is listed once."""
@@ -261,24 +283,37 @@ def find_runs(root) -> list:
 def _run_folders(folder: Path):
     """The folders below ``folder`` (itself included) that hold a scores.h5 file, walked with
     os.scandir (a third of pathlib's rglob time on 1,000 runs). Linked folders are not entered,
-    as rglob does not; a linked scores.h5 is listed (the server refuses one that leads out)."""
+    as rglob does not; a linked scores.h5 is listed (the server refuses one that leads out),
+    and so is one that cannot be looked at (a link to itself, a folder without permission to
+    enter), and a folder that cannot be listed: a broken run is shown, not left out."""
     pending = [str(folder)]
     while pending:
         current = pending.pop()
         try:
             entries = os.scandir(current)
-        except OSError:  # gone or unreadable since it was listed
+        except (FileNotFoundError, NotADirectoryError):  # gone since it was listed
+            continue
+        except OSError:  # no permission to list it: it may be a run, opening it says why not
+            yield Path(current)
             continue
         with entries:
             for entry in entries:
                 try:
                     if entry.name == FILE_NAME:
-                        if entry.is_file():
+                        if _file_or_unknown(entry):
                             yield Path(current)
                     elif entry.is_dir(follow_symlinks=False):
                         pending.append(entry.path)
                 except OSError:
                     continue
+
+
+def _file_or_unknown(entry: os.DirEntry) -> bool:
+    """Whether a scores.h5 entry is a file, or a link or entry whose target cannot be looked at."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return not entry.is_dir(follow_symlinks=False)
 
 
 def expand_roots(roots) -> list:
@@ -291,12 +326,13 @@ def expand_roots(roots) -> list:
     folders = []
     for item in items:
         text = str(item)
-        if glob.has_magic(text) and not Path(text).exists():
-            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_dir()]
+        if glob.has_magic(text) and not os.path.lexists(text):
+            matches = [Path(m) for m in sorted(glob.glob(text)) if os.path.isdir(m)]
             if not matches:
                 raise ScorevizError(f"{text}: the pattern matches no folder")
         else:
-            if not Path(text).is_dir():
+            found = looked_up(Path(text), "folder")
+            if found is None or not stat.S_ISDIR(found.st_mode):
                 raise ScorevizError(f"{text}: no such folder")
             matches = [Path(text)]
         folders += [m for m in matches if m not in folders]

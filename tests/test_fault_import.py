@@ -159,11 +159,19 @@ def test_bucket_limits_that_are_not_finite_are_a_one_line_error(tmp_path, capsys
     assert ("NaN" in line or "infinite" in line or "negative" in line) and "Traceback" not in err
 
 
+def _virtual_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _import_in_child(logs, out, results):
+    # 3 GiB of address space more than the child has: room for the file, its parse and its
+    # arrays, not for a buckets x bins matrix (7.5 GiB), which then fails at once
+    resource.setrlimit(resource.RLIMIT_AS, (_virtual_bytes() + (3 << 30), resource.RLIM_INFINITY))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     try:
-        [rep] = import_tensorboard(logs, out, progress=False)
+        [rep] = import_tensorboard(logs, out)
         outcome = int(open_run(rep.run_dir).histograms("s", "neg")[2].sum())
     except BaseException as err:  # noqa: BLE001: what the test looks for
         outcome = f"{type(err).__name__}: {str(err)[:200]}"
