@@ -159,6 +159,32 @@ def flush_secs(value) -> float:
     raise ScorevizError(f"Recorder: flush_secs must be a number of seconds from 0.01 to 86400, got {value!r}")
 
 
+_RECORDER_OPTIONS = {
+    "every": lambda value: positive_int(value, "every"),
+    "bins": bins,
+    "flush_secs": flush_secs,
+    "unbounded_tags": lambda value: tag_names(value, "unbounded_tags"),
+    "spectrum_window": window,
+}
+
+
+def recorder_options(options: dict, where: str, run_config=None) -> dict:
+    """Keyword options (and a config, unless None) for a Recorder built later (by a training
+    framework's callback), checked now with the Recorder's own rules; a ScorevizError
+    names a bad or unknown one."""
+    unknown = sorted(set(options) - set(_RECORDER_OPTIONS))
+    if unknown:
+        raise ScorevizError(f"{where}: unknown option {unknown[0]!r}; the Recorder's options are "
+                            f"{', '.join(_RECORDER_OPTIONS)}")
+    checks = [(_RECORDER_OPTIONS[name], value) for name, value in options.items()]
+    for check, value in checks + ([(config, run_config)] if run_config is not None else []):
+        try:
+            check(value)
+        except ScorevizError as err:
+            raise ScorevizError(f"{where}: {err}") from None
+    return dict(options)
+
+
 def config(value) -> dict:
     """The run's settings as a JSON object; values JSON cannot hold become strings."""
     if value is None:

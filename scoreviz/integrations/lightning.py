@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import lightning
 
+from scoreviz import arguments
 from scoreviz.errors import ScorevizError
 from scoreviz.recorder import Recorder
 
@@ -29,9 +30,10 @@ class ScorevizCallback(lightning.Callback):
     """
 
     def __init__(self, run_dir, config=None, **recorder_options):
+        # checked here with the Recorder's rules, not when fit() starts
         self.run_dir = run_dir
         self.config = config
-        self.recorder_options = recorder_options
+        self.recorder_options = arguments.recorder_options(recorder_options, "lightning.ScorevizCallback", config)
         self.recorder = None
 
     def on_fit_start(self, trainer, pl_module):
@@ -67,7 +69,15 @@ class ScorevizCallback(lightning.Callback):
         self.close()
 
     def on_exception(self, trainer, pl_module, exception):
-        self.close()
+        # the run is flushed and released, so a new callback resumes it; an error of the
+        # Recorder's own (a full disk) must not hide the training's
+        try:
+            self.close()
+        except ScorevizError as err:
+            import warnings
+
+            warnings.warn(f"lightning.ScorevizCallback: closing the run after the training failed: {err}",
+                          RuntimeWarning)
 
     def close(self):
         if self.recorder is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from scoreviz import arguments
 from scoreviz.errors import ScorevizError
 from scoreviz.integrations import transformers as hf
 
@@ -60,6 +61,8 @@ class ScorevizCallback(hf.ScorevizCallback):
                                 "MultipleNegativesRankingLoss has no compute_loss_from_embeddings; "
                                 "pip install 'scoreviz[sentence-transformers]' for a recent one")
         super().__init__(run_dir, config=config, **options)
+        for tag in (self.tag, self.eval_tag):  # the tags of each anchor's own hard negatives must fit too
+            arguments.name(f"{tag}-hard", "sentence_transformers.ScorevizCallback: tag + '-hard'")
         self.loss = loss
 
     def default_config(self, args, model) -> dict:
@@ -82,6 +85,8 @@ class ScorevizCallback(hf.ScorevizCallback):
         self.loss.__dict__.pop("compute_loss_from_embeddings", None)
 
     def _on_loss(self, embeddings, value):
+        if not self.recording():
+            return
         training = self.loss.model.training
         if training:
             self._losses.append(value.detach().float())

@@ -25,16 +25,27 @@ its TensorBoard or W&B logs show):
   logging steps.
 Batches of one record whose in-batch negatives differ in number (a shorter last
 batch) are left out of it: their scores come from a smaller batch.
+
+An exception inside `Trainer.train()` (which tells no callback) ends the recording as
+`on_train_end` would: the callback wraps the `train` method of the Trainer it is given
+to, and on an exception removes its hook and closes its Recorder (what was logged is
+flushed), so the model works as before and a new callback resumes the run. A callback
+added with `trainer.add_callback` after the Trainer was built learns of it later: at the
+model's next forward pass outside training, or when a new callback opens the same run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
+import weakref
 from collections import Counter, defaultdict
 
 import torch
 import torch.nn.functional as F
 
+from scoreviz import arguments
 from scoreviz.errors import ScorevizError
 from scoreviz.logits import split as split_logits
 from scoreviz.recorder import Recorder
@@ -94,16 +105,21 @@ class ScorevizCallback(transformers.TrainerCallback):
 
     def __init__(self, run_dir, config=None, scores=None, tag: str = "train", eval_tag: str = "eval",
                  max_eval_batches: int = 64, every: int = 1, **recorder_options):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ScorevizError(f"ScorevizCallback: every must be a positive integer, got {every!r}")
-        self.every = every
+        # every option checked here, with the Recorder's rules: not at the first step or inside a hook
+        where = type(self).__name__
+        self.every = _positive(every, "every", where)
+        self.max_eval_batches = _positive(max_eval_batches, "max_eval_batches", where)
+        self.tag, self.eval_tag = (arguments.name(t, f"{where}: {n}") for t, n in ((tag, "tag"), (eval_tag, "eval_tag")))
+        if scores is not None and not callable(scores):
+            raise ScorevizError(f"{where}: scores must be a function from the model's outputs to (pos, neg), "
+                                f"got {type(scores).__name__}")
         self.run_dir = run_dir
         self.config = config
         self.scores = scores or scores_from_outputs
-        self.tag, self.eval_tag = tag, eval_tag
-        self.max_eval_batches = max_eval_batches
-        self.recorder_options = recorder_options
+        self.recorder_options = arguments.recorder_options(recorder_options, where, config)
         self.recorder = None
+        self._trainer = None  # the Trainer whose training this callback records (see _loop_running)
+        self._loop = None
         self._hook = None
         self._pending = defaultdict(list)  # tag -> [(pos, neg)] of the record being gathered
         self._pending_embeddings = defaultdict(list)  # tag -> [(z, z2)] of the record being gathered
@@ -112,10 +128,19 @@ class ScorevizCallback(transformers.TrainerCallback):
 
     # ------------------------------------------------------------ Trainer events
 
+    def on_init_end(self, args, state, control, **kwargs):
+        _guard(_trainer_on_stack())
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        trainer = _trainer_on_stack()
+        _guard(trainer)  # for later calls, when added after the Trainer was built
+        self._trainer = weakref.ref(trainer) if trainer is not None else None
+        self._loop = type(trainer)._inner_training_loop.__code__ if trainer is not None else None
+        _close_abandoned(self.run_dir)
         # torch.distributed is set up by now, so the Recorder knows its rank
         config = self.config if self.config is not None else self.default_config(args, model)
         self.recorder = Recorder(self.run_dir, config=config, **self.recorder_options)
+        _RECORDING.add(self)
         self.attach(model)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -152,9 +177,35 @@ class ScorevizCallback(transformers.TrainerCallback):
     def close(self):
         """Stop watching the model and flush the run. Idempotent."""
         self.detach()
+        self._pending.clear()
+        self._pending_embeddings.clear()
+        self._losses = []
+        _RECORDING.discard(self)
         if self.recorder is not None:
-            self.recorder.close()
-            self.recorder = None
+            recorder, self.recorder = self.recorder, None
+            recorder.close()
+
+    def abandon(self):
+        """End the recording of a training that ended in an exception: as `close`, but an
+        error of the Recorder's own (a full disk) is a warning, not one that hides the training's."""
+        try:
+            self.close()
+        except ScorevizError as err:
+            import warnings
+
+            warnings.warn(f"{type(self).__name__}: closing the run after the training failed: {err}", RuntimeWarning)
+
+    def recording(self) -> bool:
+        """Whether a training is being recorded now: this callback's Recorder is open and its
+        Trainer's training loop is running in this thread. A forward pass or loss outside
+        it after an exception the callback was not told of (see the module's docstring)
+        ends the recording."""
+        if self.recorder is None:
+            return False
+        if self._loop is None or _loop_on_stack(sys._getframe(1), self._loop, self._trainer()):
+            return True
+        self.abandon()
+        return False
 
     # ------------------------------------------------------------ where scores come from
 
@@ -168,6 +219,8 @@ class ScorevizCallback(transformers.TrainerCallback):
             self._hook = None
 
     def _on_forward(self, module, inputs, outputs):
+        if not self.recording():
+            return
         training = module.training
         if training and isinstance(outputs, dict) and outputs.get("loss") is not None:
             self._losses.append(outputs["loss"].detach().float())
@@ -229,6 +282,75 @@ class ScorevizCallback(transformers.TrainerCallback):
         if model is not None:
             config["model"] = type(model).__name__
         return config
+
+
+_RECORDING = weakref.WeakSet()  # the callbacks of this process with a Recorder open
+
+
+def _positive(value, what: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ScorevizError(f"{where}: {what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _trainer_on_stack():
+    """The Trainer whose method is calling the callback (its __init__ or train), or None."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, transformers.Trainer):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _guard(trainer):
+    """Wrap `trainer.train` (on this instance): on an exception, its ScorevizCallbacks end
+    their recording (hooks removed, Recorders closed), as on_train_end would."""
+    if trainer is None or getattr(trainer.train, "_scoreviz_guard", False):
+        return
+    train = trainer.train
+
+    @functools.wraps(train)
+    def guarded(*args, **kwargs):
+        try:
+            return train(*args, **kwargs)
+        except BaseException:
+            for callback in trainer.callback_handler.callbacks:
+                if isinstance(callback, ScorevizCallback):
+                    callback.abandon()
+            raise
+
+    guarded._scoreviz_guard = True
+    trainer.train = guarded
+
+
+def _loop_on_stack(frame, loop, trainer) -> bool:
+    """Whether `trainer`'s training loop (code object `loop`) is running in `frame` or below it."""
+    while frame is not None:
+        if frame.f_code is loop and frame.f_locals.get("self") is trainer:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _close_abandoned(run_dir):
+    """End the recording of callbacks of this process on `run_dir` whose training loop runs
+    in no thread any more (it ended in an exception they were not told of), so a new
+    callback can open the run."""
+    from pathlib import Path
+
+    try:
+        key = Path(run_dir).resolve()
+    except (OSError, RuntimeError):
+        return
+    frames = list(sys._current_frames().values())
+    for callback in list(_RECORDING):
+        if callback.recorder is None or callback._loop is None or Path(callback.run_dir).resolve() != key:
+            continue
+        trainer = callback._trainer()
+        if not any(_loop_on_stack(frame, callback._loop, trainer) for frame in frames):
+            callback.abandon()
 
 
 def _plain(value) -> bool:
