@@ -29,7 +29,8 @@ import torch
 
 from scoreviz import arguments
 from scoreviz.embeddings import (
-    SpectrumWindow, batch_mean, embedding_sums, normalised, summarize_embeddings, window_statistics,
+    SpectrumWindow, batch_mean, embedding_sums, normalised, summarize_embeddings, uniformity_stride,
+    window_statistics,
 )
 from scoreviz.errors import ScorevizError
 from scoreviz.logits import split as split_logits
@@ -120,6 +121,7 @@ class Recorder:
         except OSError as err:
             raise ScorevizError(f"{self.run_dir}: cannot create the run folder ({err})") from None
         self._store = StoreWriter(self.path, self.bins, config, _environment())
+        self._embedding_dims = self._store.embedding_dims()  # a resumed run keeps each tag's dim
         self._pending = []
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
@@ -196,14 +198,17 @@ class Recorder:
 
         Per step: `std` (mean over dimensions of the per-dimension std of the
         l2-normalised embeddings), `uniformity` (log E exp(-2 ||x - y||^2) over the
-        pairs of the batch) and, when a second view z2 of the same samples is given,
-        `alignment` (E ||x - x2||^2). Over every `spectrum_window` recorded calls of
-        a tag: the eigenvalues of the second moment of the centred normalised
-        embeddings (the spectrum) and their effective rank (RankMe). A sample with a
-        non-finite value is counted and left out. One dim per tag.
+        pairs of the batch; a batch of more than UNIFORMITY_SAMPLES (4,096) samples over
+        the pairs of every k-th sample, at most 4,096) and, when a second view z2 of the
+        same samples is given, `alignment` (E ||x - x2||^2). Over every
+        `spectrum_window` recorded calls of a tag: the eigenvalues of the second moment
+        of the centred normalised embeddings (the spectrum), their effective rank
+        (RankMe) and the window's health signals (scoreviz.signals; LiDAR needs z2). A
+        sample with a non-finite value is counted and left out. One dim per tag, also
+        across a resumed run.
 
         Under torch.distributed call it on every rank, with the same shape on every
-        rank: the statistics cover the global batch (uniformity over all its pairs).
+        rank: the statistics cover the global batch (uniformity over its pairs, or its sample's).
         """
         step = self._check_open_and_step(step)
         spectrum_on = self.spectrum_window > 0
@@ -212,7 +217,7 @@ class Recorder:
             z2 = arguments.embeddings(z2, "z2", spectrum_on, like=z)
         tag = arguments.name(tag, "log_embeddings: tag")
         dim = z.shape[1]
-        if self._embedding_dims.setdefault(tag, dim) != dim:
+        if self._embedding_dims.setdefault(tag, dim) != dim:  # (rank 0 knows the dims of a resumed run)
             raise ScorevizError(f"log_embeddings: tag {tag!r} has dim {self._embedding_dims[tag]} in this run, got "
                                 f"dim {dim}; log embeddings of another size under another tag")
         if step % self.every:
@@ -220,8 +225,10 @@ class Recorder:
         with torch.inference_mode():
             x, x2, valid = normalised(z, z2)
             distributed = self._in_process_group()
-            gathered, offset = self._gather(x, valid) if distributed else (None, 0)
-            row = embedding_sums(x, x2, valid, z.shape[0], gathered, offset)
+            world = torch.distributed.get_world_size() if distributed else 1
+            stride = uniformity_stride(z.shape[0] * world)
+            gathered, offset = self._gather(x, valid, stride) if distributed else (None, 0)
+            row = embedding_sums(x, x2, valid, z.shape[0], gathered, offset, stride)
             if distributed:
                 torch.distributed.all_reduce(row, op=torch.distributed.ReduceOp.SUM)
             if self.rank == 0:
@@ -229,9 +236,9 @@ class Recorder:
             if spectrum_on:
                 self._add_to_window(tag, step, x, x2, valid, row, distributed)
 
-    def _gather(self, x, valid):
-        """Every rank's normalised embeddings (float32) and kept-sample mask, and where this
-        rank's rows start among them: uniformity pairs this rank's samples with all of them."""
+    def _gather(self, x, valid, stride):
+        """Every rank's normalised embeddings x[::stride] (float32) and kept-sample mask, and where
+        this rank's rows start among them: uniformity pairs this rank's samples with all of them."""
         world = torch.distributed.get_world_size()
         if x.device.type == "cpu":
             # Ranks that gather different shapes abort gloo (and would hang NCCL): on the CPU, where a
@@ -243,7 +250,8 @@ class Recorder:
             if any(not torch.equal(other, shape) for other in shapes):
                 raise ScorevizError("log_embeddings: under torch.distributed every rank must pass embeddings of the "
                                     f"same shape at a step; the ranks passed {[tuple(s.tolist()) for s in shapes]}")
-        kept = torch.ones(x.shape[0], 1, device=x.device) if valid is None else valid.float()[:, None]
+        x = x[::stride]
+        kept = torch.ones(x.shape[0], 1, device=x.device) if valid is None else valid[::stride].float()[:, None]
         local = torch.cat([x.float(), kept], dim=1).contiguous()
         parts = [torch.empty_like(local) for _ in range(world)]
         torch.distributed.all_gather(parts, local)

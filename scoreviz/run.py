@@ -138,7 +138,8 @@ class Run:
     def spectrum(self, tag: str = "train"):
         """(steps (n,), eigenvalues (n, dim)): each window's eigenvalues of the second moment of
         the centred, l2-normalised embeddings, largest first (NaN after a row's own dim where
-        the dim changed between resumed runs). Empty arrays when no window was completed."""
+        the dim changed between resumed runs, which runs recorded before schema 4 allowed).
+        Empty arrays when no window was completed."""
         steps, _, _, _, eigenvalues, _ = self._spectrum_rows(tag)
         return steps, eigenvalues
 
@@ -214,7 +215,8 @@ class Run:
         return self._reader.steps()
 
     def summary(self) -> dict:
-        """Steps, tags, layers and the last value of the main statistics and every scalar."""
+        """Steps, tags, layers and the last value of the main statistics (and window signals) and of
+        every scalar; the spectrum windows a tag dropped, where it dropped any."""
         out = {"name": self.name, "path": str(self.path), "tags": self.tags, "layers": len(self.layers)}
         for tag in out["tags"]:
             frame = self.scores(tag)
@@ -224,8 +226,13 @@ class Run:
         out["embedding tags"] = self.embedding_tags
         for tag in out["embedding tags"]:
             frame = self.embeddings(tag)
-            out[f"last {tag} embeddings"] = {c: float(frame[c].dropna().iloc[-1]) if frame[c].notna().any()
-                                             else float("nan") for c in ("std", "uniformity", "alignment", "rank")}
+            last = {c: float(frame[c].dropna().iloc[-1]) if frame[c].notna().any() else float("nan")
+                    for c in ("std", "uniformity", "alignment", "rank", "alpha_req", "nesum", "participation_ratio",
+                              "w2_uniformity", "lidar")}
+            dropped = frame["windows_dropped"].sum()
+            if dropped > 0:  # the writer fell behind: say how many spectrum windows are missing
+                last["windows_dropped"] = float(dropped)
+            out[f"last {tag} embeddings"] = last
         scalars = self.scalars()
         if len(scalars):
             out["last scalars"] = {c: float(scalars[c].dropna().iloc[-1]) for c in scalars if scalars[c].notna().any()}

@@ -80,7 +80,7 @@ def test_recording_into_an_old_file_upgrades_it_and_keeps_every_row(old_run):
     with Recorder(old_run, bins=16, spectrum_window=2) as rec:
         for step in (20, 21):
             rec.log_scores(step, torch.full((4,), 0.7), torch.rand(4, 3) - 1, tag="raw")
-            rec.log_embeddings(step, torch.randn(8, 5), torch.randn(8, 5))
+            rec.log_embeddings(step, torch.randn(8, 4), torch.randn(8, 4))  # dim 4: the schema 3 run's
     with h5py.File(old_run / "scores.h5", "r") as f:
         assert f.attrs["scoreviz_schema"] == SCHEMA_VERSION
         assert f["committed"].shape == (5, 2)
@@ -109,21 +109,25 @@ def test_recording_into_an_old_file_needs_its_bins(old_run):
 
 def test_a_rebuilt_file_keeps_every_embedding_and_spectrum_row(tmp_path):
     """The rebuild that upgrades old files (and rescues files a killed writer left open) copies the
-    new streams too, also spectra of two dims under one tag (a run resumed with a wider embedding)."""
+    new streams too, also spectra of two dims in one table (tags of two dims, the second added by a
+    resumed run), with their window signals."""
     from scoreviz.store import StoreReader
     from scoreviz.store.writer import rebuild
 
     for dim, steps in ((6, range(0, 6)), (9, range(6, 12))):
         with Recorder(tmp_path, spectrum_window=3) as rec:
             for step in steps:
-                rec.log_embeddings(step, torch.randn(16, dim), torch.randn(16, dim))
+                rec.log_embeddings(step, torch.randn(16, dim), torch.randn(16, dim), tag=f"dim{dim}")
                 rec.log_scores(step, torch.rand(16), torch.rand(16, 4))
     before = open_run(tmp_path)
-    embeddings, (steps, eigenvalues) = before.embeddings(), before.spectrum()
-    assert eigenvalues.shape == (4, 9) and np.isnan(eigenvalues[:2, 6:]).all()
+    frames = {tag: before.embeddings(tag) for tag in ("dim6", "dim9")}
+    spectra = {tag: before.spectrum(tag) for tag in ("dim6", "dim9")}
+    assert spectra["dim6"][1].shape == (2, 6) and spectra["dim9"][1].shape == (2, 9)
+    assert frames["dim9"]["lidar"].notna().sum() == 2
     rebuild(tmp_path / "scores.h5", StoreReader(tmp_path / "scores.h5"))
     after = open_run(tmp_path)
-    pd.testing.assert_frame_equal(after.embeddings(), embeddings)
-    np.testing.assert_array_equal(after.spectrum()[0], steps)
-    np.testing.assert_array_equal(after.spectrum()[1], eigenvalues)
+    for tag in ("dim6", "dim9"):
+        pd.testing.assert_frame_equal(after.embeddings(tag), frames[tag])
+        np.testing.assert_array_equal(after.spectrum(tag)[0], spectra[tag][0])
+        np.testing.assert_array_equal(after.spectrum(tag)[1], spectra[tag][1])
     pd.testing.assert_frame_equal(after.scores(), before.scores())

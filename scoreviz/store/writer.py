@@ -127,6 +127,18 @@ class StoreWriter:
         finally:
             self._abandon()
 
+    def embedding_dims(self) -> dict:
+        """{tag: the embedding dim of its last committed row}: what a resumed Recorder must keep."""
+        rows = self._rows
+        n = rows.committed["embeddings"][0]
+        if not n:
+            return {}
+        group = rows.ds["embeddings"]
+        column = STREAMS["embeddings"].columns.index("dim")
+        tags, dims = group["tag"][:n], group["stats"][:n, column]
+        last = {int(tag): dim for tag, dim in zip(tags, dims)}  # later rows win
+        return {rows.names["embeddings"][tag]: int(dim) for tag, dim in last.items()}
+
     @property
     def committed_rows(self) -> dict:
         """{stream: rows that are part of the run}."""
