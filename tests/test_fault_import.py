@@ -262,7 +262,7 @@ def test_thousands_of_event_files_show_progress_over_files(tmp_path):
     import subprocess
     import sys
 
-    files = repetitions(1000)
+    files = repetitions(600)
     folder = tmp_path / "logs" / "run"
     for i in range(files):
         write_events(folder, [scalar(i, "loss", 1.0 / (i + 1))], name=f"events.out.tfevents.{i:06d}.host")

@@ -69,10 +69,10 @@ def test_hf_callback_cleans_up_after_an_exception_in_training(tmp_path, how):
     # the new training's steps 1 and 2 were appended (a step recorded twice reads as its later row)
     assert list(open_run(tmp_path / "run").scores("train").index) == [1, 2, 3]
     assert resumed.recorder is None and model_hooks(model) == []
+    when = "as train() raised" if how == "given to the Trainer" else "at the model's next forward pass"
     report("hostile input", what=f"an exception inside Trainer.train(), the Hugging Face callback {how}",
-           tried=1, result="hook removed and Recorder closed (at once when given to the Trainer; at the next "
-                           "forward pass when added later), the 3 steps logged kept, model(x) works, a new "
-                           "callback resumes the run")
+           tried=1, result=f"hook removed and Recorder closed {when}; the 3 steps logged kept, model(x) works, "
+                           "a new callback resumes the run (was: the hook left on, model(x) raised, the run refused)")
 
 
 BAD_OPTIONS = {
@@ -100,9 +100,10 @@ def test_hf_callback_options_are_checked_when_built(tmp_path, case):
 
 
 def test_hf_callback_options_report():
-    report("hostile input", what="bad options given to the Hugging Face, sentence-transformers and Lightning "
-           "callbacks (" + ", ".join(BAD_OPTIONS) + ")", tried=len(BAD_OPTIONS),
-           result="a ScorevizError naming the option when the callback is built; nothing created")
+    report("hostile input", what="bad options given to the Hugging Face callback (" + ", ".join(BAD_OPTIONS) + ")",
+           tried=len(BAD_OPTIONS), result="a ScorevizError naming the option when the callback is built, nothing "
+                                          "created (was: max_eval_batches='x' failed inside the forward hook, tag='' "
+                                          "at the first step)")
 
 
 # ---- sentence-transformers: its hook is the loss's compute_loss_from_embeddings ----------------
@@ -139,6 +140,10 @@ def test_sentence_transformers_callback_cleans_up_and_checks_options(tmp_path):
     transformers.Trainer(model=model, args=trainer_args(tmp_path, 1), train_dataset=Points(64),
                          callbacks=[resumed]).train()
     assert "compute_loss_from_embeddings" not in loss.__dict__ and resumed.recorder is None
+    report("hostile input", what="an exception in training and bad options (tag='', a tag of 252 bytes whose "
+           "'-hard' tag would not fit, max_eval_batches='x', bins=10**9), the sentence-transformers callback",
+           tried=5, result="the loss unpatched and the Recorder closed as train() raised, the steps logged kept, "
+                           "a new callback resumes the run; each bad option a ScorevizError when built")
 
 
 # ---- Lightning ------------------------------------------------------------------------
@@ -182,3 +187,7 @@ def test_lightning_callback_cleans_up_and_checks_options(tmp_path):
     resumed = LightningCallback(tmp_path / "run")
     fit(Module(fail_at=None), resumed, 2)
     assert resumed.recorder is None and len(open_run(tmp_path / "run").scores("train")) >= 3
+    report("hostile input", what="an exception in training and bad options (bins=0, flush_secs='x', an unknown "
+           "option, a config that is a list), the Lightning callback", tried=5,
+           result="the Recorder closed by on_exception, the steps logged kept, a new callback resumes the run; "
+                  "each bad option a ScorevizError when built (was: when fit() started)")
