@@ -277,3 +277,19 @@ def test_thousands_of_event_files_show_progress_over_files(tmp_path):
     report("hostile input", what="one TensorBoard run of many event files", tried=f"{files:,} files",
            result=f"imported in {seconds:.1f} s (the command, Python's start included), a progress bar over the "
                   "files (was: 10,000 files took 370 s, no progress)")
+
+
+def test_a_killed_import_leaves_no_run_and_the_next_one_cleans_up(tmp_path, capsys):
+    """What a SIGKILL while writing leaves (a hidden temporary folder of a process that is gone,
+    its file not yet named scores.h5) is no run, and the next import removes it."""
+    from scoreviz import find_runs
+
+    scores_log(tmp_path / "logs" / "run", steps=3)
+    left = tmp_path / "runs" / f".run.{2 ** 22 + 12345}.importing"  # no such process (above pid_max's default)
+    left.mkdir(parents=True)
+    (left / ".scores.h5.partial").write_bytes(b"\x89HDF half written")
+    assert find_runs(tmp_path / "runs") == []
+    code, _, err = import_command(capsys, tmp_path / "logs", "--out", tmp_path / "runs")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run"]
+    assert find_runs(tmp_path / "runs") == [tmp_path / "runs" / "run"]

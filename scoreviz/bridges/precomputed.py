@@ -83,7 +83,8 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
     gradients: (steps, layer names, norms (n, layers), totals (n,)) or None.
     scalars: (steps, names, values (n, names)) or None.
     The run is written whole or not at all: into a hidden temporary folder beside it
-    (`.<name>.<pid>.importing`), renamed into place when complete (or, where the folder
+    (`.<name>.<pid>.importing`, its file named scores.h5 only once complete), renamed into
+    place when complete (or, where the folder
     exists already, its file linked into it), so an interrupted import leaves no half run
     and no empty folder behind, and an existing run is never touched. A temporary folder
     left by a killed import is removed by the next one.
@@ -104,7 +105,8 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
     except OSError as err:
         raise ScorevizError(f"{temporary}: cannot create the run's temporary folder ({err.strerror or err})") from None
     try:
-        writer = StoreWriter(temporary / FILE_NAME, bins, config, env)
+        partial = temporary / _PARTIAL  # not named scores.h5 while it is written: no run list shows it
+        writer = StoreWriter(partial, bins, config, env)
         try:
             for tag, (steps, stats) in scores.items():
                 if len(steps):
@@ -115,7 +117,8 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
                 writer.append_scalars(*scalars)
         finally:
             writer.close()
-        lock_path(temporary / FILE_NAME).unlink(missing_ok=True)  # this writer's lock, released by close()
+        lock_path(partial).unlink(missing_ok=True)  # this writer's lock, released by close()
+        os.rename(partial, temporary / FILE_NAME)
         _move_into_place(temporary, run_dir)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -123,6 +126,7 @@ def write_precomputed_run(run_dir, *, bins: int, config: dict, env: dict, scores
 
 
 _TEMPORARY = ".importing"
+_PARTIAL = f".{FILE_NAME}.partial"
 
 
 def _move_into_place(temporary: Path, run_dir: Path):
