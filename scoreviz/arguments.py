@@ -159,12 +159,25 @@ def flush_secs(value) -> float:
     raise ScorevizError(f"Recorder: flush_secs must be a number of seconds from 0.01 to 86400, got {value!r}")
 
 
+def upload_secs(value) -> float:
+    """Seconds between two publishes of a run recorded to a URL (see scoreviz.store.publish)."""
+    from scoreviz.store.publish import MAX_UPLOAD_SECS, MIN_UPLOAD_SECS
+
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+            MIN_UPLOAD_SECS <= float(value) <= MAX_UPLOAD_SECS:
+        return float(value)
+    raise ScorevizError(f"Recorder: upload_secs must be a number of seconds from {MIN_UPLOAD_SECS:g} to "
+                        f"{MAX_UPLOAD_SECS:g}, got {value!r}")
+
+
 _RECORDER_OPTIONS = {
     "every": lambda value: positive_int(value, "every"),
     "bins": bins,
     "flush_secs": flush_secs,
     "unbounded_tags": lambda value: tag_names(value, "unbounded_tags"),
     "spectrum_window": window,
+    "upload_secs": lambda value: upload_secs(value),
+    "storage_options": lambda value: _storage_options(value),
 }
 
 
@@ -183,6 +196,12 @@ def recorder_options(options: dict, where: str, run_config=None) -> dict:
         except ScorevizError as err:
             raise ScorevizError(f"{where}: {err}") from None
     return dict(options)
+
+
+def _storage_options(value):
+    from scoreviz.store.objects import check_options
+
+    return check_options(value, "Recorder")
 
 
 def config(value) -> dict:

@@ -22,7 +22,6 @@ import time
 import warnings
 import weakref
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +36,8 @@ from scoreviz.logits import split as split_logits
 from scoreviz.stats import KINDS, RowLayout, masked_score_row, score_row, summarize
 from scoreviz.store import FILE_NAME, StoreWriter
 from scoreviz.store.schema import SPECTRUM_COLUMNS
+from scoreviz.store.objects import check_options, is_url, local_path, shown
+from scoreviz.store.publish import DEFAULT_UPLOAD_SECS, RemoteWriter
 
 _LAUNCHER_RANKS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun, SLURM, Open MPI, MPICH
 _WAKE_AT_PENDING = 1024  # wake the writer early rather than hold more rows in memory
@@ -70,6 +71,12 @@ class Recorder:
             e.g. scores after a feature transformation that does not
             re-normalise. Out-of-range scores of these tags are counted as
             always, without the warning meant for logits passed as scores.
+        upload_secs: for a run at a URL, the seconds between two publishes of
+            its new rows (1 to 3600; default 60: two requests a minute while
+            rows arrive, see the README's "On a cluster or in the cloud").
+        storage_options: for a run at a URL, fsspec's options for the store
+            (credentials, endpoint_url...); by default the store's own chain
+            (environment, profile, instance role). Never printed or stored.
         spectrum_window: recorded `log_embeddings` calls of a tag whose embeddings
             make one spectrum (and one effective rank), stored at the window's last
             step; 0 records no spectrum. RankMe needs more samples than dimensions:
@@ -86,6 +93,13 @@ class Recorder:
     OMPI_COMM_WORLD_RANK, PMI_RANK), so a Recorder built before
     init_process_group on every rank still has one writer.
 
+    ``run_dir`` may be an fsspec URL (``s3://bucket/runs/a``, ``gs://...``): the run
+    is written locally (in scoreviz's cache folder) as always, and a thread publishes
+    its new rows every ``upload_secs`` as immutable parts plus a small manifest
+    (scoreviz.store.publish). Bad credentials or a missing bucket are a
+    ScorevizError here; a store that stops answering later never stops or slows
+    the loop (a warning, then retries; the rows wait in the local file).
+
     If writing fails (a full disk, a quota, an I/O error), recording stops and the
     next log call, `flush()` or `close()` raises a ScorevizError naming the file
     and the errno; every row flushed before stays in the file, and a new Recorder
@@ -93,15 +107,22 @@ class Recorder:
     """
 
     def __init__(self, run_dir, config=None, *, every: int = 1, bins: int = 100, flush_secs: float = 5.0,
-                 unbounded_tags=(), spectrum_window: int = 50):
+                 unbounded_tags=(), spectrum_window: int = 50, upload_secs: float = DEFAULT_UPLOAD_SECS,
+                 storage_options=None):
         self.every = arguments.positive_int(every, "every")
         self.unbounded_tags = arguments.tag_names(unbounded_tags, "unbounded_tags")
         self.bins = arguments.bins(bins)
         self._flush_secs = arguments.flush_secs(flush_secs)
         self.spectrum_window = arguments.window(spectrum_window)
         config = arguments.config(config)
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / FILE_NAME
+        upload_secs = arguments.upload_secs(upload_secs)
+        storage_options = check_options(storage_options, "Recorder")
+        self.url = shown(run_dir) if is_url(run_dir) else None
+        if self.url:
+            self.run_dir = self.path = self.url
+        else:
+            self.run_dir = local_path(run_dir)
+            self.path = self.run_dir / FILE_NAME
         self._layout = RowLayout(self.bins)
         self.rank = _rank()
         self._distributed = False  # set at the first log call that finds torch.distributed initialised
@@ -116,11 +137,14 @@ class Recorder:
         self._dropped = defaultdict(int)  # tag -> windows dropped since its last one handed to the writer
         if self.rank != 0:
             return
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ScorevizError(f"{self.run_dir}: cannot create the run folder ({err})") from None
-        self._store = StoreWriter(self.path, self.bins, config, _environment())
+        if self.url:
+            self._store = RemoteWriter(run_dir, self.bins, config, _environment(), storage_options, upload_secs)
+        else:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ScorevizError(f"{self.run_dir}: cannot create the run folder ({err})") from None
+            self._store = StoreWriter(self.path, self.bins, config, _environment())
         self._embedding_dims = self._store.embedding_dims()  # a resumed run keeps each tag's dim
         self._pending = []
         self._lock = threading.Lock()

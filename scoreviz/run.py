@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from scoreviz.errors import ScorevizError
+from scoreviz.store.objects import check_options, is_url, local_path
 from scoreviz.store.schema import KINDS, SPECTRUM_COLUMNS
 from scoreviz.store import FILE_NAME, STATS_COLUMNS, StoreReader
 from scoreviz.store.hdf5 import describe
@@ -33,8 +34,18 @@ class Run:
     selection, so a view reads only what it shows.
     """
 
-    def __init__(self, run_dir, header: bool = False):
-        path = Path(run_dir)
+    def __init__(self, run_dir, header: bool = False, storage_options=None, published=None):
+        self.url = None
+        if is_url(run_dir):  # a run in an object store: read from its local copy, brought up to date now
+            from scoreviz.store.remote import RemoteRun
+
+            remote = RemoteRun(str(run_dir), storage_options)
+            self.url, self.name = remote.url, remote.url.rsplit("/", 1)[-1]
+            self.path, self.file = remote.folder, remote.sync(published)
+            self._reader = StoreReader(self.file, header=header)
+            self.config, self.env, self.bins = self._reader.config, self._reader.env, self._reader.bins
+            return
+        path = local_path(run_dir)
         found = looked_up(path, "run folder")
         if found is None:
             raise ScorevizError(f"{path}: no such run folder or file")
@@ -50,7 +61,7 @@ class Run:
         self.bins = self._reader.bins
 
     def __repr__(self):
-        return f"Run({str(self.path)!r})"
+        return f"Run({self.url or str(self.path)!r})"
 
     @property
     def tags(self) -> list:
@@ -217,7 +228,7 @@ class Run:
     def summary(self) -> dict:
         """Steps, tags, layers and the last value of the main statistics (and window signals) and of
         every scalar; the spectrum windows a tag dropped, where it dropped any."""
-        out = {"name": self.name, "path": str(self.path), "tags": self.tags, "layers": len(self.layers)}
+        out = {"name": self.name, "path": self.url or str(self.path), "tags": self.tags, "layers": len(self.layers)}
         for tag in out["tags"]:
             frame = self.scores(tag)
             if len(frame):
@@ -250,13 +261,18 @@ def _by_step(frame, steps):
     return frame
 
 
-def open_run(run_dir, header: bool = False) -> Run:
+def open_run(run_dir, header: bool = False, storage_options=None) -> Run:
     """Open a recorded run (its folder or its scores.h5); ScorevizError on bad input.
 
     Opening reads the root attributes only (config, env, bins); with ``header`` the
     same open also reads :attr:`Run.header` (tags, layers, scalar names, row counts,
-    last step), all a run list needs."""
-    return Run(run_dir, header=header)
+    last step), all a run list needs.
+
+    ``run_dir`` may be an fsspec URL (``s3://bucket/runs/a``): what was published is
+    fetched into a local copy (only the parts not fetched before) and read from it;
+    the Run shows the rows published when it was opened (open it again for newer
+    ones). ``storage_options``: fsspec's options for the store (credentials, endpoint)."""
+    return Run(run_dir, header=header, storage_options=check_options(storage_options, "open_run"))
 
 
 def looked_up(path: Path, what: str):
@@ -274,17 +290,29 @@ def looked_up(path: Path, what: str):
         raise ScorevizError(f"{path!r}: not a usable path ({err})") from None
 
 
-def find_runs(root) -> list:
+def find_runs(root, storage_options=None) -> list:
     """Every run folder (one holding scores.h5) below `root`, sorted, damaged ones included:
     a folder whose scores.h5 cannot be looked at (a link loop, no permission), and a folder
     that cannot be listed, are listed too, and opening them says why.
 
     ``root`` may also be a glob (``runs/sweep-*``) or a list of folders and globs
-    (see :func:`expand_roots`); a run below two of them is listed once."""
+    (see :func:`expand_roots`); a run below two of them is listed once. A URL
+    (``s3://bucket/runs/``) is listed once (one request per 1,000 objects) and its
+    runs are returned as URLs."""
+    items = [root] if isinstance(root, (str, Path)) else list(root)
+    urls = [str(item) for item in items if is_url(item)]
     found = set()
-    for folder in expand_roots(root):
-        found.update(_run_folders(folder))
-    return sorted(found)
+    if urls:
+        from scoreviz.store.remote import find_remote
+
+        options = check_options(storage_options, "find_runs")
+        for url in urls:
+            found.update(find_remote(url, options))
+    local = [item for item in items if not is_url(item)]
+    if local or not urls:
+        for folder in expand_roots(local):
+            found.update(_run_folders(folder))
+    return sorted(found, key=str)
 
 
 def _run_folders(folder: Path):

@@ -10,7 +10,9 @@ from typing import Callable, Mapping
 import pandas as pd
 
 from scoreviz.errors import ScorevizError
-from scoreviz.run import common_base, expand_roots, find_runs, open_run
+from scoreviz.run import Run, common_base, expand_roots, find_runs, open_run
+from scoreviz.store.objects import ObjectStore, check_options, is_url, shown
+from scoreviz.store.remote import RemoteRun, runs_in
 from scoreviz.store import STATS_COLUMNS
 from scoreviz.store.select import check_max_points, check_step_range
 
@@ -18,7 +20,7 @@ FIXED_COLUMNS = ("run", "path", "tag", "statistic", "step", "value")
 
 
 def open_runs(roots, statistics="neg_mean", tag: str = "train", where=None, steps=None,
-              max_points: int | None = None, errors: str = "warn") -> pd.DataFrame:
+              max_points: int | None = None, errors: str = "warn", storage_options=None) -> pd.DataFrame:
     """One statistic (or several) of every run below ``roots`` as a long DataFrame.
 
         frame = scoreviz.open_runs("runs/", "neg_mean", where={"moco_m": [0.99, 0.999]})
@@ -43,6 +45,10 @@ def open_runs(roots, statistics="neg_mean", tag: str = "train", where=None, step
     skips a run that cannot be read with a warning naming it, "raise" raises its
     ScorevizError.
 
+    A root may be a URL (``s3://bucket/sweep/``): its runs are found with one listing,
+    ``where`` is decided from each run's published manifest, and only the matching
+    runs' new parts are fetched (``storage_options``: fsspec's options for the store).
+
     Returns columns run (the run's folder relative to the common folder of
     ``roots``), path, tag, statistic, step, value, then one column per config key
     found in the matching runs (NaN where a run has no such key; a key named like
@@ -57,14 +63,11 @@ def open_runs(roots, statistics="neg_mean", tag: str = "train", where=None, step
     if not names:
         raise ScorevizError("open_runs: no statistic asked for")
     keep = _where(where)
-    folders = expand_roots(roots)
-    base = common_base(folders)
     frames, configs = [], {}
-    for folder in _progress(find_runs(folders)):
-        run_id = Path(os.path.relpath(folder, base)).as_posix()
+    for run_id, folder, opener in _progress(_runs_below(roots, check_options(storage_options, "open_runs"))):
         try:
-            run = open_run(folder)
-            if not keep(run.config):
+            run = opener(keep)
+            if run is None:
                 continue
             parts = _read(run, names, tag, steps, max_points)
         except ScorevizError as err:
@@ -79,6 +82,40 @@ def open_runs(roots, statistics="neg_mean", tag: str = "train", where=None, step
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {c: pd.Series(dtype=float if c == "value" else "int64" if c == "step" else object) for c in FIXED_COLUMNS})
     return _with_config(frame, configs)
+
+
+def _runs_below(roots, options) -> list:
+    """[(run id, where, opener)] of every run below ``roots``; opener(keep) opens the run, or
+    returns None when its config does not pass ``keep`` (for a run in a store, decided from its
+    manifest before any part is fetched)."""
+    items = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    urls = [shown(str(item)) for item in items if is_url(item)]
+    local = [item for item in items if not is_url(item)]
+    found = []
+    if local or not urls:
+        folders = expand_roots(local)
+        base = common_base(folders)
+        for folder in find_runs(folders):
+            found.append((Path(os.path.relpath(folder, base)).as_posix(), folder,
+                          lambda keep, folder=folder: _if_kept(open_run(folder), keep)))
+    base = os.path.commonprefix([u + "/" for u in urls]).rpartition("/")[0] if len(urls) > 1 else (urls or [""])[0]
+    for url in urls:
+        store = ObjectStore(url, options)
+        for folder, keys in sorted(runs_in(store.list("")).items()):
+            remote = RemoteRun(url, store=store, key=folder)
+            run_id = remote.url[len(base):].strip("/") or remote.url.rsplit("/", 1)[-1]
+
+            def opener(keep, remote=remote, keys=keys):
+                published = remote.latest(keys)
+                if published[0] == "manifest" and not keep(published[1].header.get("config", {})):
+                    return None
+                return _if_kept(Run(remote.url, storage_options=options, published=published), keep)
+            found.append((run_id, remote.url, opener))
+    return found
+
+
+def _if_kept(run, keep):
+    return run if keep(run.config) else None
 
 
 def _read(run, names, tag, steps, max_points):

@@ -23,3 +23,25 @@ def subprocess_env():
 @pytest.fixture
 def python():
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on 127.0.0.1 (tests/s3_server.py), one per test session; each test makes
+    its own bucket."""
+    pytest.importorskip("s3fs")
+    import s3_server
+
+    server = s3_server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3, request):
+    """A new bucket on the session's S3 server, named after the test."""
+    import re
+
+    name = "sv-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    s3.make_bucket(name)
+    return name

@@ -119,6 +119,8 @@ HEADER_DAMAGE = {
     "eigenvalues a 1-D column": lambda p: _replace(p, "spectrum/eigenvalues", np.zeros(30, dtype=np.float32)),
     "embedding stats columns too few": lambda p: _set(p, "embeddings/stats/columns", json.dumps(["std"])),
     "spectrum group missing": lambda p: h5py.File(p, "r+").__delitem__("spectrum"),
+    "scalars/step holding strings": lambda p: _replace(p, "scalars/step", np.array([b"1"] * 300)),
+    "tag names holding numbers": lambda p: _replace(p, "scores/tag_names", np.arange(2.0)),
     "committed without the new streams": lambda p: _set(p, "committed/streams",
                                                         json.dumps(["scores", "gradients", "scalars", "x", "y"])),
 }
@@ -228,6 +230,46 @@ def test_scoreviz_info_says_one_line_about_a_bad_header(tmp_path, good_file, cap
     code = main(["info", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "scores.h5" in err, (code, err)
+
+
+def _wrong_types():
+    """(dataset, data of the wrong type and the same shape) for every dataset of the file: numbers as
+    strings, names as numbers, whole numbers (steps, tags, counts) as fractions."""
+    from scoreviz.store.schema import STREAMS
+
+    for stream, spec in STREAMS.items():
+        for name, dtype, width in spec.datasets:
+            yield f"{stream}/{name}", "strings", lambda shape: np.full(shape, b"0.5", dtype="S8")
+            if np.dtype(dtype).kind in "iu":
+                yield f"{stream}/{name}", "fractions", lambda shape: np.full(shape, 0.5)
+        yield f"{stream}/{spec.names}", "numbers", lambda shape: np.zeros(shape)
+    yield "committed", "strings", lambda shape: np.full(shape, b"1", dtype="S8")
+
+
+def test_a_dataset_of_the_wrong_type_is_a_scoreviz_error_naming_the_file(tmp_path, good_file):
+    problems = []
+    cases = list(_wrong_types())
+    for dataset, kind, make in cases:
+        path = tmp_path / "case" / "scores.h5"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(good_file)
+        with h5py.File(path, "r") as f:
+            shape = f[dataset].shape
+        _replace(path, dataset, make(shape))
+        try:
+            run = open_run(path.parent)
+            run.header, run.summary(), run.times(), run.gradients(), run.scalars()
+            for tag in run.embedding_tags:
+                run.embeddings(tag), run.spectrum(tag)
+            for tag in run.tags:
+                run.histograms(tag, "pos")
+            problems.append(f"{dataset} as {kind}: read without an error")
+        except ScorevizError as err:
+            if str(path) not in str(err):
+                problems.append(f"{dataset} as {kind}: the error does not name the file: {err}")
+        except Exception as err:  # noqa: BLE001: what the test is looking for
+            problems.append(f"{dataset} as {kind}: {type(err).__name__}: {err}")
+    assert len(cases) > 30 and not problems, "\n".join(problems)
 
 
 def test_a_fifo_a_folder_or_an_unreadable_file_named_scores_h5(tmp_path):

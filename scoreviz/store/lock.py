@@ -38,14 +38,24 @@ class RunLock:
         self.path = lock_path(self.data_file)
         self._fd = None
 
-    def acquire(self):
+    def acquire(self, wait: float = 0.0):
+        """Take the lock, or raise ScorevizError naming its holder; with ``wait``, try for up to
+        that many seconds first (a reader's local copy, brought up to date by one process at a time)."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
             raise ScorevizError(f"{self.data_file}: cannot create its lock file {self.path.name} "
                                 f"({err.strerror}, errno {err.errno})") from None
+        deadline = time.monotonic() + wait
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)

@@ -23,6 +23,9 @@ from scoreviz.store.select import check_max_points, check_step_range, pick_rows,
 # flushed, and columns of a table added late, whose earlier rows take no space. Beyond
 # 16 times the file's size plus this many bytes, a declared size cannot be true.
 _DECLARED_SLACK = 256 << 20
+# A compressed dataset (a published part, scoreviz.store.manifest) holds at most this many
+# bytes of rows per byte of file: deflate's largest ratio is about 1,032 to 1.
+_DEFLATE_RATIO = 1032
 _MAX_READER_BINS = 1 << 20
 
 
@@ -172,12 +175,12 @@ class StoreReader:
     def _counted(self, group, stream_name, rows, names, size):
         """The step and name datasets of a stream, checked against its committed (rows, names):
         all a header reads. Reading data checks every dataset (:meth:`_extent`)."""
-        steps = _dataset(group, "step", 1, self.path)
-        names_ds = _dataset(group, STREAMS[stream_name].names, 1, self.path)
+        steps = _dataset(group, "step", 1, self.path, "iu")
+        names_ds = _dataset(group, STREAMS[stream_name].names, 1, self.path, "S")
         for name, ds in (("step", steps), (STREAMS[stream_name].names, names_ds)):
             if ds.shape[0] * ds.dtype.itemsize > 16 * size + _DECLARED_SLACK:
                 raise self._absurd(f"{stream_name}/{name}", ds.shape)
-        if rows * steps.dtype.itemsize > size:
+        if rows * steps.dtype.itemsize > size * _ratio(steps):
             raise self._absurd(stream_name, (rows, names))
         if not (0 <= rows <= steps.shape[0] and 0 <= names <= names_ds.shape[0]) or names * NAME_BYTES > size:
             raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name} says {rows} rows "
@@ -201,7 +204,7 @@ class StoreReader:
         Read before anything else: a live writer raises it only after the rows are on disk."""
         if self.schema < 2:
             return None
-        ds = _dataset(f, "committed", 2, self.path)
+        ds = _dataset(f, "committed", 2, self.path, "iu")
         try:
             order = json.loads(_attr(ds.attrs["streams"]))
         except (KeyError, TypeError, ValueError):
@@ -224,10 +227,10 @@ class StoreReader:
         size = self.path.stat().st_size
         if committed is not None:
             rows, names = committed[stream_name]
-        names_ds = _dataset(group, stream.names, 1, self.path)
+        names_ds = _dataset(group, stream.names, 1, self.path, "S")
         datasets = {}
-        for name, _, width in stream.present(self.schema):
-            datasets[name] = _dataset(group, name, 1 if width is None else 2, self.path)
+        for name, dtype, width in stream.present(self.schema):
+            datasets[name] = _dataset(group, name, 1 if width is None else 2, self.path, _KINDS[np.dtype(dtype).kind])
         for name, ds in [(stream.names, names_ds), *datasets.items()]:
             if int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize > 16 * size + _DECLARED_SLACK:
                 raise self._absurd(f"{stream_name}/{name}", ds.shape)
@@ -253,7 +256,7 @@ class StoreReader:
                 raise ScorevizError(f"{self.path}: truncated or damaged scoreviz run: {stream_name}/{name} has "
                                     f"{ds.shape[1]} columns for {names} names")
             if stream.table != name:
-                fixed_bytes += ds.dtype.itemsize * (width or 1)
+                fixed_bytes += ds.dtype.itemsize * (width or 1) / _ratio(ds)
         if rows * fixed_bytes > size or names * NAME_BYTES > size:
             raise self._absurd(stream_name, (rows, names))
         return rows, names
@@ -417,14 +420,28 @@ class StoreReader:
         return self._read(read)
 
 
-def _dataset(group, name, ndim, path):
+# The element types a dataset may have, by the kind of the type the writer gives it: whole numbers
+# where numbers index or count (steps, tags, histogram counts), any number for measurements.
+_KINDS = {"i": "iu", "u": "iu", "f": "iuf", "S": "S"}
+
+
+def _dataset(group, name, ndim, path, kinds):
+    """``group[name]``, checked to be a dataset of ``ndim`` dimensions whose elements are of one
+    of ``kinds`` (numpy kind letters): a step column of strings is a damaged file, said here,
+    not a ValueError deep in a read."""
     ds = group.get(name)  # one lookup: a run list opens a thousand files
     if not isinstance(ds, h5py.Dataset):
         raise ScorevizError(f"{path}: truncated or damaged scoreviz run: missing dataset {group.name}/{name}")
-    if ds.ndim != ndim or ds.dtype.kind not in "iufS":
+    if ds.ndim != ndim or ds.dtype.kind not in kinds:
         raise ScorevizError(f"{path}: truncated or damaged scoreviz run: {group.name}/{name} has shape {ds.shape} "
                             f"and type {ds.dtype}")
     return ds
+
+
+def _ratio(ds) -> int:
+    """How many bytes of rows a byte of the file can hold in ``ds``: 1, or deflate's most for a
+    compressed dataset (a size check that stays a bound, also for parts)."""
+    return _DEFLATE_RATIO if ds.compression else 1
 
 
 def _stats_columns(ds, path):

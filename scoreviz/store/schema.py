@@ -142,8 +142,13 @@ def create_file(path: Path, bins: int, config: dict, env: dict) -> None:
                                      "scoreviz_version": env.get("scoreviz", "")}), path)
 
 
-def build_empty(path: Path, bins: int, attrs: dict) -> Path:
-    """An empty run file with the current schema, under a temporary name next to `path`; returns that name."""
+def build_empty(path: Path, bins: int, attrs: dict, packed: int = 0) -> Path:
+    """An empty run file with the current schema, under a temporary name next to `path`; returns that name.
+
+    ``packed`` (rows): a file written once and never appended to (a published segment):
+    chunks of about that many rows, compressed (gzip with shuffle). A live file stays
+    uncompressed (see the module's docstring); a file written once has no such cost, and
+    its histograms, mostly zeros, shrink several times."""
     tmp = temporary_path(path, "creating")
     with _cleaned_up_on_error(tmp, path, "create the run file"):
         with h5py.File(tmp, "w", libver="latest") as f:
@@ -153,7 +158,7 @@ def build_empty(path: Path, bins: int, attrs: dict) -> Path:
                              maxshape=(None, 2), chunks=(16, 2))
             f["committed"].attrs["streams"] = json.dumps(list(STREAMS))
             for stream in STREAMS.values():
-                _create_stream(f.create_group(stream.name), stream, bins)
+                _create_stream(f.create_group(stream.name), stream, bins, packed)
     return tmp
 
 
@@ -186,24 +191,30 @@ class _cleaned_up_on_error:
         return False
 
 
-def _create_stream(group, stream: Stream, bins: int):
+def _create_stream(group, stream: Stream, bins: int, packed: int = 0):
     widths = stream.widths(bins, 0)
     for name, dtype, _ in stream.datasets:
-        _column(group, name, dtype, widths[name])
+        _column(group, name, dtype, widths[name], packed)
     group.create_dataset(stream.names, shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(64,))
     if stream.columns:
         group["stats"].attrs["columns"] = json.dumps(stream.columns)
 
 
-def _column(group, name, dtype, width):
+def _column(group, name, dtype, width, packed=0):
     if width == GROWS:  # few rows (one per window), many columns: chunks of 16 rows x 256 columns
         shape, maxshape, chunks = (0, 0), (None, None), (16, 256)
     else:
         shape = (0,) if width is None else (0, width)
         maxshape = (None,) if width is None else (None, width if width else None)
         chunks = (4096,) if width is None else (ROWS_PER_CHUNK, min(width, 128) if width else 16)
+    options = {}
+    if packed:  # written once: chunks no longer than the rows, the whole width, compressed
+        rows = max(1, min(packed, chunks[0]))
+        chunks = (rows,) if width is None else (rows, max(1, min(width, 1024)) if width not in (0, GROWS) else 64)
+        options = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
-    group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks, fillvalue=fill)
+    group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks, fillvalue=fill,
+                         **options)
 
 
 def temporary_path(path: Path, purpose: str) -> Path:

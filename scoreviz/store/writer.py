@@ -41,10 +41,12 @@ class StoreWriter:
     After a failed write the writer is done: every later call raises the same error.
     """
 
-    def __init__(self, path, bins: int, config: dict, env: dict):
+    def __init__(self, path, bins: int, config: dict, env: dict, lock: RunLock = None):
         self.path = Path(path)
         self._error = None
-        self._lock = RunLock(self.path).acquire()
+        # ``lock``: the run's lock, already held by the caller (a remote run checks the store
+        # between taking it and opening the file); released with the writer either way
+        self._lock = lock if lock is not None else RunLock(self.path).acquire()
         self._file = self._rows = None
         try:
             self._file = _open_for_append(self.path, bins, config, env)
@@ -103,6 +105,18 @@ class StoreWriter:
         self._guarded(lambda: self._rows.append("scalars", {
             "step": steps, "time": _times(times, len(steps)),
             "values": self._rows.table_rows("scalars", names, values)}))
+
+    def append_from(self, reader: StoreReader, starts: dict) -> dict:
+        """Append the rows of another run's file from row ``starts[stream]`` of each stream
+        (a published segment, a copy being brought up to date); returns {stream: rows added}.
+        Names (tags, layers, scalars) are matched by name, so the two files' name lists may
+        differ in order and length. Call flush() to make them part of the run."""
+        added = {}
+
+        def stage():
+            added.update(_copy_rows(self._rows, reader, starts))
+        self._guarded(stage)
+        return added
 
     def flush(self):
         """Make every row appended so far part of the run: on disk first, then counted."""
@@ -378,10 +392,7 @@ def rebuild(path: Path, reader: StoreReader) -> None:
     try:
         rows = _Appender(h5py.File(tmp, "r+"), tmp)
         try:
-            for stream, (count, _) in reader.rows().items():
-                for start in range(0, count, _COPY_BLOCK):
-                    data, names = reader.read_rows(stream, start, start + _COPY_BLOCK)
-                    _copy(rows, stream, data, names)
+            _copy_rows(rows, reader, {})
             rows.commit()
         finally:
             rows.close()
@@ -392,6 +403,21 @@ def rebuild(path: Path, reader: StoreReader) -> None:
         tmp.unlink(missing_ok=True)
         raise ScorevizError(f"{path}: cannot rebuild the run's file ({describe(err)})") from None
     install(tmp, path)
+
+
+def _copy_rows(rows: _Appender, reader: StoreReader, starts: dict, stops: dict = None) -> dict:
+    """Append the rows of ``reader``'s streams from ``starts[stream]`` (0 when absent) up to
+    ``stops[stream]`` (the rows it holds, when absent), in blocks; returns {stream: rows appended}."""
+    added = {}
+    for stream, (count, _) in reader.rows().items():
+        if stops is not None:
+            count = min(count, int(stops.get(stream, 0)))
+        first = max(0, int(starts.get(stream, 0)))
+        for start in range(first, count, _COPY_BLOCK):
+            data, names = reader.read_rows(stream, start, min(count, start + _COPY_BLOCK))
+            _copy(rows, stream, data, names)
+        added[stream] = max(0, count - first)
+    return added
 
 
 def _copy(rows: _Appender, stream, data, names):
@@ -418,4 +444,29 @@ def _copy(rows: _Appender, stream, data, names):
     rows.append(stream, columns)
 
 
-__all__ = ["StoreWriter", "rebuild"]
+def write_packed(source: Path, target: Path, starts: dict, stops: dict, attrs: dict) -> None:
+    """A new file at ``target`` holding rows ``starts`` to ``stops`` of each stream of the run
+    file ``source`` (read as a reader would), compressed and in chunks sized to its rows
+    (schema.build_empty's ``packed``): a published segment. ``attrs`` are added to its root."""
+    reader = StoreReader(source)
+    rows = max([int(stops.get(s, 0)) - int(starts.get(s, 0)) for s in STREAMS] + [1])
+    root = {"config": json.dumps(reader.config), "env": json.dumps(reader.env),
+            "scoreviz_version": str(reader.attrs.get("scoreviz_version", "")), **attrs}
+    tmp = build_empty(target, reader.bins, root, packed=rows)
+    try:
+        appender = _Appender(h5py.File(tmp, "r+"), tmp)
+        try:
+            _copy_rows(appender, reader, starts, stops)
+            appender.commit()
+        finally:
+            appender.close()
+    except ScorevizError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as err:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise ScorevizError(f"{source}: cannot copy rows into {target.name} ({describe(err)})") from None
+    install(tmp, target)
+
+
+__all__ = ["StoreWriter", "rebuild", "write_packed"]

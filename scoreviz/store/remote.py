@@ -1,0 +1,266 @@
+"""Reading runs from an object store: finding them, and keeping a local copy of each.
+
+A reader lists a prefix once (one request per 1,000 objects) and learns every run
+below it and its current manifest (store/manifest.py). A run's local copy is an
+ordinary run file in the cache folder (objects.local_folder("read", url)): the parts
+the manifest names are fetched once each (they never change) and their new rows
+appended, so bringing a copy up to date fetches only what was published since, and
+the same reader (store/reader.py, scoreviz.Run) reads it as any local run. A run
+uploaded whole (its ``scores.h5``, e.g. by ``aws s3 sync`` of a local run folder)
+is fetched whole, again only when it changed.
+
+The copy's state (the run's id, the last part applied, the manifest version) sits
+beside it in ``copy.json``; the copy itself says how many rows it holds, so a reader
+killed in the middle of an update only fetches a part again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from scoreviz.errors import ScorevizError
+from scoreviz.store.lock import RunLock
+from scoreviz.store.manifest import MANIFESTS, PARTS, Manifest, manifest_key, manifest_versions, parse
+from scoreviz.store.objects import ObjectStore, join, local_folder, shown
+from scoreviz.store.reader import StoreReader
+from scoreviz.store.schema import FILE_NAME, STREAMS, install
+from scoreviz.store.writer import StoreWriter
+
+_PARTS_AT_ONCE = 16  # parts fetched concurrently while catching up
+_STATE = "copy.json"
+_LOCK_WAIT_S = 60.0  # another process bringing the same copy up to date
+
+
+class RemoteRun:
+    """One run at a URL: its manifest (or whole file) and its local copy."""
+
+    def __init__(self, url: str, storage_options=None, store: ObjectStore = None, key: str = ""):
+        # ``store`` and ``key``: the run as a folder ``key`` of a store already open (a prefix's listing)
+        self.store = store if store is not None else ObjectStore(url, storage_options)
+        self.key = key.strip("/")
+        self.url = shown(join(self.store.url, self.key)) if store is not None else shown(url)
+        self.folder = local_folder("read", self.url)
+        self.file = self.folder / FILE_NAME
+
+    def _key(self, name: str) -> str:
+        return f"{self.key}/{name}" if self.key else name
+
+    # ---------------------------------------------------------------- what is published
+
+    def latest(self, listing: dict = None):
+        """("manifest", Manifest) for a recorded run, ("whole", (size, version)) for a run uploaded
+        as a plain scores.h5, or ScorevizError when the URL holds no run. ``listing``: the run's
+        keys (relative to it) from a listing already made; else the run is listed now."""
+        if listing is None:
+            listing = {k[len(self.key) + 1:] if self.key else k: v for k, v in self.store.list(self.key).items()}
+        versions = manifest_versions(listing)
+        if versions:
+            return "manifest", self.manifest(versions[-1], listing)
+        if FILE_NAME in listing:
+            return "whole", listing[FILE_NAME]
+        raise ScorevizError(f"{self.url}: no scoreviz run there (neither {MANIFESTS}/ nor {FILE_NAME})")
+
+    def manifest(self, version: int, listing=None) -> Manifest:
+        where = self.store.key_url(self._key(manifest_key(version)))
+        try:
+            data = self.store.read(self._key(manifest_key(version)))
+        except FileNotFoundError:  # replaced by a newer version between the listing and this read
+            fresh = {k[len(self.key) + 1:] if self.key else k: v for k, v in self.store.list(self.key).items()}
+            newer = [v for v in manifest_versions(fresh) if v > version]
+            if not newer:
+                raise ScorevizError(f"{where}: the run's manifest vanished while it was read") from None
+            return self.manifest(newer[-1])
+        return parse(data, version, where)
+
+    # ---------------------------------------------------------------- the local copy
+
+    def sync(self, published=None) -> Path:
+        """Bring the local copy up to date with what is published (``published``: latest()'s answer,
+        when already known) and return its file."""
+        kind, what = published if published is not None else self.latest()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.file).acquire(wait=_LOCK_WAIT_S)
+        try:
+            state = self._state()
+            if kind == "whole":
+                if state.get("whole") != list(what) or not self.file.exists():
+                    self._fetch_whole(what)
+                return self.file
+            if state.get("run") not in (None, what.run) or state.get("whole"):
+                self._drop_copy()  # another run at the same URL since: start again
+                state = {}
+            if state.get("version") == what.version and self.file.exists():
+                return self.file
+            try:
+                self._apply(what, state, lock)
+            except _Gap:  # the copy and the store disagree (a run recorded again): fetch it all
+                self._drop_copy()
+                self._apply(what, {}, lock)
+            return self.file
+        finally:
+            lock.release()
+
+    def _state(self) -> dict:
+        try:
+            state = json.loads((self.folder / _STATE).read_text())
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict) -> None:
+        tmp = self.folder / f"{_STATE}.{os.getpid()}"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.folder / _STATE)
+
+    def _drop_copy(self):
+        for name in (FILE_NAME, _STATE):
+            try:
+                (self.folder / name).unlink()
+            except FileNotFoundError:
+                pass
+
+    def _fetch_whole(self, what):
+        data = self.store.read(self._key(FILE_NAME))
+        tmp = self.folder / f"{FILE_NAME}.fetching-{os.getpid()}"
+        tmp.write_bytes(data)
+        StoreReader(tmp).rows()  # a damaged upload is refused here, naming the file
+        install(tmp, self.file)
+        self._save_state({"whole": list(what)})
+
+    def _apply(self, manifest: Manifest, state: dict, lock: RunLock):
+        """Append the rows of the parts not applied yet, in order."""
+        keys = manifest.part_keys()
+        done = state.get("applied")
+        todo = keys[keys.index(done) + 1:] if done in keys else keys
+        if not self.file.exists() and len(keys) == 1 and todo == keys:
+            self._fetch_single(manifest, keys[0])  # a closed, compacted run: its one part is the run
+            self._save_state({"run": manifest.run, "applied": keys[0], "version": manifest.version})
+            return
+        header = manifest.header
+        writer = StoreWriter(self.file, manifest.bins, header.get("config", {}), header.get("env", {}), lock=_Kept(lock))
+        try:
+            applied = apply_parts(self.store, self._key, todo, writer, manifest, self.folder)
+            writer.close()
+        except BaseException:
+            _close_quietly(writer)
+            raise
+        self._save_state({"run": manifest.run, "applied": applied or done, "version": manifest.version})
+
+    def _fetch_single(self, manifest, key):
+        data = self.store.read(self._key(key))
+        tmp = self.folder / f"{FILE_NAME}.fetching-{os.getpid()}"
+        tmp.write_bytes(data)
+        reader = StoreReader(tmp)
+        rows = {s: n for s, (n, _) in reader.rows().items()}
+        if _first_rows(reader) != {s: 0 for s in STREAMS} or rows != manifest.rows:
+            tmp.unlink(missing_ok=True)
+            raise ScorevizError(f"{self.store.key_url(self._key(key))}: holds rows {rows}, its manifest says "
+                                f"{manifest.rows}")
+        install(tmp, self.file)
+
+
+class _Kept:
+    """A held lock handed to a StoreWriter that must not let go of it when it closes."""
+
+    def __init__(self, lock):
+        self._lock = lock
+
+    def release(self):
+        pass
+
+    @property
+    def held(self):
+        return self._lock.held
+
+
+class _Gap(Exception):
+    """A part starts after the rows the copy holds: the copy is not a prefix of the run."""
+
+
+def apply_parts(store: ObjectStore, key_of, keys, writer: StoreWriter, manifest: Manifest, folder: Path):
+    """Fetch the parts ``keys`` (in order, a few at once) and append to ``writer`` the rows of
+    each that it does not hold yet; returns the last key applied. Raises _Gap when a part
+    starts beyond the writer's rows, ScorevizError when the rows do not add up to the manifest's."""
+    last = None
+    for start in range(0, len(keys), _PARTS_AT_ONCE):
+        batch = keys[start:start + _PARTS_AT_ONCE]
+        have = writer.committed_rows
+        if all(have.get(s, 0) >= manifest.rows[s] for s in STREAMS):
+            return keys[-1]  # everything is there already (a compacted part repeats rows held)
+        fetched = store.read_many([key_of(k) for k in batch])
+        for key in batch:
+            data = fetched[key_of(key)]
+            with tempfile.NamedTemporaryFile(dir=folder, prefix="part-", suffix=".h5", delete=False) as out:
+                out.write(data)
+            try:
+                reader = StoreReader(out.name)
+                first = _first_rows(reader)
+                have = writer.committed_rows
+                if any(have.get(s, 0) < first[s] for s in STREAMS):
+                    raise _Gap(key)
+                writer.append_from(reader, {s: have.get(s, 0) - first[s] for s in STREAMS})
+                writer.flush()
+            except ScorevizError as err:
+                raise ScorevizError(f"{store.key_url(key_of(key))}: {str(err).partition(': ')[2] or err}") from None
+            finally:
+                os.unlink(out.name)
+            last = key
+    have = writer.committed_rows
+    short = {s: (have.get(s, 0), manifest.rows[s]) for s in STREAMS if have.get(s, 0) < manifest.rows[s]}
+    if short:
+        raise ScorevizError(f"{shown(store.url)}: the parts of manifest {manifest.version} hold fewer rows than it "
+                            f"says ({short}): a part is missing or damaged")
+    return last
+
+
+def _first_rows(reader: StoreReader) -> dict:
+    """The row of each stream a part starts at (its ``first_rows`` attribute; 0 for a whole run)."""
+    raw = reader.attrs.get("first_rows")
+    if raw is None:
+        return {s: 0 for s in STREAMS}
+    try:
+        value = json.loads(raw)
+        return {s: int(value.get(s, 0)) for s in STREAMS}
+    except (TypeError, ValueError, AttributeError):
+        raise ScorevizError(f"{reader.path}: damaged part: first_rows {raw!r:.60}") from None
+
+
+def _close_quietly(writer):
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001: the error that got us here is the one to tell
+        pass
+
+
+# ------------------------------------------------------------------- a prefix of runs
+
+
+def find_remote(url: str, storage_options=None) -> dict:
+    """{run URL: its keys (relative to it) with (size, version)} of every run below ``url``
+    (itself included), from one listing."""
+    store = ObjectStore(url, storage_options)
+    return {shown(join(store.url, folder)): keys for folder, keys in runs_in(store.list("")).items()}
+
+
+def runs_in(listing: dict) -> dict:
+    """{run folder: {key relative to it: (size, version)}} from a listing of a prefix: a folder is
+    a run when it holds a manifest (scores.manifest/) or a whole scores.h5; parts go with their run."""
+    runs: dict = {}
+    for key, value in listing.items():
+        for marker in (f"/{MANIFESTS}/", f"/{PARTS}/"):
+            if marker in f"/{key}":
+                folder = f"/{key}".split(marker)[0].strip("/")
+                break
+        else:
+            if key == FILE_NAME or key.endswith("/" + FILE_NAME):
+                folder = key[:-len(FILE_NAME)].strip("/")
+            else:
+                continue
+        runs.setdefault(folder, {})[key[len(folder) + 1:] if folder else key] = value
+    return {folder: keys for folder, keys in runs.items() if manifest_versions(keys) or FILE_NAME in keys}
+
+
+__all__ = ["RemoteRun", "apply_parts", "find_remote", "runs_in"]
