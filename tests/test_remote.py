@@ -215,7 +215,7 @@ def test_kill_9_loses_at_most_the_unpublished_interval_and_a_new_recorder_publis
     writer = start_writer(url, env, pause=0.01, flush_every=10, setup=setup)
     wait_for(writer, "opened")
     flushed_at = []  # (time, step) of each "flushed" line
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
         line = writer.lines.get(timeout=30)
         if line and line.startswith("flushed"):
@@ -225,7 +225,7 @@ def test_kill_9_loses_at_most_the_unpublished_interval_and_a_new_recorder_publis
     writer.wait(30)
     flushed_at += [(killed_at, s) for s in [last_flushed(drain(writer))] if s >= 0]
     published = open_run(url, storage_options=s3.options()).scalars().index.max()
-    interval = 1.0 + 2.0  # upload_secs, plus building and sending a part on a shared CPU
+    interval = 1.0 + 1.5  # upload_secs, plus building and sending a part on a shared CPU
     older = max(s for t, s in flushed_at if t < killed_at - interval)
     assert published >= older, (published, older)  # lost at most the last interval's rows
     # a new Recorder on the URL (same machine): publishes what the killed one left, then goes on
