@@ -77,18 +77,23 @@ def score_rows(rng, s, steps: int, momentum: float, shift: float = 0.0) -> dict:
 
 
 def write_run(path: Path, steps: int, momentum: float, seed: int, tags=TAGS, layers: int = LAYERS,
-              config=None):
-    """One large run: score stats and histograms for each tag, per-layer norms, scalars."""
+              config=None, chunk: int = CHUNK, open_writer=None, after_chunk=None):
+    """One large run: score stats and histograms for each tag, per-layer norms, scalars, written
+    ``chunk`` steps at a time. ``open_writer(config)``: the writer (default a StoreWriter on
+    path/scores.h5); ``after_chunk(writer)`` is called after each chunk is flushed."""
     from scoreviz.store import FILE_NAME, StoreWriter
 
-    path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names = [f"encoder.layer{i // 3}.{['conv', 'bn', 'relu'][i % 3]}" for i in range(layers)]
     config = config or {"moco_m": momentum, "lr": 0.03, "arch": "resnet18", "steps": steps}
-    writer = StoreWriter(path / FILE_NAME, BINS, config, {"benchmark": True})
+    if open_writer is None:
+        path.mkdir(parents=True, exist_ok=True)
+        writer = StoreWriter(path / FILE_NAME, BINS, config, {"benchmark": True})
+    else:
+        writer = open_writer(config)
     try:
-        for start in range(0, steps, CHUNK):
-            s = np.arange(start, min(start + CHUNK, steps))
+        for start in range(0, steps, chunk):
+            s = np.arange(start, min(start + chunk, steps))
             t = s / steps
             for tag in tags:
                 writer.append_scores(tag, s, score_rows(rng, s, steps, momentum, 0.1 if tag == "ft" else 0.0))
@@ -97,6 +102,9 @@ def write_run(path: Path, steps: int, momentum: float, seed: int, tags=TAGS, lay
             writer.append_gradients(s, names, norms.astype(np.float32),
                                     np.sqrt((norms ** 2).sum(axis=1)))
             writer.append_scalars(s, ["loss", "lr"], np.stack([8 - 2 * t, np.full(len(s), 0.03)], axis=1))
+            if after_chunk is not None:
+                writer.flush()
+                after_chunk(writer)
     finally:
         writer.close()
 

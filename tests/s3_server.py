@@ -98,7 +98,7 @@ class S3Server:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return Counter(json.loads(answer.read()))
 
-    def pause(self):
+    def pause(self):  # the handle a worker process builds from the port has no process: never called there
         os.kill(self.process.pid, signal.SIGSTOP)
 
     def resume(self):

@@ -197,6 +197,11 @@ class RemoteWriter:
     def committed_rows(self) -> dict:
         return self.local.committed_rows
 
+    def publish_now(self):
+        """Publish the rows committed so far now, in the caller's thread, rather than at the next
+        interval (benchmarks/remote_sweep.py drives a sweep's publishes by its own clock)."""
+        self._publish()
+
     def close(self, compact: bool = True):
         """Close the local file, publish what is left (trying for up to CLOSE_WAIT_S while the store
         does not answer), mark the run closed and, with ``compact``, make its parts one. Rows that

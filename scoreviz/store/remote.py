@@ -238,6 +238,76 @@ def _close_quietly(writer):
 # ------------------------------------------------------------------- a prefix of runs
 
 
+class RemoteRoot:
+    """The runs below a URL as a server refreshes them: one listing per refresh(), each run's
+    manifest fetched only when a newer version appears (several at once), each run's local
+    copy brought up to date only when its data is read. Run ids are the runs' folders below
+    the URL ("sweep/job-7")."""
+
+    def __init__(self, url: str, storage_options=None):
+        self.store = ObjectStore(url, storage_options)
+        self.url = shown(url)
+        self._listing: dict = {}  # run id -> its keys (relative) with (size, version)
+        self._manifests: dict = {}  # run id -> the newest Manifest fetched
+
+    def refresh(self) -> list:
+        """Every run's id, from one listing of the URL (one request per 1,000 objects)."""
+        self._listing = runs_in(self.store.list(""))
+        return sorted(self._listing)
+
+    def stamp(self, run_id: str):
+        """What changes when the run is published again: its manifest's version, or (size, version)
+        of a whole scores.h5; None for a run not in the last listing."""
+        keys = self._listing.get(run_id)
+        if keys is None:
+            return None
+        versions = manifest_versions(keys)
+        return versions[-1] if versions else tuple(keys.get(FILE_NAME, ()))
+
+    def manifests(self, run_ids) -> dict:
+        """{run id: its newest Manifest} (None for a run uploaded whole), fetching only those
+        whose version changed since they were fetched, several at once. A run whose manifest
+        cannot be read maps to its ScorevizError."""
+        out, wanted = {}, {}
+        for run_id in run_ids:
+            version = self.stamp(run_id)
+            known = self._manifests.get(run_id)
+            if not isinstance(version, int):
+                out[run_id] = None
+            elif known is not None and known.version == version:
+                out[run_id] = known
+            else:
+                wanted[f"{run_id}/{manifest_key(version)}" if run_id else manifest_key(version)] = (run_id, version)
+        for start in range(0, len(wanted), 64):
+            keys = list(wanted)[start:start + 64]
+            try:
+                fetched = self.store.read_many(keys)
+            except (ScorevizError, FileNotFoundError):  # one gone (replaced since the listing): one by one
+                fetched = {}
+            for key in keys:
+                run_id, version = wanted[key]
+                try:
+                    manifest = parse(fetched[key], version, self.store.key_url(key)) if key in fetched else \
+                        self.remote(run_id).latest()[1]
+                    self._manifests[run_id] = out[run_id] = manifest
+                except ScorevizError as err:
+                    out[run_id] = err
+        return out
+
+    def remote(self, run_id: str) -> RemoteRun:
+        return RemoteRun(self.url, store=self.store, key=run_id)
+
+    def sync(self, run_id: str) -> Path:
+        """The run's local copy, brought up to date with its newest manifest (fetched now if needed)."""
+        manifest = self.manifests([run_id]).get(run_id)
+        if isinstance(manifest, ScorevizError):
+            raise manifest
+        remote = self.remote(run_id)
+        if manifest is None:
+            return remote.sync()
+        return remote.sync(("manifest", manifest))
+
+
 def find_remote(url: str, storage_options=None) -> dict:
     """{run URL: its keys (relative to it) with (size, version)} of every run below ``url``
     (itself included), from one listing."""
@@ -263,4 +333,4 @@ def runs_in(listing: dict) -> dict:
     return {folder: keys for folder, keys in runs.items() if manifest_versions(keys) or FILE_NAME in keys}
 
 
-__all__ = ["RemoteRun", "apply_parts", "find_remote", "runs_in"]
+__all__ = ["RemoteRoot", "RemoteRun", "apply_parts", "find_remote", "runs_in"]

@@ -195,9 +195,13 @@ def _create_stream(group, stream: Stream, bins: int, packed: int = 0):
     widths = stream.widths(bins, 0)
     for name, dtype, _ in stream.datasets:
         _column(group, name, dtype, widths[name], packed)
-    group.create_dataset(stream.names, shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(64,))
+    group.create_dataset(stream.names, shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(64,),
+                         **_PACKED if packed else {})  # 16 KB a chunk, mostly zeros
     if stream.columns:
         group["stats"].attrs["columns"] = json.dumps(stream.columns)
+
+
+_PACKED = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 def _column(group, name, dtype, width, packed=0):
@@ -211,7 +215,7 @@ def _column(group, name, dtype, width, packed=0):
     if packed:  # written once: chunks no longer than the rows, the whole width, compressed
         rows = max(1, min(packed, chunks[0]))
         chunks = (rows,) if width is None else (rows, max(1, min(width, 1024)) if width not in (0, GROWS) else 64)
-        options = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        options = _PACKED
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks, fillvalue=fill,
                          **options)
