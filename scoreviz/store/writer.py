@@ -386,13 +386,28 @@ def rebuild(path: Path, reader: StoreReader) -> None:
     then) and to upgrade files of older schemas. The copy is built under a temporary
     name and moved into place when complete, so a kill during the rebuild loses nothing.
     """
-    attrs = {"config": json.dumps(reader.config), "env": json.dumps(reader.env),
-             "scoreviz_version": str(reader.attrs.get("scoreviz_version", ""))}
-    tmp = build_empty(path, reader.bins, attrs)
+    _write_copy(reader, path, {}, None, {}, 0, f"{path}: cannot rebuild the run's file")
+
+
+def write_packed(source: Path, target: Path, starts: dict, stops: dict, attrs: dict) -> None:
+    """A new file at ``target`` holding rows ``starts`` to ``stops`` of each stream of the run
+    file ``source`` (read as a reader would), compressed and in chunks sized to its rows
+    (schema.build_empty's ``packed``): a published part. ``attrs`` are added to its root."""
+    rows = max([int(stops.get(s, 0)) - int(starts.get(s, 0)) for s in STREAMS] + [1])
+    _write_copy(StoreReader(source), target, starts, stops, attrs, rows,
+                f"{source}: cannot copy rows into {target.name}")
+
+
+def _write_copy(reader: StoreReader, target: Path, starts, stops, attrs: dict, packed: int, failure: str):
+    """A file of the current schema at ``target`` (built under a temporary name, moved into place
+    when complete) holding ``reader``'s rows from ``starts`` to ``stops`` (all when None)."""
+    root = {"config": json.dumps(reader.config), "env": json.dumps(reader.env),
+            "scoreviz_version": str(reader.attrs.get("scoreviz_version", "")), **attrs}
+    tmp = build_empty(target, reader.bins, root, packed=packed)
     try:
         rows = _Appender(h5py.File(tmp, "r+"), tmp)
         try:
-            _copy_rows(rows, reader, {})
+            _copy_rows(rows, reader, starts, stops)
             rows.commit()
         finally:
             rows.close()
@@ -401,8 +416,8 @@ def rebuild(path: Path, reader: StoreReader) -> None:
         raise
     except Exception as err:  # noqa: BLE001
         tmp.unlink(missing_ok=True)
-        raise ScorevizError(f"{path}: cannot rebuild the run's file ({describe(err)})") from None
-    install(tmp, path)
+        raise ScorevizError(f"{failure} ({describe(err)})") from None
+    install(tmp, target)
 
 
 def _copy_rows(rows: _Appender, reader: StoreReader, starts: dict, stops: dict = None) -> dict:
@@ -442,31 +457,6 @@ def _copy(rows: _Appender, stream, data, names):
     if "eigenvalues" in data:
         columns["eigenvalues"] = _padded(data["eigenvalues"], data["dim"])
     rows.append(stream, columns)
-
-
-def write_packed(source: Path, target: Path, starts: dict, stops: dict, attrs: dict) -> None:
-    """A new file at ``target`` holding rows ``starts`` to ``stops`` of each stream of the run
-    file ``source`` (read as a reader would), compressed and in chunks sized to its rows
-    (schema.build_empty's ``packed``): a published segment. ``attrs`` are added to its root."""
-    reader = StoreReader(source)
-    rows = max([int(stops.get(s, 0)) - int(starts.get(s, 0)) for s in STREAMS] + [1])
-    root = {"config": json.dumps(reader.config), "env": json.dumps(reader.env),
-            "scoreviz_version": str(reader.attrs.get("scoreviz_version", "")), **attrs}
-    tmp = build_empty(target, reader.bins, root, packed=rows)
-    try:
-        appender = _Appender(h5py.File(tmp, "r+"), tmp)
-        try:
-            _copy_rows(appender, reader, starts, stops)
-            appender.commit()
-        finally:
-            appender.close()
-    except ScorevizError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as err:  # noqa: BLE001
-        tmp.unlink(missing_ok=True)
-        raise ScorevizError(f"{source}: cannot copy rows into {target.name} ({describe(err)})") from None
-    install(tmp, target)
 
 
 __all__ = ["StoreWriter", "rebuild", "write_packed"]
