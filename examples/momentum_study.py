@@ -23,23 +23,17 @@ views do it (``scoreviz.groups``: group by ``moco_m``, every other key such as
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-
-import numpy as np
 
 # The app package lives next to scoreviz at the root of the checkout; make the
 # script work from a plain checkout too, not only from an installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import scoreviz  # noqa: E402
-import scoreviz.groups  # noqa: E402
 from scoreviz.errors import ScorevizError  # noqa: E402
+from scoreviz.trainer import study  # noqa: E402
 
 VERSIONS = (1, 2)
 MOMENTA = (0.5, 0.6, 0.9, 0.99, 0.999, 1.0)
@@ -58,17 +52,11 @@ PAPER = {0.5: "collapse", 0.6: "21.2", 0.7: "32.8", 0.8: "39.3", 0.9: "46.5", 0.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--out", default="runs/momentum-study",
-                        help="folder of the runs, v<version>/m<m>-s<seed> each (default runs/momentum-study)")
+    study.add_arguments(parser, "runs/momentum-study", DEFAULT_EPOCHS, SEEDS)  # its runs: <out>/v<version>/m<m>-s<seed>
     parser.add_argument("--versions", type=int, nargs="+", default=list(VERSIONS), choices=[1, 2],
                         help="MoCo versions (default: 1 2)")
     parser.add_argument("--momenta", type=float, nargs="+", default=list(MOMENTA),
                         help="key-encoder momenta m (default: " + " ".join(f"{m:g}" for m in MOMENTA) + ")")
-    parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per m and version: 0, 1, ... (default {SEEDS})")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per run (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks)")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="runs trained at once, one CPU thread each (default 2); 1 trains in this process")
     parser.add_argument("--figures", default="docs",
                         help="folder for momentum_v<version>_waterfall.png and momentum_v<version>_neg_var.png (default docs)")
     return parser
@@ -78,190 +66,72 @@ def run_dir_for(out: Path, version: int, m: float, seed: int) -> Path:
     return out / f"v{version}" / f"m{m:g}-s{seed}"
 
 
-def settings(version: int, m: float, seed: int, epochs: int, steps_per_epoch: int | None) -> dict:
+def settings(version: int, m: float, seed: int, epochs: int, steps_per_epoch: int | None, knn_k: int) -> dict:
     """The trainer settings of one run, as its config records them."""
-    return dict(moco_version=version, moco_m=m, seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                batch_size=BATCH, moco_k=QUEUE, bn_splits=BN_SPLITS, lr=LR)
-
-
-def finished_epochs(run_dir: Path) -> int:
-    """Epochs a run has completed, from its results.json (0 when there is none)."""
-    try:
-        return int(json.loads((run_dir / "results.json").read_text()).get("epoch", 0))
-    except (OSError, ValueError):
-        return 0
-
-
-def plan(run_dir: Path, wanted: dict) -> str:
-    """What to do with ``run_dir``: "new", "resume" or "reuse".
-
-    A folder recorded with other settings is an error rather than something to
-    overwrite or append to: the curves of two different runs would mix.
-    """
-    if not (run_dir / "scores.h5").exists():
-        return "new"
-    config = scoreviz.open_run(run_dir).config
-    differ = {k: config.get(k) for k, v in wanted.items() if config.get(k) != v}
-    if differ:
-        raise ScorevizError(f"{run_dir}: recorded with {differ}, not {wanted}; delete it or choose another --out")
-    if finished_epochs(run_dir) >= wanted["epochs"]:
-        return "reuse"
-    # Killed before its first checkpoint: train afresh; the rows it wrote are
-    # replaced, since a step recorded twice keeps its later row.
-    return "resume" if (run_dir / "checkpoint.pt").exists() else "new"
-
-
-def train_run(run_dir: Path, wanted: dict, threads: int | None = None) -> tuple[str, float]:
-    """Train (or reuse, or resume) one run; returns what was done and the seconds it took."""
-    import torch
-
-    from scoreviz.trainer import train
-
-    if threads:
-        torch.set_num_threads(threads)  # parallel runs on a small machine: one thread each, no oversubscription
-    start = time.perf_counter()
-    action = plan(run_dir, wanted)
-    if action == "reuse":
-        return action, 0.0
-    argv = ["--dataset", "digits", "--run-dir", str(run_dir), "--epochs", str(wanted["epochs"]), "--quiet"]
-    if action == "resume":
-        argv.append("--resume")  # the run's own saved settings
-    else:
-        for key, value in wanted.items():
-            if value is not None and key != "epochs":
-                argv += [f"--{key.replace('_', '-')}", str(value)]
-    train.main(train.add_arguments(argparse.ArgumentParser()).parse_args(argv))
-    return action, time.perf_counter() - start
-
-
-def train_all(jobs: list, workers: int) -> None:
-    """Train every (run_dir, settings) job, ``workers`` at a time, with a progress bar."""
-    from tqdm import tqdm
-
-    verbs = {"reuse": "reused", "resume": "resumed", "new": "trained"}
-    with tqdm(total=len(jobs), desc="momentum study", unit="run") as bar:
-        def done(run_dir, action, seconds):
-            bar.update(1)
-            bar.write(f"  {run_dir}: {verbs[action]}" + (f" in {seconds:.0f} s" if seconds else ""))
-
-        if workers <= 1:
-            for run_dir, wanted in jobs:
-                done(run_dir, *train_run(run_dir, wanted))
-            return
-        # Fresh interpreters (spawn): forking a process that already holds torch's thread pools is unsafe.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(train_run, run_dir, wanted, 1): run_dir for run_dir, wanted in jobs}
-            try:
-                for future in as_completed(futures):
-                    done(futures[future], *future.result())
-            except BaseException:  # one run failed: report it now, not after every other run
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+    return dict(dataset="digits", moco_version=version, moco_m=m, seed=seed, epochs=epochs,
+                steps_per_epoch=steps_per_epoch, batch_size=BATCH, moco_k=QUEUE, bn_splits=BN_SPLITS, lr=LR,
+                knn_k=knn_k)
 
 
 # ---------------------------------------------------------------- one run, then a group of seeds
 
 def summarize(run_dir: Path) -> dict:
-    """Accuracies, final statistics, gradient roughness and health flags of one run."""
-    from scoreviz import health
-
-    run = scoreviz.open_run(run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
-    scores, total = run.scores(TAG), run.total_gradient_norm()
-    flags = {f.check: f for f in health.run_health(scores, run.scalars(), total)}
-    embeddings = run.embeddings(TAG)  # the query projections (and keys as the second view)
-    flags.update({f.check: f for f in health.representation_health(embeddings)})
-    ranks = embeddings["rank"].dropna()
-    return dict(
-        version=run.config["moco_version"], m=run.config["moco_m"], seed=run.config["seed"],
-        knn_init=results["knn_acc_init"], knn_final=results["knn_acc_final"], knn_best=max(results["knn_acc"]),
-        var_final=float(scores[STAT].iloc[-1]), pos_final=float(scores["pos_mean"].iloc[-1]),
-        neg_final=float(scores["neg_mean"].iloc[-1]),
-        # How rough the gradient landscape is: the 99th percentile of the total norm over its median.
-        grad_rough=float(total.quantile(0.99) / total.median()),
-        # The representation: RankMe rank of the last spectrum window, std of the last step times sqrt(dim)
-        # (about 1 when the embeddings are spread out, 0 at complete collapse).
-        rank_final=float(ranks.iloc[-1]) if len(ranks) else float("nan"),
-        std_final=float(embeddings["std"].iloc[-1] * np.sqrt(embeddings["dim"].iloc[-1])),
-        collapse=flags["collapse"], instability=flags["instability"], nonfinite=flags["non-finite"],
-        representation=_first_fired(flags["complete collapse"], flags["dimensional collapse"]),
-        series=scores[STAT],
-    )
-
-
-def _first_fired(*flags):
-    """The earliest of the flags that fired (the first given when none did)."""
-    fired = [f for f in flags if f.fired]
-    return min(fired, key=lambda f: f.step) if fired else flags[0]
+    """Accuracies, final statistics, gradient roughness and health flags of one run (study.summarize),
+    with complete and dimensional collapse as one "representation" flag."""
+    row = study.summarize(run_dir, TAG, STAT)
+    row["flags"]["representation"] = study.first_fired(row["flags"]["complete collapse"],
+                                                        row["flags"]["dimensional collapse"])
+    return row
 
 
 def group_by_momentum(summaries: dict) -> list:
     """The runs of one version (run folder -> :func:`summarize`) grouped by ``moco_m`` as the
     app groups them (``scoreviz.groups``: the seed and every other key ignored), each group
     folded into means, spreads and flag counts."""
-    configs = {run: {"moco_m": row["m"], "seed": row["seed"]} for run, row in summaries.items()}
-    groups = scoreviz.groups.group_runs(configs, by=["moco_m"])
-    curves = scoreviz.groups.group_curves({run: row["series"] for run, row in summaries.items()}, groups,
-                                          band="minmax")
-    return [_folded(curve.group, [summaries[run] for run in curve.group.runs], curve.frame) for curve in curves]
+    return [_folded(group, rows, curve) for group, rows, curve in study.group_seeds(summaries, ["moco_m"])]
 
 
 def _folded(group, rows: list, curve) -> dict:
     def values(key):
         return [r[key] for r in rows]
 
-    def flag(check):
-        fired = [r[check].step for r in rows if r[check].fired]
-        return len(fired), fired
-
     # Runs whose scores were all alike early and then left: the app shows that as warm-up, not collapse.
-    early = [r["collapse"].warmup[0] for r in rows if not r["collapse"].fired and r["collapse"].warmup]
-    return dict(version=rows[0]["version"], m=group.key[0], n=len(rows), values=values,
-                collapse=flag("collapse"), early_collapse=(len(early), early), instability=flag("instability"), nonfinite=flag("nonfinite"),
-                representation=flag("representation"),
+    early = [r["flags"]["collapse"].warmup[0] for r in rows
+             if not r["flags"]["collapse"].fired and r["flags"]["collapse"].warmup]
+    return dict(version=rows[0]["config"]["moco_version"], m=group.key[0], n=len(rows), values=values,
+                collapse=study.fired_steps(rows, "collapse"), early_collapse=early,
+                instability=study.fired_steps(rows, "instability"), nonfinite=study.fired_steps(rows, "non-finite"),
+                representation=study.fired_steps(rows, "representation"),
                 mean_curve=curve["mean"], low=curve["lower"], high=curve["upper"])
-
-
-def _mean_sd(numbers: list, digits: int = 1, fmt: str = "f") -> str:
-    mean = statistics.fmean(numbers)
-    sd = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
-    text = f"{mean:.{digits}{fmt}} ± {sd:.{digits}{fmt}}"
-    return text.replace("-0.000", "0.000")  # a mean of -0.0001 is no news
-
-
-def _flag_text(count_steps: tuple, n: int) -> str:
-    count, steps = count_steps
-    if not count:
-        return f"0/{n}"
-    where = f"step {min(steps)}" if min(steps) == max(steps) else f"steps {min(steps)}-{max(steps)}"
-    return f"{count}/{n} ({where})"
 
 
 def _collapse_text(g: dict) -> str:
     """The collapse flags, then the runs that collapsed early and left (the app's warm-up), if any."""
-    text = _flag_text(g["collapse"], g["n"])
-    if g["early_collapse"][0]:
-        text += f"; early and left: {_flag_text(g['early_collapse'], g['n'])}"
+    text = study.flag_count(g["collapse"], g["n"])
+    if g["early_collapse"]:
+        text += f"; early and left: {study.flag_count(g['early_collapse'], g['n'])}"
     return text
 
 
 def markdown_table(groups: list) -> str:
     """One version's results per m: mean ± sample sd over the seeds, flags as runs flagged / runs."""
+    mean_sd = study.mean_sd
     lines = [
-        "| m | kNN final (%) | kNN best (%) | kNN range (%) | neg var final | pos mean final | neg mean final "
-        "| grad p99/median | rank final (of 128) | std x sqrt(dim) final | collapse | representation collapse "
-        "| instability | paper, IN-100 linear (%) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
+        "| m | kNN final (%) | kNN best (%) | kNN range (%) | linear (%) | neg var final | pos mean final "
+        "| neg mean final | grad p99/median | rank final (of 128) | std x sqrt(dim) final | collapse "
+        "| representation collapse | instability | paper, IN-100 linear (%) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
     ]
     for g in groups:
         v = g["values"]
         lines.append(
-            f"| {g['m']:g} | {_mean_sd(v('knn_final'))} | {_mean_sd(v('knn_best'))} "
-            f"| {min(v('knn_final')):.1f}-{max(v('knn_final')):.1f} | {_mean_sd(v('var_final'), 2, 'e')} "
-            f"| {_mean_sd(v('pos_final'), 3)} | {_mean_sd(v('neg_final'), 3)} | {_mean_sd(v('grad_rough'), 2)} "
-            f"| {_mean_sd(v('rank_final'), 1)} | {_mean_sd(v('std_final'), 2)} "
-            f"| {_collapse_text(g)} | {_flag_text(g['representation'], g['n'])} "
-            f"| {_flag_text(g['instability'], g['n'])} "
+            f"| {g['m']:g} | {mean_sd(v('knn_final'))} | {mean_sd(v('knn_best'))} "
+            f"| {min(v('knn_final')):.1f}-{max(v('knn_final')):.1f} | {mean_sd(v('linear'))} "
+            f"| {mean_sd(v('var_final'), 2, 'e')} "
+            f"| {mean_sd(v('pos_final'), 3)} | {mean_sd(v('neg_final'), 3)} | {mean_sd(v('grad_rough'), 2)} "
+            f"| {mean_sd(v('rank_final'), 1)} | {mean_sd(v('std_final'), 2)} "
+            f"| {_collapse_text(g)} | {study.flag_count(g['representation'], g['n'])} "
+            f"| {study.flag_count(g['instability'], g['n'])} "
             f"| {PAPER.get(g['m'], '')} |")
     return "\n".join(lines)
 
@@ -338,10 +208,7 @@ def write_figures(groups: list, version: int, folder: Path) -> list:
 # ---------------------------------------------------------------- main
 
 def main(args: argparse.Namespace) -> int:
-    if args.epochs <= 0:
-        raise ScorevizError(f"--epochs: must be positive, got {args.epochs}")
-    if args.seeds <= 0 or args.jobs <= 0:
-        raise ScorevizError(f"--seeds and --jobs: must be positive, got {args.seeds} and {args.jobs}")
+    study.check_arguments(args)
     if any(not 0 <= m <= 1 for m in args.momenta):
         raise ScorevizError(f"--momenta: each must lie in [0, 1], got {args.momenta}")
     out = Path(args.out)
@@ -350,11 +217,12 @@ def main(args: argparse.Namespace) -> int:
           f"{', '.join(f'{m:g}' for m in momenta)}, {args.seeds} seeds, {args.epochs} epochs of batch {BATCH}, "
           f"queue {QUEUE}, {BN_SPLITS} BN groups; {args.jobs} at a time, into {out}/", flush=True)
     start = time.perf_counter()
-    jobs = [(run_dir_for(out, v, m, s), settings(v, m, s, args.epochs, args.steps_per_epoch))
+    knn_k = study.digits_knn_k()
+    jobs = [(run_dir_for(out, v, m, s), settings(v, m, s, args.epochs, args.steps_per_epoch, knn_k))
             for v in versions for m in momenta for s in seeds]
     for run_dir, wanted in jobs:  # refuse a clash before hours of training, not after
-        plan(run_dir, wanted)
-    train_all(jobs, args.jobs)
+        study.plan(run_dir, wanted)
+    study.train_all(jobs, args.jobs, "momentum study", args.linear_epochs or None)
 
     tables = []
     for v in versions:
@@ -363,8 +231,8 @@ def main(args: argparse.Namespace) -> int:
         for path in write_figures(groups, v, Path(args.figures)):
             print(f"  wrote {path}")
         init = statistics.fmean(x for g in groups for x in g["values"]("knn_init"))
-        notes = [f"- m={g['m']:g}: non-finite values in {g['nonfinite'][0]} of {g['n']} runs"
-                 for g in groups if g["nonfinite"][0]]
+        notes = [f"- m={g['m']:g}: non-finite values in {len(g['nonfinite'])} of {g['n']} runs"
+                 for g in groups if g["nonfinite"]]
         tables.append(f"### MoCo v{v}\n\nkNN accuracy of the encoder at random initialisation: {init:.1f}% "
                       f"(mean over the runs).\n\n{markdown_table(groups)}" + ("\n\n" + "\n".join(notes) if notes else ""))
     print(f"momentum study: done in {time.perf_counter() - start:.0f} s\n")

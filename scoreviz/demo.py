@@ -12,13 +12,14 @@ next ``scoreviz demo`` resumes it from there (a finished run is reused).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from scoreviz.trainer.study import finished_epochs
 
 # name -> extra `scoreviz train` options
 RUNS = {
@@ -67,14 +68,6 @@ def epochs_for(minutes=None, epochs=None) -> int:
     if not minutes > 0:
         raise ScorevizError(f"--minutes: must be positive, got {minutes}")
     return max(1, int(minutes * 60 / SECONDS_PER_EPOCH))
-
-
-def finished_epochs(run_dir: Path) -> int:
-    """Epochs a run has completed, from its results.json (0 when there is none)."""
-    try:
-        return int(json.loads((run_dir / "results.json").read_text()).get("epoch", 0))
-    except (OSError, ValueError, AttributeError):
-        return 0
 
 
 def train_argv(run_dir: Path, epochs: int, extra: list) -> list:

@@ -11,7 +11,8 @@ from scoreviz import open_run
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "momentum_study.py"
-TINY = ["--versions", "1", "--momenta", "0.5", "0.99", "--seeds", "2", "--epochs", "1", "--steps-per-epoch", "2"]
+TINY = ["--versions", "1", "--momenta", "0.5", "0.99", "--seeds", "2", "--epochs", "1", "--steps-per-epoch", "2",
+        "--linear-epochs", "1"]
 
 
 def study(tmp_path, python, env, *extra):
@@ -29,10 +30,11 @@ def test_momentum_study_records_every_seed_and_tables_mean_and_spread(tmp_path, 
             assert (c["moco_m"], c["seed"], c["moco_version"], c["moco_t"], c["mlp"]) == (m, seed, 1, 0.07, False)
             assert (c["batch_size"], c["moco_k"], c["bn_splits"]) == (32, 1024, 4)
             assert len(run.scores("raw")) == 2
+            assert run.scalars()["lincls_acc"].notna().sum() == 1  # the linear evaluation, recorded in the run
     # the markdown table: a header, a rule and one row per m, in order of m, values as mean ± sd over 2 seeds
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3 and rows[1].startswith("| 0.5 |") and rows[2].startswith("| 0.99 |")
-    assert rows[1].count("±") == 8 and "/2" in rows[1] and rows[2].endswith("| 56.2 |")
+    assert rows[1].count("±") == 9 and "/2" in rows[1] and rows[2].endswith("| 56.2 |")
 
     reason = images.unavailable_reason()
     if reason is None:

@@ -2,7 +2,13 @@
 
 The kNN monitor is the one of MoCo's CIFAR demo (Wu et al. 2018): cosine
 similarity to every training feature, the k nearest vote with weight
-exp(similarity / t). k = 200, t = 0.1. The features are those of any module
+exp(similarity / t), t = 0.1. k is the demo's 200 where every class has at
+least 200 training images, else the smallest class's count (``knn_k_for``):
+with more neighbours than a class has images, even embeddings that put every
+class in a tight cluster of its own get votes from other classes, so the
+monitor would measure the class sizes as much as the representation (on the
+digits, 139 to 146 training images a class, k 200 took 54 to 61 of every
+image's neighbours from other classes). The features are those of any module
 given: the backbone's pooled features, or the whole query encoder (the
 projection head's output, as the CIFAR demo does).
 """
@@ -52,6 +58,12 @@ def knn_predict(features, bank, bank_labels, num_classes, k=200, t=0.1, chunk=10
         votes.scatter_add_(1, bank_labels[idx], weight)
         preds.append(votes.argmax(1))
     return torch.cat(preds)
+
+
+def knn_k_for(labels, k_max=200):
+    """The kNN monitor's k for a training split: ``k_max``, or the smallest class's count where it is lower."""
+    counts = torch.bincount(labels.flatten().long().cpu())
+    return int(min(k_max, counts[counts > 0].min().item()))
 
 
 def knn_accuracy(net, data, device, k=200, t=0.1, workers=0):

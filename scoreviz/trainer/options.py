@@ -35,6 +35,8 @@ DATASET_DEFAULTS = {
 }
 # SplitBatchNorm groups on one device: MoCo's 8 GPUs, as its CIFAR demo emulates them.
 BN_SPLITS_ONE_DEVICE = 8
+# The kNN monitor's k: MoCo's CIFAR demo's, unless a class has fewer training images (evaluate.knn_k_for).
+KNN_K = 200
 # Linear-evaluation epochs per dataset (see lincls.py's docstring).
 LINCLS_EPOCHS = {"imagefolder": 60}
 LINCLS_DEFAULT_EPOCHS = 100
@@ -103,7 +105,9 @@ def add_arguments(parser):
            "transformation is on (the authors' pos-only and neg-only modes), none when both are")
     a("--ft-start-epoch", type=int, default=0, help="first epoch with feature transformation")
     a("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks; default: whole epochs)")
-    a("--knn-k", type=int, default=200, help="neighbours of the kNN monitor")
+    a("--knn-k", type=int,
+      help=f"neighbours of the kNN monitor (default {KNN_K}, MoCo's CIFAR demo, but at most the smallest class's "
+           f"training images: 139 on digits)")
     a("--knn-t", type=float, default=0.1, help="temperature of the kNN monitor's vote")
     a("--knn-features", choices=["backbone", "head"],
       help="what the kNN monitor compares: the backbone's pooled features, or the 128-d output of the projection "

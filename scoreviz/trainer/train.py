@@ -22,10 +22,10 @@ import scoreviz
 from scoreviz.errors import ScorevizError
 from scoreviz.trainer.augment import Augment
 from scoreviz.trainer.data import IndexSampler, epoch_indices, load_dataset
-from scoreviz.trainer.evaluate import knn_accuracy
+from scoreviz.trainer.evaluate import knn_accuracy, knn_k_for
 from scoreviz.trainer.model import FT, MoCo, build_backbone
 from scoreviz.trainer.options import (  # noqa: F401 (add_arguments: the trainer's API)
-    BN_SPLITS_ONE_DEVICE, DATASET_DEFAULTS, RECIPES, VERSION_DEFAULTS, add_arguments)
+    BN_SPLITS_ONE_DEVICE, DATASET_DEFAULTS, KNN_K, RECIPES, VERSION_DEFAULTS, add_arguments)
 
 # The option tables and add_arguments live in options.py (no torch: `scoreviz train --help` is quick).
 # Settings a run recorded before they existed had these values; a resumed or
@@ -63,10 +63,12 @@ def resolve(args):
                             f"({args.batch_size // world})")
     if args.moco_k % args.batch_size:
         raise ScorevizError(f"--moco-k: {args.moco_k} must be a multiple of --batch-size {args.batch_size}")
-    for name in ("pos_alpha", "neg_alpha", "epochs", "batch_size", "lr", "moco_k", "moco_t", "steps_per_epoch"):
+    for name in ("pos_alpha", "neg_alpha", "epochs", "batch_size", "lr", "moco_k", "moco_t", "steps_per_epoch", "knn_k"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ScorevizError(f"--{name.replace('_', '-')}: must be positive, got {value}")
+    if args.ft_start_epoch < 0:
+        raise ScorevizError(f"--ft-start-epoch: must be 0 or more, got {args.ft_start_epoch}")
     if not 0 <= args.moco_m <= 1:
         raise ScorevizError(f"--moco-m: must lie in [0, 1], got {args.moco_m}")
     if not 0 <= args.lr_floor < 1:
@@ -291,6 +293,8 @@ def _train(args, device, on_epoch=None):
         args = resolve(args)
         args.run_dir = _broadcast_object(args.run_dir or os.path.join("runs", default_run_name(args)))
     data = load_dataset(args.dataset, args.data, args.image_size)  # bad --data fails before any folder is made
+    if args.knn_k is None:  # follows the data: never more neighbours than the smallest class has images
+        args.knn_k = knn_k_for(data.train.labels, KNN_K)
     if rank == 0:
         os.makedirs(args.run_dir, exist_ok=True)
     torch.manual_seed(args.seed)  # same initial weights and queue on every rank
