@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import scoreviz
 from scoreviz.cli import main as cli
@@ -14,6 +15,10 @@ def test_train_then_lincls_through_the_cli(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert cli(["train", "--run-dir", str(run_dir), "--epochs", "1", "--batch-size", "32", "--moco-k", "64",
                 "--steps-per-epoch", "2", "--knn-k", "20", "--quiet"]) == 0
+    # Only the run's settings are saved: the CLI's handler in the checkpoint made one trained with
+    # `python -m scoreviz.cli train` unreadable in any other process (its class lived in __main__).
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)["args"]
+    assert "func" not in saved and "command" not in saved and saved["epochs"] == 1
     assert cli(["lincls", str(run_dir), "--epochs", "3", "--schedule", "2", "--quiet"]) == 0
 
     results = json.loads((run_dir / "results.json").read_text())

@@ -15,7 +15,10 @@ import torch.nn.functional as F
 import scoreviz
 from scoreviz.errors import ScorevizError
 from scoreviz.trainer import train
+from scoreviz.trainer.data import load_dataset
+from scoreviz.trainer.evaluate import knn_k_for
 from scoreviz.trainer.model import FT, MoCo, SplitBatchNorm2d, build_backbone, contrastive_logits
+from scoreviz.trainer.options import KNN_K
 
 
 def parse(*argv):
@@ -180,14 +183,23 @@ def test_cifar_defaults_are_mocos_cifar_demo(dataset):
     args = train.resolve(parse("--dataset", dataset, "--data", "somewhere"))
     demo = dict(arch="resnet18", batch_size=512, lr=0.06, wd=5e-4, moco_k=4096, moco_m=0.99, moco_t=0.1, epochs=200,
                 mlp=False, cos=True, crop_min=0.08, flip=True, blur=False, bn_splits=8, knn_features="head",
-                knn_k=200, knn_t=0.1, moco_dim=128, lr_floor=0.0)
+                knn_t=0.1, moco_dim=128, lr_floor=0.0)
     assert {key: getattr(args, key) for key in demo} == demo
+    # k is the demo's 200 where every class has as many training images (CIFAR: 5,000 or 500 a class)
+    assert args.knn_k is None and knn_k_for(torch.arange(100).repeat(500), KNN_K) == 200
     assert args.recipe == "demo" and train.default_run_name(args).startswith(f"moco-demo-{dataset}-")
     # An explicit version gives that version's method on CIFAR's sizes.
     v2 = train.resolve(parse("--dataset", dataset, "--data", "x", "--moco-version", "2"))
     assert (v2.mlp, v2.moco_t, v2.blur, v2.batch_size, v2.crop_min, v2.recipe) == (True, 0.2, True, 512, 0.08, None)
     v1 = train.resolve(parse("--dataset", dataset, "--data", "x", "--moco-version", "1", "--mlp"))
     assert (v1.mlp, v1.moco_t, v1.cos, v1.blur) == (True, 0.07, False, False)
+
+
+def test_knn_k_follows_the_data():
+    """No more neighbours than the smallest class has training images (digits: 139 to 146 a class)."""
+    assert knn_k_for(load_dataset("digits").train.labels, KNN_K) == 139
+    assert knn_k_for(torch.tensor([0, 0, 0, 2, 2, 2, 2]), 200) == 3  # a class without images is no class
+    assert knn_k_for(torch.tensor([0, 1] * 300), 200) == 200
 
 
 def test_imagenet_and_digits_defaults():

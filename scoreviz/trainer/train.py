@@ -32,6 +32,7 @@ from scoreviz.trainer.options import (  # noqa: F401 (add_arguments: the trainer
 # evaluated old run keeps them, so it continues as it started.
 SETTINGS_BEFORE_ISSUE_10 = dict(bn_splits=1, knn_features="backbone", lr_floor=0.0, recipe=None)
 CHECKPOINT = "checkpoint.pt"
+CLI_PLUMBING = ("func", "command")  # what the command line adds to the options: no setting of the run
 RESULTS = "results.json"
 
 
@@ -181,7 +182,10 @@ def save_checkpoint(run_dir, model, optimizer, args, epoch, step, results):
     rng = _rng_state()  # collective: all ranks take part
     if _rank() != 0:
         return
-    state = dict(args=vars(args), epoch=epoch, step=step, model=model.state_dict(),
+    # The settings only: the CLI's handler (``func``) would pickle a reference into whichever module ran
+    # as __main__, and a run trained with `python -m scoreviz.cli train` could not be loaded anywhere else.
+    settings = {k: v for k, v in vars(args).items() if k not in CLI_PLUMBING}
+    state = dict(args=settings, epoch=epoch, step=step, model=model.state_dict(),
                  optimizer=optimizer.state_dict(), rng=rng, results=results)
     tmp = os.path.join(run_dir, CHECKPOINT + ".tmp")
     torch.save(state, tmp)
@@ -321,7 +325,7 @@ def _train(args, device, on_epoch=None):
     knn_net = model.encoder_q if args.knn_features == "head" else model.encoder_q.backbone
     knn = lambda: knn_accuracy(knn_net, data, device, args.knn_k, args.knn_t, args.workers)  # noqa: E731
     # the settings only: not the CLI's plumbing, nor the folder the run lives in
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "command", "run_dir", "quiet")}
+    config = {k: v for k, v in vars(args).items() if k not in CLI_PLUMBING + ("run_dir", "quiet")}
     # FT does not re-normalise, so the scores of tag "ft" may leave [-1, 1]: that is no user mistake.
     with scoreviz.Recorder(args.run_dir, config=config, every=args.record_every, unbounded_tags=("ft",)) as rec:
         if checkpoint is None:

@@ -1,0 +1,262 @@
+"""Which label-free health signals predict accuracy, and how often the health flags are right.
+
+Over every run of the momentum study and the FT study (examples/momentum_study.py,
+examples/ft_study.py; each run with its final kNN accuracy and its linear
+accuracy), two tables:
+
+1. For each signal the Recorder keeps without labels (the embeddings' spectrum,
+   the two views, the scores, the loss): the Spearman correlation over runs of
+   its final value, and of its change over training, with the run's final kNN
+   and linear accuracy, each with a 95% bootstrap interval (runs resampled with
+   replacement). "Final" is the last spectrum window for a signal of the
+   window (RankMe and the others of the spectrum), else the mean of the last
+   ``WINDOW`` records; "change" is that minus the same of the first window.
+2. For each health flag (scoreviz.health): on how many runs it fires among the
+   runs that end within 1 point of the best accuracy of their group (false
+   alarms: a healthy run flagged) and among those that end more than 5 points
+   below it (hits). A group is one study's runs of one recipe (momentum v1,
+   momentum v2, the FT study): runs of one recipe compare, runs of different
+   recipes do not.
+
+    python examples/health_validation.py                      # the studies' default folders
+    python examples/health_validation.py --group "momentum v1=runs/momentum-study/v1" --group "FT=runs/ft-study"
+
+It trains nothing: run the studies first. A run without a linear accuracy
+counts for kNN only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# The app package lives next to scoreviz at the root of the checkout; make the
+# script work from a plain checkout too, not only from an installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import scoreviz  # noqa: E402
+from scoreviz import health  # noqa: E402
+from scoreviz.errors import ScorevizError  # noqa: E402
+from scoreviz.trainer import study  # noqa: E402
+
+GROUPS = ("momentum v1=runs/momentum-study/v1", "momentum v2=runs/momentum-study/v2", "FT study=runs/ft-study")
+TAG = "raw"  # the trainers' scores before FT and their query and key projections
+WINDOW = 50  # records: the Recorder's default spectrum window, so a per-step signal's "final" covers the same steps
+HEALTHY, FAILED = 1.0, 5.0  # points below the group's best accuracy: within HEALTHY is healthy, beyond FAILED failed
+BOOTSTRAP, LEVEL = 2000, 0.95
+ACCURACIES = {"knn": "kNN", "linear": "linear"}
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A label-free signal: where it is read (``embeddings`` or ``scores`` of TAG, or ``scalars``),
+    its column, and how it is named in the tables."""
+
+    source: str
+    column: str
+    label: str
+    per_window: bool = False  # one value per spectrum window (else one per step)
+
+
+SIGNALS = (
+    Signal("embeddings", "rank", "effective rank (RankMe)", per_window=True),
+    Signal("embeddings", "std", "std x sqrt(dim)"),
+    Signal("embeddings", "uniformity", "uniformity (Wang & Isola)"),
+    Signal("embeddings", "alignment", "alignment"),
+    Signal("scores", "pos_mean", "positive mean"),
+    Signal("scores", "neg_mean", "negative mean"),
+    Signal("scores", "neg_sample_var", "negative variance (per sample)"),
+    Signal("scores", "margin", "margin"),
+    Signal("scores", "hard_frac", "hard fraction"),
+    Signal("scalars", "loss", "loss"),
+)
+FLAGS = ("collapse", "instability", "non-finite", "complete collapse", "dimensional collapse")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--group", action="append", metavar="NAME=FOLDER",
+                        help="a group of comparable runs: every run below FOLDER (repeat it; default: "
+                             + "; ".join(f'"{g}"' for g in GROUPS) + ")")
+    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    return parser
+
+
+# ---------------------------------------------------------------- one run
+
+def signal_series(run, signal: Signal) -> pd.Series | None:
+    """The signal over steps, NaN rows dropped (None when the run does not record it)."""
+    if signal.source == "scalars":
+        frame = run.scalars()
+    elif signal.source == "scores":
+        frame = run.scores(TAG) if TAG in run.tags else None
+    else:
+        frame = run.embeddings(TAG) if TAG in run.embedding_tags else None
+    if frame is None or signal.column not in frame:
+        return None
+    series = frame[signal.column].astype(float)
+    if signal.column == "std":  # in units of 1/sqrt(dim), the std of spread-out embeddings
+        series = series * np.sqrt(frame["dim"].astype(float))
+    series = series[np.isfinite(series)]
+    return series if len(series) else None
+
+
+def final_and_change(series: pd.Series, per_window: bool) -> tuple[float, float]:
+    """(final, change): the last window's value, and that minus the first window's.
+
+    A signal of the spectrum has one value per window; a signal of every step is
+    averaged over the first and the last WINDOW records.
+    """
+    first, last = (series.iloc[0], series.iloc[-1]) if per_window else \
+        (series.iloc[:WINDOW].mean(), series.iloc[-WINDOW:].mean())
+    return float(last), float(last - first)
+
+
+def measure(run_dir: Path) -> dict:
+    """One run's accuracies, every signal's final value and change, and which flags fired."""
+    run = scoreviz.open_run(run_dir)
+    found = study.results(run_dir)
+    if "knn_acc_final" not in found:
+        raise ScorevizError(f"{run_dir}: no final kNN accuracy in its results.json; has it finished training?")
+    row = {"run": str(run_dir), "knn": float(found["knn_acc_final"]),
+           "linear": float(found.get("lincls_acc", np.nan))}
+    for signal in SIGNALS:
+        series = signal_series(run, signal)
+        final, change = final_and_change(series, signal.per_window) if series is not None else (np.nan, np.nan)
+        row[f"{signal.column}/final"], row[f"{signal.column}/change"] = final, change
+    scores = run.scores(TAG) if TAG in run.tags else None
+    embeddings = run.embeddings(TAG) if TAG in run.embedding_tags else None
+    flags = health.run_health(scores, run.scalars(), run.total_gradient_norm()) + \
+        health.representation_health(embeddings)
+    row.update({f"flag/{f.check}": bool(f.fired) for f in flags})
+    return row
+
+
+def measure_groups(groups: dict) -> pd.DataFrame:
+    """Every run below each group's folder (name -> folder), one row each, with its group and how far
+    its accuracies end below the group's best."""
+    from tqdm import tqdm
+
+    rows = []
+    for name, folder in groups.items():
+        runs = scoreviz.find_runs(folder)
+        if not runs:
+            raise ScorevizError(f"--group {name}={folder}: no runs below it; run the study first")
+        for run_dir in tqdm(runs, desc=name, unit="run", leave=False):
+            rows.append({"group": name, **measure(Path(run_dir))})
+    frame = pd.DataFrame(rows)
+    for acc in ACCURACIES:
+        frame[f"{acc}/below_best"] = frame.groupby("group")[acc].transform("max") - frame[acc]
+    return frame
+
+
+# ---------------------------------------------------------------- statistics
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (ties share their mean rank), NaN when either side is constant."""
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def bootstrap_interval(x: np.ndarray, y: np.ndarray, resamples: int, rng: np.random.Generator,
+                       level: float = LEVEL) -> tuple[float, float]:
+    """Percentile interval of Spearman's rho over ``resamples`` resamplings of the (x, y) pairs."""
+    n = len(x)
+    draws = [spearman(x[idx], y[idx]) for idx in rng.integers(0, n, size=(resamples, n))]
+    draws = np.array([d for d in draws if d == d])  # a resample of equal values has no rank order
+    if not len(draws):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    return float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))
+
+
+def correlation_table(frame: pd.DataFrame, resamples: int, seed: int) -> tuple[str, int]:
+    """Markdown: one row per signal, rho [interval] of its final value and change with each accuracy."""
+    rng = np.random.default_rng(seed)
+    head = "| signal | " + " | ".join(f"{part} vs {ACCURACIES[acc]}" for part in ("final", "change")
+                                      for acc in ACCURACIES) + " | runs |"
+    lines = [head, "|---|" + "---:|" * (2 * len(ACCURACIES) + 1)]
+    for signal in SIGNALS:
+        cells, counts = [], []
+        for part in ("final", "change"):
+            for acc in ACCURACIES:
+                pair = frame[[f"{signal.column}/{part}", acc]].dropna().to_numpy()
+                counts.append(len(pair))
+                if len(pair) < 3:
+                    cells.append("-")
+                    continue
+                rho = spearman(pair[:, 0], pair[:, 1])
+                if rho != rho:
+                    cells.append("constant")
+                    continue
+                low, high = bootstrap_interval(pair[:, 0], pair[:, 1], resamples, rng)
+                cells.append(f"{rho:+.2f} [{low:+.2f}, {high:+.2f}]")
+        if max(counts) == 0:
+            continue  # not recorded by these runs
+        lines.append(f"| {signal.label} | " + " | ".join(cells) + f" | {max(counts)} |")
+    return "\n".join(lines), len(frame)
+
+
+def flag_table(frame: pd.DataFrame) -> str:
+    """Markdown: one row per flag, how often it fires on healthy runs (false alarms) and on failed ones (hits)."""
+    head = "| flag | " + " | ".join(
+        f"fires on healthy runs, {ACCURACIES[acc]} (false alarms) | fires on failed runs, {ACCURACIES[acc]} (hits)"
+        for acc in ACCURACIES) + " |"
+    lines = [head, "|---|" + "---:|" * (2 * len(ACCURACIES))]
+    for check in FLAGS:
+        cells = []
+        for acc in ACCURACIES:
+            known = frame[frame[acc].notna()]
+            healthy = known[known[f"{acc}/below_best"] <= HEALTHY]
+            failed = known[known[f"{acc}/below_best"] > FAILED]
+            for subset in (healthy, failed):
+                fired = int(subset[f"flag/{check}"].sum())
+                cells.append(f"{fired}/{len(subset)}" + (f" ({100 * fired / len(subset):.0f}%)" if len(subset) else ""))
+        lines.append(f"| {check} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_groups(values: list | None) -> dict:
+    groups = {}
+    for value in values or GROUPS:
+        name, sep, folder = value.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise ScorevizError(f"--group: {value!r} is not NAME=FOLDER")
+        groups[name.strip()] = folder.strip()
+    return groups
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.bootstrap < 100:
+        raise ScorevizError(f"--bootstrap: at least 100 resamples, got {args.bootstrap}")
+    groups = parse_groups(args.group)
+    frame = measure_groups(groups)
+    table, n = correlation_table(frame, args.bootstrap, args.seed)
+    sizes = ", ".join(f"{name} {count}" for name, count in frame.groupby("group", sort=False).size().items())
+    print(f"{n} runs ({sizes}); {int(frame['linear'].notna().sum())} with a linear accuracy.\n")
+    print(f"Spearman's rho over the runs, [{LEVEL:.0%} bootstrap interval, {args.bootstrap} resamples]:\n")
+    print(table)
+    for acc in ACCURACIES:
+        known = frame[frame[acc].notna()]
+        print(f"\n{ACCURACIES[acc]}: {int((known[f'{acc}/below_best'] <= HEALTHY).sum())} healthy runs (within "
+              f"{HEALTHY:g} point of their group's best), {int((known[f'{acc}/below_best'] > FAILED).sum())} failed "
+              f"(more than {FAILED:g} points below); best per group: "
+              + ", ".join(f"{g} {v:.1f}%" for g, v in known.groupby("group", sort=False)[acc].max().items()))
+    print()
+    print(flag_table(frame))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    try:
+        sys.exit(main(parser.parse_args()))
+    except ScorevizError as err:
+        sys.exit(f"health_validation.py: {err}")
