@@ -65,6 +65,11 @@ class Signal:
 
 SIGNALS = (
     Signal("embeddings", "rank", "effective rank (RankMe)", per_window=True),
+    Signal("embeddings", "alpha_req", "alpha-ReQ (power-law slope)", per_window=True),
+    Signal("embeddings", "nesum", "NESum", per_window=True),
+    Signal("embeddings", "participation_ratio", "participation ratio", per_window=True),
+    Signal("embeddings", "lidar", "LiDAR (two views)", per_window=True),
+    Signal("embeddings", "w2_uniformity", "Wasserstein uniformity", per_window=True),
     Signal("embeddings", "std", "std x sqrt(dim)"),
     Signal("embeddings", "uniformity", "uniformity (Wang & Isola)"),
     Signal("embeddings", "alignment", "alignment"),
