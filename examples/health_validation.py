@@ -149,7 +149,10 @@ def measure_groups(groups: dict) -> pd.DataFrame:
 
     rows = []
     for name, folder in groups.items():
-        runs = scoreviz.find_runs(folder)
+        try:
+            runs = scoreviz.find_runs(folder)
+        except ScorevizError as err:
+            raise ScorevizError(f"--group {name}={folder}: {err}") from err
         if not runs:
             raise ScorevizError(f"--group {name}={folder}: no runs below it; run the study first")
         for run_dir in tqdm(runs, desc=name, unit="run", leave=False):

@@ -124,7 +124,7 @@ def test_ft_is_deterministic_with_a_cuda_generator_and_stays_on_the_device(per_d
 def test_one_gpu_trainer_run_uses_bf16_channels_last_and_fp32_logits(tmp_path):
     argv = ["--dataset", "digits", "--arch", "resnet18", "--run-dir", str(tmp_path / "run"), "--device", "cuda",
             "--epochs", "1", "--steps-per-epoch", "5", "--batch-size", "64", "--moco-k", "256", "--knn-k", "20",
-            "--pos-alpha", "2.0", "--neg-alpha", "1.6", "--per-dim", "both", "--quiet"]
+            "--pos-alpha", "2.0", "--neg-alpha", "1.6", "--per-dim", "both", "--ft-start-epoch", "0", "--quiet"]
     moco = train.main(train.add_arguments(argparse.ArgumentParser()).parse_args(argv))
     conv = moco.encoder_q.backbone.stem[0].weight
     assert conv.is_cuda and conv.is_contiguous(memory_format=torch.channels_last)

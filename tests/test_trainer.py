@@ -23,7 +23,7 @@ def parse(*argv):
 @pytest.mark.parametrize("ft", [False, True])
 def test_two_step_run(tmp_path, version, ft):
     run_dir = tmp_path / "run"
-    ft_args = ["--pos-alpha", "2.0", "--neg-alpha", "1.6"] if ft else []
+    ft_args = ["--pos-alpha", "2.0", "--neg-alpha", "1.6", "--ft-start-epoch", "0"] if ft else []
     model = train.main(parse("--run-dir", str(run_dir), "--moco-version", str(version), "--epochs", "1", *TINY, *ft_args))
 
     assert isinstance(model.encoder_q.head, torch.nn.Sequential) == (version == 2)  # MLP head for v2
@@ -68,7 +68,9 @@ def _interrupt_after(monkeypatch, epochs_done):
 
 
 def test_resume_is_bit_identical(tmp_path, monkeypatch):
-    common = ["--epochs", "3", *TINY, "--pos-alpha", "2.0", "--neg-alpha", "1.6", "--per-dim", "both", "--seed", "3"]
+    # FT starts in the epoch after the interruption: the resumed run must start it as the straight one did
+    common = ["--epochs", "3", *TINY, "--pos-alpha", "2.0", "--neg-alpha", "1.6", "--per-dim", "both", "--seed", "3",
+              "--ft-start-epoch", "1"]
     straight = train.main(parse("--run-dir", str(tmp_path / "a"), *common))
 
     with monkeypatch.context() as m:
@@ -101,6 +103,9 @@ def test_ft_start_epoch(tmp_path):
     raw, after = run.scores("raw"), run.scores("ft")
     assert raw.loc[[1, 2], "pos_mean"].equals(after.loc[[1, 2], "pos_mean"])  # epoch 0: no FT yet
     assert (after.loc[[3, 4], "pos_mean"] < raw.loc[[3, 4], "pos_mean"]).all()
+    # The digits' default start (epoch 10) after a 1-epoch run's end: said, not silent
+    with pytest.warns(UserWarning, match="--ft-start-epoch 10 is not before .* trains without feature transformation"):
+        train.main(parse("--run-dir", str(tmp_path / "short"), "--epochs", "1", *TINY, "--pos-alpha", "2.0"))
 
 
 def test_bad_options_raise_scoreviz_error(tmp_path):

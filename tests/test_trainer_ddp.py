@@ -38,7 +38,7 @@ WORKER = textwrap.dedent("""
 
 
 OPTIONS = ["--epochs", "2", "--batch-size", "32", "--moco-k", "256", "--steps-per-epoch", "2", "--knn-k", "20",
-           "--pos-alpha", "2.0", "--neg-alpha", "1.6", "--quiet"]
+           "--pos-alpha", "2.0", "--neg-alpha", "1.6", "--ft-start-epoch", "0", "--quiet"]
 
 
 def torchrun(tmp_path, out, env, *args):

@@ -174,7 +174,7 @@ def test_per_dim_auto_follows_the_authors_modes():
     assert per_dim("--pos-alpha", "2", "--neg-alpha", "1.6") == "none"  # their ImageNet-100 command
     assert per_dim() == "none"
     assert per_dim("--pos-alpha", "2", "--per-dim", "none") == "none"  # a scalar lambda stays selectable
-    ft = train.ft_for_epoch(train.resolve(parse("--neg-alpha", "1.6")), 0)
+    ft = train.ft_for_epoch(train.resolve(parse("--neg-alpha", "1.6", "--ft-start-epoch", "0")), 0)
     assert ft.neg_per_dim and not ft.pos_per_dim
 
 
@@ -183,7 +183,7 @@ def test_cifar_defaults_are_mocos_cifar_demo(dataset):
     args = train.resolve(parse("--dataset", dataset, "--data", "somewhere"))
     demo = dict(arch="resnet18", batch_size=512, lr=0.06, wd=5e-4, moco_k=4096, moco_m=0.99, moco_t=0.1, epochs=200,
                 mlp=False, cos=True, crop_min=0.08, flip=True, blur=False, bn_splits=8, knn_features="head",
-                knn_t=0.1, moco_dim=128, lr_floor=0.0)
+                knn_t=0.1, moco_dim=128, lr_floor=0.0, ft_start_epoch=0)
     assert {key: getattr(args, key) for key in demo} == demo
     # k is the demo's 200 where every class has as many training images (CIFAR: 5,000 or 500 a class)
     assert args.knn_k is None and knn_k_for(torch.arange(100).repeat(500), KNN_K) == 200
@@ -207,6 +207,13 @@ def test_imagenet_and_digits_defaults():
     assert (inet.arch, inet.batch_size, inet.moco_k, inet.moco_t, inet.mlp, inet.crop_min, inet.bn_splits) == \
         ("resnet50", 256, 65536, 0.2, True, 0.2, 8)
     assert inet.knn_features == "backbone" and inet.lr_floor == 0.001
+    assert inet.ft_start_epoch == 0  # the authors' --mix_start_epoch default: FT from the first step
+    digits = train.resolve(parse("--pos-alpha", "2"))
+    assert digits.ft_start_epoch == 10 and train.ft_for_epoch(digits, 9).pos_alpha is None  # the digits' warm-up
+    assert train.ft_for_epoch(digits, 10).pos_alpha == 2
+    assert train.resolve(parse("--pos-alpha", "2", "--ft-start-epoch", "0")).ft_start_epoch == 0
+    with pytest.raises(ScorevizError, match="--ft-start-epoch"):
+        train.resolve(parse("--ft-start-epoch", "-1"))
     v1 = train.resolve(parse("--moco-version", "1"))
     assert (v1.mlp, v1.moco_t, v1.cos, v1.blur) == (False, 0.07, False, False)
 
@@ -250,7 +257,8 @@ def test_trainer_records_ft_scores_out_of_range_without_the_misuse_warning(tmp_p
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train.main(parse("--run-dir", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "32", "--moco-k", "128",
-                         "--steps-per-epoch", "3", "--knn-k", "20", "--pos-alpha", "0.2", "--neg-alpha", "1.6", "--quiet"))
+                         "--steps-per-epoch", "3", "--knn-k", "20", "--pos-alpha", "0.2", "--neg-alpha", "1.6",
+                         "--ft-start-epoch", "0", "--quiet"))
     after = scoreviz.open_run(tmp_path / "run").scores("ft")
     assert (after["pos_out_of_range"] + after["neg_out_of_range"]).sum() > 0  # the scores did leave [-1, 1]
     assert range_warnings(caught) == []

@@ -22,16 +22,17 @@ RECIPES = {
 # demo (crops 0.08-1, kNN on the head's output, cosine down to 0), digits
 # sized to train on a laptop CPU in a few minutes.
 _IMAGENET = dict(arch="resnet50", batch_size=256, lr=0.03, wd=1e-4, moco_k=65536, moco_m=0.99, epochs=200,
-                 crop_min=0.2, flip=True, knn_features="backbone", lr_floor=0.001)
+                 crop_min=0.2, flip=True, knn_features="backbone", lr_floor=0.001, ft_start_epoch=0)
 _CIFAR = dict(arch="resnet18", batch_size=512, lr=0.06, wd=5e-4, moco_k=4096, moco_m=0.99, epochs=200,
-              crop_min=0.08, flip=True, knn_features="head", lr_floor=0.0)
+              crop_min=0.08, flip=True, knn_features="head", lr_floor=0.0, ft_start_epoch=0)
 DATASET_DEFAULTS = {
     "imagefolder": _IMAGENET,
     "cifar10": _CIFAR,
     "cifar100": _CIFAR,
-    # Digits are not mirror-symmetric and only 8 px wide: no flip, milder crops.
+    # Digits are not mirror-symmetric and only 8 px wide: no flip, milder crops. FT starts after 10 epochs
+    # (110 steps): from the first step it traps the small encoder in one cone (docs/trainer.md, ft_study.md).
     "digits": dict(arch="small", batch_size=128, lr=0.06, wd=5e-4, moco_k=1024, moco_m=0.99, epochs=100,
-                   crop_min=0.5, flip=False, knn_features="backbone", lr_floor=0.001),
+                   crop_min=0.5, flip=False, knn_features="backbone", lr_floor=0.001, ft_start_epoch=10),
 }
 # SplitBatchNorm groups on one device: MoCo's 8 GPUs, as its CIFAR demo emulates them.
 BN_SPLITS_ONE_DEVICE = 8
@@ -103,7 +104,9 @@ def add_arguments(parser):
       help="which transformation draws one lambda per element ((B, D) for the positives, (K, D) for the queue) "
            "instead of one per batch, the authors' --dim_mask. auto (default): per element when only one "
            "transformation is on (the authors' pos-only and neg-only modes), none when both are")
-    a("--ft-start-epoch", type=int, default=0, help="first epoch with feature transformation")
+    a("--ft-start-epoch", type=int,
+      help=f"first epoch with feature transformation, counted from 0 ({per_dataset('ft_start_epoch')}: on the small "
+           f"digits FT from the first step traps the encoder, see docs/trainer.md)")
     a("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks; default: whole epochs)")
     a("--knn-k", type=int,
       help=f"neighbours of the kNN monitor (default {KNN_K}, MoCo's CIFAR demo, but at most the smallest class's "

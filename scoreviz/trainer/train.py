@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+import warnings
 from datetime import datetime
 
 import torch
@@ -299,6 +300,9 @@ def _train(args, device, on_epoch=None):
     data = load_dataset(args.dataset, args.data, args.image_size)  # bad --data fails before any folder is made
     if args.knn_k is None:  # follows the data: never more neighbours than the smallest class has images
         args.knn_k = knn_k_for(data.train.labels, KNN_K)
+    if uses_ft(args) and args.ft_start_epoch >= args.epochs and rank == 0:
+        warnings.warn(f"--ft-start-epoch {args.ft_start_epoch} is not before the run's last epoch "
+                      f"(--epochs {args.epochs}): this run trains without feature transformation", stacklevel=2)
     if rank == 0:
         os.makedirs(args.run_dir, exist_ok=True)
     torch.manual_seed(args.seed)  # same initial weights and queue on every rank
