@@ -29,6 +29,8 @@ def test_positive_score_formula_and_never_above_original():
         s = (q * k).sum(1)
         s_hat = (q_hat * k_hat).sum(1)
         torch.testing.assert_close(s_hat, s + 2 * lam * (1 - lam) * (1 - s))
+        # the form docs/trainer.md derives: the raw score minus lambda(lambda - 1) |q - k|^2
+        torch.testing.assert_close(s_hat, s - lam * (lam - 1) * ((q - k) ** 2).sum(1))
         assert (s_hat <= s + 1e-12).all()
 
 
