@@ -44,7 +44,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scoreviz serve RUNS_DIR...`."""
     parser.add_argument("runs_dir", metavar="RUNS_DIR", nargs="+",
                         help="folders holding run folders (searched recursively), or globs of them "
-                             "('runs/sweep-*', quoted so the shell leaves it); with several, run names are "
+                             "('runs/sweep-*', quoted so the shell leaves it), or URLs (s3://bucket/sweep/, "
+                             "credentials from the store's chain); with several, run names are "
                              "paths from their common folder (runs/a, other/a)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; anything else "
@@ -69,9 +70,12 @@ def serve_main(args: argparse.Namespace) -> int:
     # the server's start; this process is a server, never a notebook, so it goes without.
     sys.modules.setdefault("IPython", None)
     from app import serve
+    from scoreviz.store.remote import local_roots
 
-    serve(args.runs_dir, host=args.host, port=args.port, refresh=args.refresh, debug=args.debug,
-          allow_hosts=args.allow_host, verbose=args.verbose)
+    # a URL (s3://bucket/sweep/) is served from its local copy, which a thread keeps up to date
+    # at the page's refresh interval: one listing, the manifests and parts that changed
+    serve(local_roots(args.runs_dir, args.refresh), host=args.host, port=args.port, refresh=args.refresh,
+          debug=args.debug, allow_hosts=args.allow_host, verbose=args.verbose)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from scoreviz.errors import ScorevizError
 from scoreviz.store.lock import RunLock
 from scoreviz.store.manifest import MANIFESTS, PARTS, Manifest, manifest_key, manifest_versions, parse
-from scoreviz.store.objects import ObjectStore, join, local_folder, shown
+from scoreviz.store.objects import ObjectStore, is_url, join, local_folder, shown
 from scoreviz.store.reader import StoreReader
 from scoreviz.store.schema import FILE_NAME, STREAMS, install
 from scoreviz.store.writer import StoreWriter
@@ -308,6 +308,86 @@ class RemoteRoot:
         return remote.sync(("manifest", manifest))
 
 
+class Mirror:
+    """Every run below a URL copied into one local folder (objects.local_folder("read", url)) and
+    kept up to date by a thread, every ``every`` seconds: one listing, the manifests that changed,
+    the parts not fetched yet. What ``scoreviz serve URL`` serves: the app reads the folder as a
+    folder of local runs, so its run ids, confinement, caches and live refresh are those of a
+    local sweep. A run appears once its copy is made; a run gone from the store goes from the
+    folder at the next refresh."""
+
+    def __init__(self, url: str, every: float = 5.0, storage_options=None, workers: int = 8):
+        import threading
+
+        self.root = RemoteRoot(url, storage_options)
+        self.folder = local_folder("read", url)
+        self.every = every
+        self.workers = workers
+        self.errors: dict = {}  # run id -> the ScorevizError of its last copy
+        self.root.refresh()  # bad credentials or a missing bucket: said now, by the command that asked
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._stop = threading.Event()
+        self._warned = False
+        self._thread = threading.Thread(target=self._loop, name="scoreviz-mirror", daemon=True)
+        self._thread.start()
+
+    def refresh(self) -> None:
+        """One round: list, fetch what changed, drop the copies of runs no longer there."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ids = self.root.refresh()
+        self.root.manifests(ids)  # the changed ones, several at once
+        with ThreadPoolExecutor(self.workers) as pool:  # fetching waits on the network, not the CPU
+            for run_id, error in zip(ids, pool.map(self._copy, ids)):
+                if error is None:
+                    self.errors.pop(run_id, None)
+                else:
+                    self.errors[run_id] = error
+        self._drop_gone(set(ids))
+
+    def _copy(self, run_id):
+        try:
+            self.root.sync(run_id)
+            return None
+        except ScorevizError as err:
+            return err
+
+    def _drop_gone(self, ids):
+        import shutil
+
+        for state in self.folder.rglob(_STATE):
+            run_id = state.parent.relative_to(self.folder).as_posix()
+            run_id = "" if run_id == "." else run_id
+            if run_id not in ids:
+                shutil.rmtree(state.parent, ignore_errors=True) if run_id else None
+
+    def _loop(self):
+        import warnings
+
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+                if self._warned:
+                    warnings.warn(f"scoreviz: {self.root.url}: reachable again", RuntimeWarning, stacklevel=2)
+                    self._warned = False
+            except Exception as err:  # noqa: BLE001: the store, the network: the next round tries again
+                if not self._warned:
+                    warnings.warn(f"scoreviz: {self.root.url}: cannot refresh the runs ({err}); showing what "
+                                  "was copied, trying again", RuntimeWarning, stacklevel=2)
+                    self._warned = True
+            self._stop.wait(self.every)
+
+    def stop(self):
+        self._stop.set()
+
+
+def local_roots(roots, every: float = 5.0, storage_options=None) -> list:
+    """``roots`` (folders, globs, URLs) with each URL replaced by its Mirror's folder, kept up to
+    date every ``every`` seconds: what a server or a report reads as local runs."""
+    items = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    return [Mirror(str(r), every, storage_options).folder if isinstance(r, str) and is_url(r) else r for r in items]
+
+
 def find_remote(url: str, storage_options=None) -> dict:
     """{run URL: its keys (relative to it) with (size, version)} of every run below ``url``
     (itself included), from one listing."""
@@ -333,4 +413,4 @@ def runs_in(listing: dict) -> dict:
     return {folder: keys for folder, keys in runs.items() if manifest_versions(keys) or FILE_NAME in keys}
 
 
-__all__ = ["RemoteRoot", "RemoteRun", "apply_parts", "find_remote", "runs_in"]
+__all__ = ["Mirror", "RemoteRoot", "RemoteRun", "local_roots", "apply_parts", "find_remote", "runs_in"]
