@@ -14,7 +14,8 @@ train` runs it), at --batch, --queue and --image-size, on --device.
 Setting 2: the bare per-step cost at MoCo-ImageNet size (256 x 65536 scores).
 Setting 3: file bytes per recorded step for 2 tags, 100 bins and 100 layers.
 Setting 4: log_embeddings at dim 128 and 2048 (per call, and the spectrum's
-eigen-decomposition per window on the writer thread), and the Recorder alone with
+eigen-decomposition and the window signals per window on the writer thread; then
+each signal's own share of that, table 4b), and the Recorder alone with
 and without embeddings as a share of setting 1's training step (setting 1 also
 has a row with log_embeddings of the query and key projections).
 Setting 5 (not run by default: about 8 minutes): the training step with the
@@ -425,20 +426,78 @@ def embeddings_call_cost(batch, dim, calls, window=50):
         return on_thread / calls, (time.perf_counter() - start) / calls
 
 
-def spectrum_host_cost(dim, repeats=3):
-    """The writer thread's work for one spectrum: the eigenvalues of a dim x dim second moment and its rank."""
-    from scoreviz.embeddings import SpectrumWindow, normalised, spectrum
+def window_sums(dim, batch=None):
+    """A SpectrumWindow of one batch of 4 x dim samples (two views), and its host arrays."""
+    from scoreviz.embeddings import SpectrumWindow, normalised
 
+    z = torch.randn(batch or 4 * dim, dim)
+    x, x2, valid = normalised(z, z + 0.1 * torch.randn_like(z))
     window = SpectrumWindow(dim, "cpu")
-    x, _, valid = normalised(torch.randn(4 * dim, dim))
-    window.add(x, valid, x.mean(dim=0))
-    buffer = window.buffer.numpy()
+    window.add(x, valid, x.mean(dim=0), x2)
+    return window, (x, x2, valid)
+
+
+def fastest(work, repeats):
+    """The shortest of `repeats` timings of work(), in seconds (the least disturbed on a shared machine)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        spectrum(buffer, dim)
+        work()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def spectrum_host_cost(dim, repeats=3):
+    """The writer thread's work for one window: the spectrum (eigenvalues, RankMe) and every signal."""
+    from scoreviz.embeddings import window_statistics
+
+    window, _ = window_sums(dim)
+    return fastest(lambda: window_statistics(*_host(window)), repeats)
+
+
+def _host(window):
+    buffer, pairs, reference = window.host_arrays()
+    return buffer, window.dim, pairs, reference
+
+
+def signal_costs(batch, dim, repeats):
+    """{signal: (seconds per call on the training thread, seconds per window on the writer thread)}
+    of each window signal at this size, the spectrum and RankMe (which they all start from) first."""
+    from scoreviz import signals
+    from scoreviz.embeddings import _pair_covariances, effective_rank, window_statistics
+
+    window, (x, x2, valid) = window_sums(dim, batch)
+    reference = x.mean(dim=0).double()
+    add = fastest(lambda: window.add(x, valid, reference), repeats)
+    add_pairs = fastest(lambda: window.add(x, valid, reference, x2), repeats)
+    buffer, _, pairs, mean = _host(window)
+    eigenvalues = window_statistics(buffer, dim, pairs, mean)["eigenvalues"]
+    host_repeats = max(3, repeats // 10)
+    spectrum = fastest(lambda: window_statistics(buffer, dim), host_repeats)
+    pairs64 = pairs.astype("float64")
+    return {
+        "spectrum and RankMe (as before; every signal starts from it)": (add, spectrum),
+        "alpha_req, alpha_req_r2": (0.0, fastest(lambda: signals.alpha_req(eigenvalues), repeats)),
+        "nesum": (0.0, fastest(lambda: signals.nesum(eigenvalues), repeats)),
+        "participation_ratio": (0.0, fastest(lambda: signals.participation_ratio(eigenvalues), repeats)),
+        "w2_uniformity": (0.0, fastest(lambda: signals.w2_uniformity(eigenvalues, mean), repeats)),
+        "lidar (with a second view)": (add_pairs - add, fastest(
+            lambda: signals.lidar(*_pair_covariances(pairs64, batch, dim)), host_repeats)),
+        "(RankMe's rank alone, for scale)": (0.0, fastest(lambda: effective_rank(eigenvalues), repeats)),
+    }
+
+
+def print_signal_table(calls):
+    print("\n4b. The window signals, each: what it adds on the training thread per log_embeddings call "
+          "(two views) and on the writer thread per window, CPU, shortest of repeated timings\n")
+    sizes = ((64, 128), (256, 2048))
+    costs = {size: signal_costs(*size, calls if size[1] <= 128 else 3) for size in sizes}
+    print("| signal | " + " | ".join(f"{b} x {d}: training thread per call (ms) | {b} x {d}: writer per window (ms)"
+                                      for b, d in sizes) + " |")
+    print("|---|" + "---:|---:|" * len(sizes))
+    for name in costs[sizes[0]]:
+        cells = " | ".join(f"{costs[size][name][0] * 1e3:.3f} | {costs[size][name][1] * 1e3:.3f}" for size in sizes)
+        print(f"| {name} | {cells} |")
 
 
 ALONE_ROUNDS = 15  # rounds of the Recorder-alone timing in table 4
@@ -497,7 +556,7 @@ def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
 def print_embedding_tables(calls, size_steps, workdir):
     print("\n4. Embedding statistics: log_embeddings with two views, CPU, spectrum window 50\n")
     print("| embeddings (batch x dim) | per call, training thread (ms) | per call, writer work included (ms) "
-          "| spectrum per window, writer thread (ms) | spectrum per step at window 50 (ms) |")
+          "| spectrum and signals per window, writer thread (ms) | the same per step at window 50 (ms) |")
     print("|---|---:|---:|---:|---:|")
     for batch, dim in ((64, 128), (256, 2048)):
         on_thread, total = embeddings_call_cost(batch, dim, calls if dim <= 128 else 50)  # 50: one window
@@ -505,6 +564,7 @@ def print_embedding_tables(calls, size_steps, workdir):
         print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
     print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
           f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
+    print_signal_table(calls)
     summary, per_flush = recorder_alone_with_and_without_embeddings()
     rounds = ALONE_ROUNDS
 
