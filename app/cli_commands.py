@@ -81,7 +81,8 @@ def serve_main(args: argparse.Namespace) -> int:
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scoreviz export RUN_DIR... --out report.html`."""
-    parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folders to put in the report")
+    parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
+                        help="run folders to put in the report (or URLs: s3://bucket/runs/a)")
     parser.add_argument("--out", default=None, help="HTML file to write (default report.html); the folder to "
                                                     "write into for --format tensorboard or parquet (required)")
     parser.add_argument("--format", choices=("html", "tensorboard", "parquet"), default="html",
@@ -108,6 +109,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_main(args: argparse.Namespace) -> int:
     """Write the standalone HTML report, or the runs as TensorBoard event files or Parquet tables."""
+    from scoreviz.store.objects import is_url
+
+    if any(is_url(r) for r in args.run_dirs):  # runs in a store: from their local copies, brought up to date now
+        from scoreviz.store.remote import local_roots
+
+        args.run_dirs = [str(r) for r in local_roots(args.run_dirs, None)]
     if args.format != "html":
         from scoreviz.bridges.export import export_runs  # no Dash
 

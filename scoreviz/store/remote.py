@@ -328,6 +328,9 @@ class Mirror:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._stop = threading.Event()
         self._warned = False
+        if every is None:  # once, now (a report)
+            self.refresh()
+            return
         self._thread = threading.Thread(target=self._loop, name="scoreviz-mirror", daemon=True)
         self._thread.start()
 
@@ -383,7 +386,8 @@ class Mirror:
 
 def local_roots(roots, every: float = 5.0, storage_options=None) -> list:
     """``roots`` (folders, globs, URLs) with each URL replaced by its Mirror's folder, kept up to
-    date every ``every`` seconds: what a server or a report reads as local runs."""
+    date every ``every`` seconds (None: brought up to date once, now): what a server or a report
+    reads as local runs."""
     items = [roots] if isinstance(roots, (str, Path)) else list(roots)
     return [Mirror(str(r), every, storage_options).folder if isinstance(r, str) and is_url(r) else r for r in items]
 
