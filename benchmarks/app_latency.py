@@ -138,7 +138,8 @@ class Client:
         self.client = dash_app.server.test_client()
 
     def call(self, output_prefix, inputs, state=(), changed=None):
-        key = next(k for k in self.app.callback_map if k.lstrip(".").startswith(output_prefix))
+        key = next(k for k in self.app.callback_map if k.startswith(output_prefix)
+                   or k.lstrip(".").startswith(output_prefix))
         spec = self.app.callback_map[key]
         inputs = list(inputs) + [None] * (len(spec["inputs"]) - len(inputs))  # inputs not given: not set yet
         outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
@@ -159,6 +160,13 @@ class Client:
         sizes = {f"{cid}.{prop}": len(json.dumps(value, separators=(",", ":")))
                  for cid, props in payload.items() for prop, value in props.items() if prop == "figure"}
         return elapsed, len(response.get_data()), sizes, payload
+
+    def state(self, search):
+        """The page's state callback (app.shell.state) for the URL ``search``, as the page calls it
+        when it opens (every control at its default)."""
+        spec = self.app.callback_map[next(k for k in self.app.callback_map if k.startswith("..url.search"))]
+        given = {"url": search, "refresh": 0, "selection-refresh": 0}
+        return self.call("..url.search", [given.get(i["id"]) for i in spec["inputs"]])
 
 
 def main(argv=None):
@@ -191,28 +199,29 @@ def main(argv=None):
         start = time.perf_counter()
         sizes = sum(len(c.client.get(p).get_data()) for p in ("/", "/_dash-layout", "/_dash-dependencies"))
         out = [("page shell (/, layout, dependencies)", time.perf_counter() - start, sizes, {})]
-        stats = ["pos_mean", "neg_mean", "neg_sample_var"]
-        t, b, s, _ = c.call("run-picker.options", [0, "", [], 0, 0, 0], [None, 0])
+        t, b, s, _ = c.call("run-table.children", [0, "", [], 0, 0, 0], [None, 0])
         out.append(("run list + run table (8 runs)", t, b, s))
-        t, b, s, payload = c.call("selection.data", [0, names], [None, None])
-        sel = payload["selection"]["data"]
-        out.append(("selection (stamps, options)", t, b, s))
-        for label, prefix, inputs, state in [
-            ("curves: 8 runs x 3 statistics, smoothing 0.6", "curves-graph.figure",
-             [sel, "curves", "train", stats, [], 0.6], ()),
-            ("distribution heatmap (8 runs) + slider", "heatmap-graph.figure",
-             [sel, "distribution", "train", "neg"], [None]),
-            ("histograms at a step (8 runs overlaid)", "hist-graph.figure",
-             [sel, "distribution", "train", args.steps // 2 + 321], ()),
-            ("raw vs ft (one run, 2 tags)", "ft-graph.figure",
-             [sel, "distribution", names[0], args.steps // 2 + 321], ()),
-            ("3D waterfall (8 runs by moco_m)", "waterfall-graph.figure",
-             [sel, "waterfall", "train", "moco_m", "neg_sample_var"], ()),
-            ("gradients: heatmap + surface (150 layers) + total norm (8 runs)", "grad-heatmap-graph.figure",
-             [sel, "gradients", names[0]], ()),
-            ("health (8 runs)", "health-table.children", [sel, "health", "train"], ()),
+        base = "?" + "&".join(f"runs={n}" for n in names)
+        t, b, s, _ = c.state(base + "&smooth=0.6")
+        out.append(("page state (URL, selection, options)", t, b, s))
+        step = args.steps // 2 + 321
+        for label, query, store, prefix in [
+            ("curves: 8 runs x 3 statistics, smoothing 0.6", "&smooth=0.6", "curves-curves-state", "curves-graph.figure"),
+            ("distribution heatmap (8 runs) + slider", "&view=distribution", "distribution-heatmap-state",
+             "..heatmap-graph.figure"),
+            ("histograms at a step (8 runs overlaid)", f"&view=distribution&step={step}", "distribution-hist-state",
+             "hist-graph.figure"),
+            ("raw vs ft (one run, 2 tags)", f"&view=distribution&step={step}&ft={names[0]}", "distribution-ft-state",
+             "ft-graph.figure"),
+            ("3D waterfall (8 runs by moco_m)", "&view=waterfall&key=moco_m", "waterfall-waterfall-state",
+             "waterfall-graph.figure"),
+            ("gradients: heatmap + surface (150 layers)", f"&view=gradients&grun={names[0]}",
+             "gradients-landscape-state", "..grad-heatmap-graph.figure"),
+            ("gradients: total norm (8 runs)", "&view=gradients", "gradients-total-state", "grad-total-graph.figure"),
+            ("health (8 runs)", "&view=health", "health-table-state", "health-table.children"),
         ]:
-            t, b, s, _ = c.call(prefix, inputs, state)
+            panel = c.state(base + query)[3][store]["data"]  # what the page's state gives the panel
+            t, b, s, _ = c.call(prefix, [panel])
             out.append((label, t, b, s))
         return out
 
@@ -229,8 +238,8 @@ def main(argv=None):
     warmed_app = create_app(root, refresh=5)
     fresh = measure(warmed_app)
     page_t, list_t = fresh[0][1], fresh[1][1]
-    drawn_at_once = 8 - len(Client(warmed_app).call("selection.data", [0, names], [None, None])[3]
-                            ["selection"]["data"]["pending"])
+    drawn_at_once = len(Client(warmed_app).state("?" + "&".join(f"runs={n}" for n in names))[3]
+                        ["curves-curves-state"]["data"]["runs"])
     while not warmed_app.scoreviz_data.warm_idle():
         time.sleep(0.05)
     warm_up = time.perf_counter() - start
@@ -238,8 +247,8 @@ def main(argv=None):
 
     print(f"\n{len(names)} runs x {args.steps:,} steps, {len(TAGS)} tags, {BINS} bins, {LAYERS} layers "
           f"in {root}\n")
-    first = lambda rows: sum(r[1] for r in rows[:4])  # noqa: E731 - shell, run list, selection, curves
-    print(f"first render (page shell + run list + selection + curves): {first(cold):.2f} s with nothing "
+    first = lambda rows: sum(r[1] for r in rows[:4])  # noqa: E731 - shell, run list, state, curves
+    print(f"first render (page shell + run list + page state + curves): {first(cold):.2f} s with nothing "
           f"read in advance; {first(after_warm) * 1000:.0f} ms after the background warm-up "
           f"({warm_up:.1f} s from start for all {len(names)} runs)")
     print(f"fresh server with background reading (the default): page shell + run list "

@@ -4,10 +4,10 @@
 
 The browser's largest request is a figure export: the figure on screen goes
 back to the server inside the callback body. Figures are bounded on the server
-(figures.MAX_ROWS, MAX_POINTS, MAX_CELLS), so their size depends only on the
+(app.plot.reduce: MAX_ROWS, MAX_POINTS, MAX_CELLS), so their size depends only on the
 number of runs and layers. This builds each kind of figure from synthetic data
 at sizes beyond real use (1000 layers, 50 runs) and prints the body each export
-would post, next to app.guard.MAX_BODY. No files, no server: figure functions only.
+would post, next to app.server.guard.MAX_BODY. No files, no server: figure functions only.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ import plotly.io as pio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app import figures  # noqa: E402
-from app.guard import MAX_BODY  # noqa: E402
+from app.plot.axes import DEFAULT_STATS  # noqa: E402
+from app.plot.lines import curves_figure  # noqa: E402
+from app.plot.reduce import reduce_gradients  # noqa: E402
+from app.server.guard import MAX_BODY  # noqa: E402
+from app.views.distribution.figures import score_heatmap_figure  # noqa: E402
+from app.views.gradients.figures import gradient_heatmap_figure, gradient_surface_figure  # noqa: E402
 
 STEPS, BINS = 100_000, 100
 
@@ -48,18 +52,18 @@ def main():
     for layers in (150, 1000):
         grads = pd.DataFrame(rng.random((STEPS // 50, layers), dtype=np.float32),
                              index=steps[::50], columns=[f"layer{i}.weight" for i in range(layers)])
-        s, names, norms = figures.reduce_gradients(grads)
+        s, names, norms = reduce_gradients(grads)
         rows.append((f"gradient heatmap, {layers} layers", export_body(
-            figures.gradient_heatmap_figure(s, names, norms))))
+            gradient_heatmap_figure(s, names, norms))))
         rows.append((f"gradient surface, {layers} layers", export_body(
-            figures.gradient_surface_figure(s, names, norms))))
+            gradient_surface_figure(s, names, norms))))
     for runs in (8, 50):
-        frame = pd.DataFrame({c: rng.random(STEPS) for c in figures.DEFAULT_STATS}, index=steps)
+        frame = pd.DataFrame({c: rng.random(STEPS) for c in DEFAULT_STATS}, index=steps)
         rows.append((f"curves, {runs} runs x 3 statistics", export_body(
-            figures.curves_figure({f"run{i}": frame for i in range(runs)}))))
+            curves_figure({f"run{i}": frame for i in range(runs)}))))
         hist = (steps, np.linspace(-1, 1, BINS + 1), rng.integers(0, 1000, (STEPS, BINS)).astype(np.uint32))
         rows.append((f"score heatmap, {runs} runs", export_body(
-            figures.score_heatmap_figure({f"run{i}": hist for i in range(runs)}))))
+            score_heatmap_figure({f"run{i}": hist for i in range(runs)}))))
     print("| request (export of) | body bytes | share of MAX_BODY |")
     print("|---|---:|---:|")
     for name, size in rows:

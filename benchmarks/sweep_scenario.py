@@ -21,7 +21,7 @@ launch:
   read every run's header (the table lists every config); its peak RSS
   (VmHWM); then a restart on the same header index, launch until its first page;
 - in this process: every run's header read in one thread (a RunData without
-  the index), and app.data.RunData.grouped_curves for the 50 runs and 3
+  the index), and app.runs.RunData.grouped_curves for the 50 runs and 3
   statistics, cold (a new RunData: nothing cached, though the OS may hold the
   files in its page cache) and warm (the same call again);
 - TensorBoard (`tensorboard --logdir`, defaults): the time until its scalars
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.layout import ASK_AGAIN_MS, SELECTION_AGAIN_MS
+from app.shell.page import ASK_AGAIN_MS, SELECTION_AGAIN_MS
 from benchmarks.app_latency import BINS, score_rows, write_run
 
 MOMENTA = (0.9, 0.99, 0.995, 0.999, 0.9999)
@@ -187,6 +187,13 @@ class DashClient:
         raw = _get(self.base + "/_dash-update-component", json.dumps(body).encode())
         return time.perf_counter() - start, len(raw), json.loads(raw).get("response", {})
 
+    def state(self, search, asked=0):
+        """The page's state callback (app.shell.state) for the URL ``search``, as the page calls it
+        when it opens (every control at its default, ``asked`` ticks of the selection-refresh)."""
+        spec = next(d for d in self.deps if d["output"].startswith("..url.search"))
+        given = {"url": search, "refresh": 0, "selection-refresh": asked}
+        return self.call("..url.search", [given.get(i["id"]) for i in spec["inputs"]])
+
 
 def _launch(root: Path, cache: Path):
     port = _free_port()
@@ -206,7 +213,7 @@ def _first_page(base, proc, launched, out):
     page_bytes = sum(len(_get(base + p)) for p in ("/", "/_dash-layout", "/_dash-dependencies"))
     out["page"], out["page_bytes"] = time.perf_counter() - start, page_bytes
     client = DashClient(base)
-    out["table"], out["table_bytes"], payload = client.call("run-picker.options", [0, "", []])
+    out["table"], out["table_bytes"], payload = client.call("run-table.children", [0, "", []])
     out["first_page"] = time.perf_counter() - launched
 
     def until_complete():
@@ -216,7 +223,7 @@ def _first_page(base, proc, launched, out):
         answer = payload
         while not answer.get("table-refresh", {}).get("disabled", True):
             time.sleep(ASK_AGAIN_MS / 1000)
-            _, _, answer = client.call("run-picker.options", [0, "", []])
+            _, _, answer = client.call("run-table.children", [0, "", []])
         out["complete"] = time.perf_counter() - launched
 
     client.table_poll = threading.Thread(target=until_complete)
@@ -236,27 +243,28 @@ def measure_scoreviz(root: Path, selected: list) -> dict:
         client = _first_page(base, proc, launched, out)
         start = time.perf_counter()  # 50 runs picked at once, as a researcher would
         asked = 0
+        search = "?" + "&".join(f"runs={r}" for r in selected) + "".join(f"&stats={s}" for s in STATS)
         while True:  # the selected runs are read in the background; the answer waits a second at most
-            t, _, payload = client.call("selection.data", [0, selected, asked], [None, None])
-            selection = payload["selection"]["data"]
+            t, _, payload = client.state(search, asked)
             out.setdefault("select", t)
-            if not selection["pending"]:
+            if "reading" not in json.dumps(payload.get("notice", {})):
                 break
             # as the page asks again (selection-refresh, one tick per answer) while runs are being read
             asked = payload["selection-refresh"]["max_intervals"]
             time.sleep(SELECTION_AGAIN_MS / 1000)
         out["read50"] = time.perf_counter() - start
-        curves = [selection, "curves", "train", STATS, [], 0.0]
-        out["curves_cold"], out["curves_bytes"], _ = client.call("curves-graph.figure", curves)
+        curves = payload["curves-curves-state"]["data"]
+        assert len(curves["runs"]) == len(selected)
+        out["curves_cold"], out["curves_bytes"], _ = client.call("curves-graph.figure", [curves])
         out["to_curves"] = time.perf_counter() - launched  # the first time the 50 runs' curves are served
-        out["curves_warm"], _, _ = client.call("curves-graph.figure", curves)
+        out["curves_warm"], _, _ = client.call("curves-graph.figure", [curves])
         client.table_poll.join()
-        grouped = curves + ["step", ["moco_m"], "std"]  # the Curves view grouped by moco_m, std bands
-        out["grouped_cold"], _, _ = client.call("curves-graph.figure", grouped)
-        out["grouped_warm"], _, _ = client.call("curves-graph.figure", grouped)
-        out["table_warm"], _, _ = client.call("run-picker.options", [0, "", []])
+        grouped = dict(curves, group=["moco_m"], band="std")  # the Curves view grouped by moco_m, std bands
+        out["grouped_cold"], _, _ = client.call("curves-graph.figure", [grouped])
+        out["grouped_warm"], _, _ = client.call("curves-graph.figure", [grouped])
+        out["table_warm"], _, _ = client.call("run-table.children", [0, "", []])
         while True:  # the background reads every header; the table says how many are left
-            _, _, payload = client.call("run-picker.options", [0, "", []], [None, 0])
+            _, _, payload = client.call("run-table.children", [0, "", []], [None, 0])
             if "reading" not in str(payload.get("last-refresh", {}).get("children", "")):
                 break
             time.sleep(1.0)  # a page refreshes every 5 s; background reads wait while it asks
@@ -278,7 +286,7 @@ def measure_scoreviz(root: Path, selected: list) -> dict:
 
 
 def measure_grouped_path(root: Path, selected: list) -> dict:
-    from app.data import RunData
+    from app.runs import RunData
 
     data = RunData(root, warm=False, index=False)
     out = {}

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     from test_app_browser import chromium, serving, traces, wait_for
 
-    from app.data import RunData
+    from app.runs import RunData
 
     data = RunData(args.runs_dir, warm=False)
     runs = [r for r in data.run_ids() if not data.info(r).get("error")]

@@ -142,15 +142,16 @@ def spread_figure(groups: list, title: str):
     """Seed-mean curves of the statistic per m, each with its min-max band over seeds, log scale."""
     import plotly.graph_objects as go
 
-    from app import figures
+    from app.plot.axes import TEMPLATE, stat_label
+    from app.plot.palette import fallback
+    from app.plot.reduce import downsample_minmax
 
     fig = go.Figure()
-    palette = figures._palette()
     for i, g in enumerate(groups):
-        color = palette[i % len(palette)]
-        x, low = figures.downsample_minmax(g["low"].index.to_numpy(), g["low"].to_numpy(), 1000)
-        _, high = figures.downsample_minmax(g["high"].index.to_numpy(), g["high"].to_numpy(), 1000)
-        xm, mean = figures.downsample_minmax(g["mean_curve"].index.to_numpy(), g["mean_curve"].to_numpy(), 1000)
+        color = fallback(i)
+        x, low = downsample_minmax(g["low"].index.to_numpy(), g["low"].to_numpy(), 1000)
+        _, high = downsample_minmax(g["high"].index.to_numpy(), g["high"].to_numpy(), 1000)
+        xm, mean = downsample_minmax(g["mean_curve"].index.to_numpy(), g["mean_curve"].to_numpy(), 1000)
         name = f"m={g['m']:g}"
         fig.add_trace(go.Scatter(x=x, y=high, mode="lines", line=dict(width=0), legendgroup=name, showlegend=False,
                                  hoverinfo="skip"))
@@ -158,9 +159,9 @@ def spread_figure(groups: list, title: str):
                                  fillcolor=_transparent(color), legendgroup=name, showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=xm, y=mean, mode="lines", name=name, legendgroup=name,
                                  line=dict(color=color, width=1.5)))
-    fig.update_yaxes(type="log", title_text=figures.stat_label(STAT))
+    fig.update_yaxes(type="log", title_text=stat_label(STAT))
     fig.update_xaxes(title_text="step")
-    fig.update_layout(template=figures.TEMPLATE, title=title, height=480, margin=dict(l=70, r=20, t=70, b=50))
+    fig.update_layout(template=TEMPLATE, title=title, height=480, margin=dict(l=70, r=20, t=70, b=50))
     return fig
 
 
@@ -179,7 +180,8 @@ def write_figures(groups: list, version: int, folder: Path) -> list:
     Uses the app's kaleido export with the local Chromium; when that is
     unavailable, says why and writes nothing.
     """
-    from app import figures, images
+    from app.shell import images
+    from app.views.waterfall import figures
 
     reason = images.unavailable_reason()
     if reason:

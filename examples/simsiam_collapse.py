@@ -199,7 +199,8 @@ def _flag(flag) -> str:
 
 def write_figure(rows: list, folder: Path):
     """The app's representation curves (std and rank) of both runs as PNG, or None without kaleido."""
-    from app import images, representation
+    from app.shell import images
+    from app.views.representation import figures as representation
 
     reason = images.unavailable_reason()
     if reason:

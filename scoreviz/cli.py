@@ -90,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from scoreviz.trainer.options import add_arguments as add_train_arguments
     from scoreviz.trainer.options import add_lincls_arguments
 
-    from scoreviz import demo
-    from app import cli_commands  # argparse only: Dash is imported when serve/export runs
+    from scoreviz import app_options, demo
 
     parser = _Parser(
         prog="scoreviz", description="Record and view the score distributions of contrastive learning.")
@@ -118,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Read every TensorBoard run below LOGDIR (histograms and scalars, every event) and write it as "
             "a scoreviz run under --out, histograms re-binned onto [-1, 1].",
             add_import_arguments, "scoreviz.bridges.tensorboard_import:main")
-    for name, (add_arguments, run_command, help_text) in cli_commands.COMMANDS.items():
-        command(name, help_text, help_text, add_arguments, run_command)
+    for name, (add_arguments, target, help_text) in app_options.COMMANDS.items():
+        command(name, help_text, help_text, add_arguments, target)  # app/ imported when it runs
     return parser
 
 

@@ -43,7 +43,7 @@ DESCRIPTION = ("Train MoCo v2 on the bundled digits twice (a baseline, and both 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from app.cli_commands import port_number  # argparse only, no Dash
+    from scoreviz.app_options import port_number  # argparse only, no Dash
 
     parser.add_argument("--out", default="runs/demo", help="folder of the two runs")
     length = parser.add_mutually_exclusive_group()

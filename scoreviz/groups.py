@@ -7,11 +7,12 @@ turn per-run curves into per-group curves, so a curve view only calls:
     groups = group_runs(configs, by=["moco_m"])                # ignore every other key (seed...)
     curves = group_curves(series_by_run, groups, band="std")    # one GroupCurve per group
     hist = mean_histogram({run: (edges, counts) for run in group.runs})
+    means = mean_histograms_at_step(histograms_by_run, groups, step)  # each group's, at one step
 
 Choices, where a sweep tool must pick one:
 
 - A group is every run with the same values of the ``by`` keys; a run without
-  a key has the value None there (its own group, shown as "-").
+  a key has the value None there (its own group, named ``key not set``, "-" in a table).
 - Curves are aligned on the union of their recorded steps (or a strided subset
   of it, ``max_points``). Each run is linearly interpolated at the grid steps
   inside its own first..last recorded step and is NaN outside: no run is
@@ -50,10 +51,11 @@ class Group:
 
     @property
     def name(self) -> str:
-        """``moco_m=0.99, alpha=1``; ``all runs`` when grouping by nothing."""
+        """``moco_m=0.99, alpha=1``; ``all runs`` when grouping by nothing; ``pos_alpha not set`` for
+        the runs without the key (never ``pos_alpha=-``, which reads as a value)."""
         if not self.by:
             return "all runs"
-        return ", ".join(f"{k}={_format(v)}" for k, v in zip(self.by, self.key))
+        return ", ".join(f"{k} not set" if v is None else f"{k}={_format(v)}" for k, v in zip(self.by, self.key))
 
     @property
     def values(self) -> list:
@@ -213,6 +215,43 @@ def mean_histogram(histograms: Mapping[str, tuple]) -> MeanHistogram:
     mean = stack.mean(axis=0)
     std = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros_like(mean)
     return MeanHistogram(edges, mean, std, tuple(runs), stack.min(axis=0), stack.max(axis=0))
+
+
+def row_at_step(steps, step) -> int | None:
+    """Index of the last recorded step at or before ``step`` (else the first); None without steps."""
+    steps = np.asarray(steps)
+    if len(steps) == 0:
+        return None
+    return max(int(np.searchsorted(steps, step, side="right")) - 1, 0)
+
+
+def mean_histograms_at_step(histograms: Mapping[str, Mapping[str, tuple]], groups: Sequence, step: int) -> list:
+    """Each group's mean histogram at ``step``: ``[(group, {"pos": MeanHistogram, "neg": ...}, steps used)]``.
+
+    ``histograms`` maps a run to ``{"pos": (steps, edges, counts), "neg": ...}`` (as the
+    histogram overlay takes them); each run contributes its last recorded row at or before
+    ``step``. A kind no run of a group recorded (no negatives) is left out of its dict;
+    a group with neither kind is left out."""
+    out = []
+    for group in groups:
+        means, used = {}, set()
+        for kind in ("pos", "neg"):
+            rows = {}
+            for run in group.runs:
+                data = (histograms.get(run) or {}).get(kind)
+                if data is None or len(data[0]) == 0:
+                    continue
+                steps, edges, counts = data
+                r = row_at_step(steps, step)
+                rows[run] = (edges, counts[r])
+                used.add(int(steps[r]))
+            if rows:
+                mean = mean_histogram(rows)
+                if mean.runs:
+                    means[kind] = mean
+        if means:
+            out.append((group, means, sorted(used)))
+    return out
 
 
 def _sample_std(values, mean, count):

@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 scoreviz = pytest.importorskip("scoreviz")
 
-from app import callbacks, create_app  # noqa: E402
-from app.data import RefusedRunId, RunData  # noqa: E402
+from app import create_app  # noqa: E402
+from app.runs import RefusedRunId, RunData  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,6 +108,16 @@ def test_symlink_out_of_runs_dir_is_refused(runs, tmp_path):
         link.unlink()
 
 
+def view_state(data, query, **values):
+    """The state the page gives a panel for the URL ``query`` over ``data`` (the runs drawn, their
+    colours and every control's value, as the shell resolves them), with ``values`` set over it."""
+    from app.shell.state import PageState
+    from app.views import VIEWS
+
+    answer = PageState(data, VIEWS, wait=60).update(query, {}, {}, True)  # the runs read in the background first
+    return {**answer["values"], "runs": answer["runs"], "colors": answer["colors"], **values}
+
+
 def post_callback(client, dash_app, output_key, inputs, state=(), changed=None):
     """Call one callback through Dash's HTTP endpoint, as the browser does."""
     spec = dash_app.callback_map[output_key]
@@ -124,36 +134,59 @@ def post_callback(client, dash_app, output_key, inputs, state=(), changed=None):
     return client.post("/_dash-update-component", json=body)
 
 
-def selection_key(dash_app):
-    return next(k for k in dash_app.callback_map if "selection.data" in k)
+def state_key(dash_app):
+    """The key of the page's state callback (app.shell.state)."""
+    return next(k for k in dash_app.callback_map if k.startswith("..url.search"))
+
+
+def post_state(client, dash_app, search, values=None, applied=None, changed="url.search"):
+    """Call the state callback as the browser does: the URL ``search``, the controls' ``values``
+    (by component id; the others None) and the ``applied`` values. Returns the response's outputs."""
+    key = state_key(dash_app)
+    spec = dash_app.callback_map[key]
+    given = {"url": search, "refresh": 0, "selection-refresh": 0, **(values or {})}
+    inputs = [dict(i, value=given.get(i["id"])) for i in spec["inputs"]]
+    state = [dict(s, value=applied if s["id"] == "applied" else None) for s in spec["state"]]
+    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in key.strip(".").split("...")]
+    body = {"output": key, "outputs": outputs, "inputs": inputs, "state": state, "changedPropIds": [changed]}
+    response = client.post("/_dash-update-component", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return response.get_json()["response"]
+
+
+def post_panel(client, dash_app, store, state):
+    """Call the callback that draws from the panel store ``store`` with ``state``, as the browser
+    does; returns the response's outputs."""
+    key = next(k for k, spec in dash_app.callback_map.items() if [i["id"] for i in spec["inputs"]] == [store])
+    response = post_callback(client, dash_app, key, [state], changed=f"{store}.data")
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return response.get_json()["response"]
 
 
 def test_requests_for_run_ids_outside_runs_dir_are_refused(runs):
     dash_app = create_app(runs, refresh=60)
     client = dash_app.server.test_client()
-    response = post_callback(client, dash_app, selection_key(dash_app),
-                             [0, ["../..", "/etc/passwd", "sweep/../../..", "m0.99"]], [None, None, None])
-    assert response.status_code == 200
-    out = response.get_json()["response"]
-    selection = out["selection"]["data"]
-    assert selection["runs"] + selection["pending"] == ["m0.99"]  # pending: not read yet
-    assert set(selection["errors"]) == {"../..", "/etc/passwd", "sweep/../../.."}
-    assert all("refused" in msg for msg in selection["errors"].values())
-    assert "refused" in json.dumps(out["notice"]["children"])
+    out = post_state(client, dash_app, "?runs=../..&runs=/etc/passwd&runs=sweep/../../..&runs=m0.99")
+    assert out["run-picker"]["value"] == ["m0.99"]
+    notice = json.dumps(out["url-notice"]["children"])
+    assert notice.count("refused") == 3 and "/etc/passwd" in notice
+    assert out["url"]["search"] == "?runs=m0.99"  # rewritten without them
+    drawn = out["curves-curves-state"]["data"]["runs"]
+    assert drawn in (["m0.99"], [])  # [] while it is still being read
 
 
-def test_curves_callback_returns_one_trace_per_run_and_statistic(runs):
+def test_curves_panel_returns_one_trace_per_run_and_statistic(runs):
     dash_app = create_app(runs, refresh=60)
     client = dash_app.server.test_client()
+    data = dash_app.scoreviz_data
     key = next(k for k in dash_app.callback_map if k.startswith("curves-graph"))
-    selection = {"runs": ["m0.99", "sweep/m0.9"], "stamps": {}, "errors": {}}
-    response = post_callback(client, dash_app, key,
-                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0, "step", [], "std"])
+    state = view_state(data, "?runs=m0.99&runs=sweep/m0.9&stats=pos_mean&stats=loss")
+    response = post_callback(client, dash_app, key, [state], changed="curves-curves-state.data")
     fig = response.get_json()["response"]["curves-graph"]["figure"]
     assert [t["name"] for t in fig["data"]] == ["m0.99", "m0.99", "sweep/m0.9", "sweep/m0.9"]
     # grouped by moco_m (0.99 and 0.9): a band and a mean per group and statistic
-    response = post_callback(client, dash_app, key,
-                             [selection, "curves", "train", ["pos_mean", "loss"], [], 0, "step", ["moco_m"], "minmax"])
+    response = post_callback(client, dash_app, key, [dict(state, group=["moco_m"], band="minmax")],
+                             changed="curves-curves-state.data")
     fig = response.get_json()["response"]["curves-graph"]["figure"]
     assert [t["name"] for t in fig["data"]] == ["moco_m=0.9 (n=1) band", "moco_m=0.9 (n=1)"] * 2 + \
         ["moco_m=0.99 (n=1) band", "moco_m=0.99 (n=1)"] * 2
@@ -171,16 +204,22 @@ def test_page_references_nothing_outside_the_server(runs):
 
 
 def test_url_round_trip():
-    values = {"runs": ["a", "sweep/b"], "tag": "ft", "view": "gradients", "log": ["log"], "smooth": 0.9}
-    query = callbacks.query_from_values(values)
-    assert callbacks.values_from_query(query) == {**values, "smooth": 0.9}
+    from app.shell import page, url
+    from app.views import VIEWS
+
+    controls = page.controls(VIEWS)
+    values = {"runs": ["a", "sweep/b"], "tag": "ft", "view": "gradients", "log": ["log"], "smooth": 0.9, "step": 17}
+    query = url.encode(values, controls)
+    assert url.parse(query, controls) == (values, [])
+    assert url.parse("?runs=&smooth=abc&nonsense=1", controls) == (
+        {"runs": []}, ["smooth=abc (not a number)", "nonsense=1 (not a setting of this page)"])
 
 
 # ---- export -----------------------------------------------------------------------
 
 
 def test_write_report_standalone(runs, tmp_path):
-    from app.export import write_report
+    from app.report import write_report
 
     out = write_report([runs / "m0.99", runs / "sweep" / "m0.9"], tmp_path / "report.html")
     text = out.read_text()
@@ -208,14 +247,14 @@ def test_scoreviz_export_command(runs, tmp_path):
 
 
 def test_export_refuses_a_broken_run_with_its_reason(runs, tmp_path):
-    from app.export import write_report
+    from app.report import write_report
 
     with pytest.raises(scoreviz.ScorevizError, match="not a scoreviz run"):
         write_report([runs / "foreign"], tmp_path / "r.html")
 
 
 def test_figure_export_html_and_png_or_a_clear_reason(runs):
-    from app import images
+    from app.shell import images
 
     dash_app = create_app(runs, refresh=60)
     client = dash_app.server.test_client()

@@ -4,6 +4,7 @@ Nothing here downloads a browser or a driver, and the browser only talks to
 the app's server on 127.0.0.1 (or to a local file).
 """
 
+import json
 import logging
 import os
 import shutil
@@ -241,12 +242,12 @@ def test_a_sparse_scalar_is_drawn(driver, tmp_path):
 def test_runs_read_after_the_first_answer_are_drawn_as_soon_as_they_are_read(driver, tmp_path, monkeypatch):
     """The selection's first answer leaves the runs out (still being read); the page asks again,
     once per answer, until they are read, then draws them, long before its own refresh."""
-    from app import callbacks
-    from app.data import RunData
+    from app.runs import RunData
+    from app.shell import selection
 
     make_run(tmp_path, "slow-a", momentum=0.9, steps=30)
     make_run(tmp_path, "slow-b", momentum=0.99, steps=30, seed=1)
-    monkeypatch.setattr(callbacks, "SELECTION_WAIT_S", 0.0)  # answer at once, whatever is read
+    monkeypatch.setattr(selection, "SELECTION_WAIT_S", 0.0)  # answer at once, whatever is read
     read = RunData.scores
 
     def slowly(self, run_id, tag):
@@ -317,10 +318,17 @@ def test_a_full_url_is_restored_after_a_reload(driver, app_url):
     assert console_errors(driver) == []
 
 
-def test_a_grouped_url_draws_groups_and_is_restored_after_a_reload(driver, tmp_path):
+@pytest.fixture(scope="module")
+def grouped_dir(tmp_path_factory):
+    """moco_m 0.9 and 0.99, two seeds each."""
+    root = tmp_path_factory.mktemp("grouped-runs")
     for m in (0.9, 0.99):
         for seed in (0, 1):
-            make_run(tmp_path, f"m{m}-s{seed}", momentum=m, seed=seed, steps=20)
+            make_run(root, f"m{m}-s{seed}", momentum=m, seed=seed, steps=20)
+    return root
+
+
+def test_a_grouped_url_draws_groups_and_is_restored_after_a_reload(driver, grouped_dir):
     groups = {"moco_m=0.9 (n=2)", "moco_m=0.99 (n=2)"}
 
     def drawn(d):
@@ -335,7 +343,7 @@ def test_a_grouped_url_draws_groups_and_is_restored_after_a_reload(driver, tmp_p
     def checked_band(d):
         return d.execute_script("const b = document.querySelector('#band input:checked'); return b && b.value")
 
-    with serving(tmp_path) as url:
+    with serving(grouped_dir) as url:
         driver.get(url + "?stats=neg_mean&stats=pos_mean&group=moco_m&band=minmax")
         wait_for(driver, lambda d: drawn(d) == (groups, groups), message="a mean line and a band per group")
         for _ in range(2):  # as opened, then after a reload
@@ -359,18 +367,14 @@ def test_a_grouped_url_draws_groups_and_is_restored_after_a_reload(driver, tmp_p
         driver.get("about:blank")
 
 
-def test_a_grouped_url_restores_the_grouped_waterfall_and_histograms_after_a_reload(driver, tmp_path):
-    for m in (0.9, 0.99):
-        for seed in (0, 1):
-            make_run(tmp_path, f"m{m}-s{seed}", momentum=m, seed=seed, steps=20)
-
+def test_a_grouped_url_restores_the_grouped_waterfall_and_histograms_after_a_reload(driver, grouped_dir):
     def names(d, graph):
         return {t["name"] for t in traces(d, graph) or []}
 
     waterfall = {"moco_m=0.9 (n=2)", "moco_m=0.99 (n=2)"}
     waterfall |= {f"{name} band" for name in waterfall}
     overlay = {f"moco_m={m} {kind} (n=2){band}" for m in (0.9, 0.99) for kind in ("pos", "neg") for band in ("", " band")}
-    with serving(tmp_path) as url:
+    with serving(grouped_dir) as url:
         driver.get(url + "?view=waterfall&group=moco_m&key=moco_m&band=minmax")
         for _ in range(2):  # as opened, then after a reload
             wait_for(driver, lambda d: names(d, "waterfall-graph") == waterfall, message="a line and ribbon per group")
@@ -545,13 +549,14 @@ def test_representation_view_renders_two_runs(driver, app_url):
     assert console_errors(driver) == []
 
 
-def test_the_simsiam_collapse_is_flagged_in_the_health_panel(driver, tmp_path):
+def test_the_simsiam_collapse_is_flagged_in_the_health_panel(driver, tmp_path, subprocess_env):
     """The SimSiam example, at a size where the run without stop-gradient collapses (4 epochs at
     a higher learning rate): the served app flags it, with its onset step, and not the other."""
     root = tmp_path / "simsiam"
+    # (one torch thread, subprocess_env: four times faster than torch's own choice on a busy CPU)
     subprocess.run([sys.executable, str(ROOT / "examples" / "simsiam_collapse.py"), "--out", str(root),
                     "--epochs", "4", "--lr", "0.2", "--heads", "linear", "--figures", str(tmp_path / "figures")],
-                   cwd=ROOT, check=True, timeout=600, capture_output=True)
+                   cwd=ROOT, check=True, timeout=600, capture_output=True, env=subprocess_env)
     with serving(root) as url:
         driver.get(url + "?runs=linear/no-stop-gradient&runs=linear/stop-gradient&view=health")
         # read in one go: the table re-renders
@@ -591,3 +596,187 @@ def test_the_demo_page_shows_both_runs_while_they_train(driver, tmp_path, python
         driver.get("about:blank")
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=60)
+
+
+# ---- the URL is the page's one state (issue 21) ------------------------------------------------
+
+LOADS = 20  # loads of each shareable URL form
+BURN = "import time\nend = time.monotonic() + 900\nwhile time.monotonic() < end:\n    pass\n"
+
+# Every shareable URL form: each view, each control of each view, score and scalar statistics, the
+# per-run pickers, grouping, band, x, step and filter, several keys in one URL where they are
+# independent (every key is a control of the page whichever view is on screen).
+FORMS = [
+    {"view": "curves", "runs": ["m0.99", "m0.9"], "tag": "ft", "x": "relative", "stats": ["lr", "pos_mean", "loss"],
+     "log": ["log"], "smooth": 0.6, "grun": "m0.9", "wstat": "loss"},
+    {"view": "distribution", "runs": ["m0.9", "m0.99"], "kind": "pos", "hscale": "99", "step": 17, "ft": "m0.99",
+     "group": ["moco_m"], "band": "sem", "stats": ["lr", "neg_var"]},
+    {"view": "waterfall", "runs": ["m0.99", "m0.9"], "key": "lr", "wstat": "neg_mean", "group": ["moco_m", "arch"],
+     "band": "minmax", "x": "wall", "ft": "m0.9"},
+    {"view": "gradients", "runs": ["m0.9", "m0.99"], "grun": "m0.9", "x": "wall", "tag": "train", "step": 5},
+    {"view": "representation", "runs": ["m0.99", "m0.9"], "tag": "train", "x": "relative", "kind": "neg",
+     "smooth": 0.25},
+    {"view": "health", "runs": ["m0.99", "m0.9"], "filter": "m0.9$", "tag": "ft", "key": "moco_m"},
+]
+# A form with values that are not valid: each is dropped, said so, and the URL rewritten without it.
+INVALID = ("?view=curves&runs=m0.9&runs=nosuch&runs=../x&stats=nonsense&stats=pos_mean&x=time&smooth=abc"
+           "&grun=m0.99&step=99999&band=wide", {"view": "curves", "runs": ["m0.9"], "stats": ["pos_mean"]},
+           ["runs=nosuch", "runs=../x", "stats=nonsense", "x=time", "smooth=abc", "grun=m0.99", "step=99999",
+            "band=wide"])
+
+# Run in the page after a load: resolves once the controls hold ``want`` ({component id: value}, read
+# from Dash's own store) and the URL is ``search``, both unchanged 100 ms later; or after ``timeout`` ms.
+SETTLED = """
+const [want, search, timeout] = arguments, done = arguments[arguments.length - 1], start = Date.now();
+let held = 0, got = {};
+(function poll() {
+  const api = window.dash_component_api;
+  let same = !!(api && api.getLayout && location.search === search);
+  got = {};
+  for (const id of Object.keys(want)) {
+    let c = null;
+    try { c = same ? api.getLayout(id) : null; } catch (e) { same = false; }  // the page still starting
+    got[id] = c && c.props ? c.props.value : null;
+    if (JSON.stringify(got[id]) !== JSON.stringify(want[id])) same = false;
+  }
+  held = same ? held + 1 : 0;
+  if (held >= 2 || Date.now() - start > timeout) {
+    done({settled: held >= 2, got: got, search: location.search,
+          notice: (document.getElementById('url-notice') || {}).textContent || ''});
+  } else {
+    setTimeout(poll, 100);
+  }
+})();
+"""
+
+
+def _expected(values):
+    """{component id: value} and the canonical query of a form's values (app.shell.url)."""
+    from app.shell import page, url
+    from app.views import VIEWS
+
+    controls = page.controls(VIEWS)
+    by_key = {c.key: c for c in controls}
+    return {by_key[k].id: v for k, v in values.items()}, url.encode(values, controls)
+
+
+@contextmanager
+def burning_cpu():
+    """A process beside the test that keeps one core busy (a loaded CI machine)."""
+    burner = subprocess.Popen([sys.executable, "-c", BURN])
+    try:
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+def test_every_control_is_in_a_url_form():
+    from app.shell import page
+    from app.views import VIEWS
+
+    keys = {c.key for c in page.controls(VIEWS)}
+    assert {k for form in FORMS for k in form} == keys
+    assert {form["view"] for form in FORMS} == {v.name for v in VIEWS}
+
+
+@pytest.mark.parametrize("form", [*range(len(FORMS)), "invalid"])
+def test_a_url_form_keeps_every_value_on_every_load_beside_a_busy_cpu(driver, app_url, form):
+    """Each form loaded LOADS times with a core kept busy beside: every value in the controls and
+    in the URL on every load; the invalid values of a form each named in the notice, the URL
+    rewritten without them."""
+    if form == "invalid":
+        query, kept, dropped = INVALID
+        want, canonical = _expected(kept)
+    else:
+        want, query = _expected(FORMS[form])
+        canonical, dropped = query, []
+    driver.set_script_timeout(40)
+    lost = []
+    with burning_cpu():
+        for load in range(LOADS):
+            driver.get(app_url + query)
+            seen = driver.execute_async_script(SETTLED, want, canonical, 30000)
+            if not seen["settled"] or not all(part in seen["notice"] for part in dropped):
+                lost.append((load, seen))
+    assert lost == [], (query, len(lost), lost[:2])
+    assert console_errors(driver) == []
+
+
+def test_no_run_table_click_is_lost_while_the_table_is_drawn_again(driver, tmp_path, monkeypatch):
+    """40 runs whose headers arrive one by one (slowed down): the run table is drawn again every few
+    hundred ms while rows are clicked; every click shows or hides its run, none is lost."""
+    from app.runs import RunData, background
+    from app.runs.background import HEADER
+    from app.shell import page
+    from sweep_runs import write_run
+
+    import numpy as np
+
+    for i in range(40):
+        write_run(tmp_path / f"r{i:02d}", {"seed": i, "moco_m": i % 3}, np.arange(5), np.zeros(5))
+    read_level = RunData.read_level
+
+    def slowly(self, run_id, level):
+        if level == HEADER:
+            time.sleep(0.1)  # a header on a slow file system: the table fills in over seconds
+        return read_level(self, run_id, level)
+
+    monkeypatch.setattr(RunData, "read_level", slowly)
+    monkeypatch.setattr(page, "ASK_AGAIN_MS", 150)  # the table asks again often while headers arrive
+    monkeypatch.setattr(background, "YIELD_S", 0.0)  # and they arrive while the clicks are answered
+    with serving(tmp_path, refresh=600) as url:
+        driver.get(url + "?runs=r00")
+        wait_for(driver, lambda d: "r39" in (table_rows(d) or {}), message="the table lists every run")
+        assert "reading" in driver.find_element(By.ID, "last-refresh").text  # headers still arriving
+        driver.execute_script(  # count the table's redraws from here on
+            "window.redraws = 0; new MutationObserver(() => window.redraws++).observe("
+            "document.getElementById('run-table'), {childList: true, subtree: true, attributes: true,"
+            " characterData: true});")
+        clicks = ["r05", "r17", "r23", "r05", "r31", "r08", "r38", "r12", "r17", "r02", "r27", "r33"]
+        expected = ["r00"]
+        for run in clicks:
+            driver.execute_script(f"document.querySelector('#run-table tr[data-run=\"{run}\"] td:nth-child(2)').click()")
+            expected = [r for r in expected if r != run] if run in expected else expected + [run]
+            time.sleep(0.15)
+        redraws = driver.execute_script("return window.redraws")
+        query = "?" + "&".join(f"runs={r}" for r in expected)
+        wait_for(driver, lambda d: d.execute_script(
+            "return JSON.stringify(window.dash_component_api.getLayout('run-picker').props.value)")
+            == json.dumps(expected, separators=(",", ":")) and d.execute_script("return location.search") == query,
+            timeout=30, message=f"every click in the picker and the URL: {expected}")
+        assert redraws >= 3, redraws  # the clicks fell while the table was being drawn again
+        wait_for(driver, lambda d: {t["name"] for t in traces(d, "curves-graph") or []} == set(expected),
+                 message="the runs clicked drawn")
+        assert console_errors(driver) == []
+        driver.get("about:blank")
+
+
+def test_the_filter_hides_runs_and_clearing_it_draws_them_again(driver, app_url):
+    """Filtered out, a run stays selected; cleared, exactly the runs before are drawn, at once, also
+    after a filter that matched nothing."""
+    def drawn(d):
+        return {t["name"] for t in traces(d, "curves-graph") or []}
+
+    def picked(d):
+        return d.execute_script("return window.dash_component_api.getLayout('run-picker').props.value")
+
+    def type_filter(text):
+        box = driver.find_element(By.ID, "run-filter")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.DELETE)
+        box.send_keys(text + Keys.ENTER)
+
+    driver.get(app_url + "?runs=m0.99&runs=m0.9")
+    wait_for(driver, lambda d: drawn(d) == {"m0.99", "m0.9"})
+    type_filter("m0.9$")
+    wait_for(driver, lambda d: drawn(d) == {"m0.9"} and "filter=m0.9" in d.current_url, message="m0.99 hidden")
+    assert picked(driver) == ["m0.99", "m0.9"]  # hidden, not deselected
+    type_filter("")
+    wait_for(driver, lambda d: drawn(d) == {"m0.99", "m0.9"}, timeout=15, message="both again once cleared")
+    assert "filter=" not in driver.current_url and picked(driver) == ["m0.99", "m0.9"]
+    type_filter("nomatch")
+    wait_for(driver, lambda d: drawn(d) == set() and "No run matches" in d.find_element(By.ID, "run-table").text)
+    type_filter("")
+    wait_for(driver, lambda d: drawn(d) == {"m0.99", "m0.9"}, timeout=15, message="drawn once cleared")
+    assert console_errors(driver) == []

@@ -56,6 +56,19 @@ def start_demo(python, env, out, *options):
     return demo, port, lines
 
 
+def run_table(port) -> str:
+    """The run table callback's answer over HTTP, as the page asks for it when it opens."""
+    base = f"http://127.0.0.1:{port}"
+    deps = json.loads(urllib.request.urlopen(base + "/_dash-dependencies", timeout=30).read())
+    spec = next(d for d in deps if "run-table.children" in d["output"])
+    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in spec["output"].strip(".").split("...")]
+    body = {"output": spec["output"], "outputs": outputs, "inputs": [dict(i, value=None) for i in spec["inputs"]],
+            "state": [dict(s, value=None) for s in spec["state"]], "changedPropIds": ["refresh.n_intervals"]}
+    request = urllib.request.Request(base + "/_dash-update-component", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    return urllib.request.urlopen(request, timeout=60).read().decode()
+
+
 def test_demo_serves_at_once_while_both_runs_train_and_ctrl_c_stops_both(tmp_path, python, subprocess_env):
     out = tmp_path / "demo"
     demo, port, lines = start_demo(python, subprocess_env, out, "--epochs", "30")
@@ -70,8 +83,9 @@ def test_demo_serves_at_once_while_both_runs_train_and_ctrl_c_stops_both(tmp_pat
             time.sleep(0.5)
         trainers = children(demo.pid)
         assert len(trainers) == 2
-        layout = urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=30).read().decode()
-        assert "baseline" in layout and "ft" in layout
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=30).status == 200
+        table = run_table(port)  # the run table, as the page asks for it
+        assert '"data-run":"baseline"' in table and '"data-run":"ft"' in table
         assert not (out / "baseline" / "results.json").exists() or json.loads(
             (out / "baseline" / "results.json").read_text())["epoch"] < 30  # still training
     finally:

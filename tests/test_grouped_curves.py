@@ -1,6 +1,6 @@
 """The grouped Curves view: runs grouped by config keys, one mean line and band per group.
 
-The figure as figures.grouped_curves_figure returns it (no browser), the colours of
+The figure as plot_lines.grouped_curves_figure returns it (no browser), the colours of
 groups, and the Dash callback with real runs (tests/test_app_browser.py opens it in
 Chromium)."""
 
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import colors, figures
+from app.plot import lines as plot_lines
+from app.plot import palette as plot_palette
 from scoreviz import groups
 
 
@@ -32,7 +33,7 @@ def grouped(band="std", by=("moco_m",)):
 
 
 def test_one_mean_line_and_one_band_per_group_named_with_its_run_count():
-    fig = figures.grouped_curves_figure({"neg_mean": grouped()}, ["neg_mean"], colors={})
+    fig = plot_lines.grouped_curves_figure({"neg_mean": grouped()}, ["neg_mean"], colors={})
     lines = [t for t in fig.data if not t.name.endswith(" band")]
     bands = [t for t in fig.data if t.name.endswith(" band")]
     assert [t.name for t in lines] == ["moco_m=0.9 (n=2)", "moco_m=0.99 (n=3)"]  # seeds folded in
@@ -52,7 +53,7 @@ def test_one_mean_line_and_one_band_per_group_named_with_its_run_count():
 
 
 def test_a_minmax_band_spans_the_lowest_and_highest_run():
-    fig = figures.grouped_curves_figure({"neg_mean": grouped("minmax")}, ["neg_mean"], band="minmax")
+    fig = plot_lines.grouped_curves_figure({"neg_mean": grouped("minmax")}, ["neg_mean"], band="minmax")
     band = np.asarray(next(t for t in fig.data if t.name == "moco_m=0.99 (n=3) band").y, dtype=float)
     steps = np.arange(0, 50, 5) / 100.0
     assert np.allclose(band[:4], 2.0 + steps[:4], atol=1e-6)  # the early-stopping seed 2 is the top
@@ -64,8 +65,8 @@ def test_a_minmax_band_spans_the_lowest_and_highest_run():
 def test_each_group_has_its_colour_for_line_and_band_in_every_subplot():
     curves = {"neg_mean": grouped(), "pos_mean": grouped()}
     names = [gc.group.name for gc in curves["neg_mean"]]
-    palette = colors.group_colors(names)
-    fig = figures.grouped_curves_figure(curves, ["neg_mean", "pos_mean"], colors=palette)
+    palette = plot_palette.group_colors(names)
+    fig = plot_lines.grouped_curves_figure(curves, ["neg_mean", "pos_mean"], colors=palette)
     assert len(fig.data) == 8  # 2 statistics x 2 groups x (band + mean)
     for trace in fig.data:
         group = trace.name.split(" (n=")[0]
@@ -79,16 +80,16 @@ def test_each_group_has_its_colour_for_line_and_band_in_every_subplot():
 
 
 def test_group_colours_come_from_the_name_not_the_count_or_order():
-    first = colors.group_colors(["moco_m=0.9", "moco_m=0.99"])
-    assert colors.group_colors(["moco_m=0.99", "moco_m=0.9"]) == first
+    first = plot_palette.group_colors(["moco_m=0.9", "moco_m=0.99"])
+    assert plot_palette.group_colors(["moco_m=0.99", "moco_m=0.9"]) == first
     # a "/" in a value is part of the name (a run's colour uses only its folder's name)
-    assert set(colors.group_colors(["data=a/x", "data=b/x"]).values()).__len__() == 2
+    assert set(plot_palette.group_colors(["data=a/x", "data=b/x"]).values()).__len__() == 2
 
 
 def test_a_time_axis_is_refused_in_the_title_and_missing_runs_are_named():
     configs, curves = sweep_curves()
     curves["m0.9-s1"] = None  # a run without the statistic
-    fig = figures.grouped_curves_figure(
+    fig = plot_lines.grouped_curves_figure(
         {"neg_mean": groups.group_curves(curves, groups.group_runs(configs, ["moco_m"]))}, ["neg_mean"], x="wall")
     assert "over steps" in fig.layout.title.text
     assert "moco_m=0.9: 1 of 2 runs without neg_mean" in fig.layout.title.text
@@ -98,8 +99,8 @@ def test_a_time_axis_is_refused_in_the_title_and_missing_runs_are_named():
 def test_smoothing_smooths_the_mean_and_the_band_edges():
     noisy = {f"r{i}": pd.Series(np.resize([0.0, 1.0], 40) + i, index=np.arange(40)) for i in range(2)}
     curves = groups.group_curves(noisy, groups.group_runs({r: {} for r in noisy}))
-    raw = figures.grouped_curves_figure({"neg_mean": curves}, ["neg_mean"])
-    smoothed = figures.grouped_curves_figure({"neg_mean": curves}, ["neg_mean"], smoothing=0.9)
+    raw = plot_lines.grouped_curves_figure({"neg_mean": curves}, ["neg_mean"])
+    smoothed = plot_lines.grouped_curves_figure({"neg_mean": curves}, ["neg_mean"], smoothing=0.9)
     for fig in (raw, smoothed):
         assert [t.name for t in fig.data] == ["all runs (n=2) band", "all runs (n=2)"]
     assert np.std(np.diff(np.asarray(smoothed.data[1].y, dtype=float))) < \
@@ -107,7 +108,7 @@ def test_smoothing_smooths_the_mean_and_the_band_edges():
 
 
 def test_nothing_to_draw_is_an_empty_figure_with_a_message():
-    fig = figures.grouped_curves_figure({"neg_mean": []}, ["neg_mean"])
+    fig = plot_lines.grouped_curves_figure({"neg_mean": []}, ["neg_mean"])
     assert fig.layout.annotations[0].text == "select runs and statistics"
 
 
@@ -122,14 +123,16 @@ def sweep_dir(tmp_path_factory):
     return root
 
 
-def test_the_curves_callback_draws_groups_when_group_by_is_set(sweep_dir):
-    from app import callbacks
-    from app.data import RunData
+def test_the_curves_view_draws_groups_when_group_by_is_set(sweep_dir):
+    from app.runs import RunData
+    from app.views import curves
+    from test_app import view_state
 
     data = RunData(sweep_dir, warm=False)
     runs = data.run_ids()
-    fig = callbacks.grouped_curves(data, runs, "train", ["neg_mean", "pos_mean"], ["moco_m"], "minmax",
-                                   log_y=False, smoothing=0.0, x="step")
+    state = view_state(data, "?stats=neg_mean&stats=pos_mean&group=moco_m&band=minmax")
+    assert state["runs"] == runs
+    fig = curves.draw(state, data)
     names = [t.name for t in fig.data if not t.name.endswith(" band")]
     assert names == ["moco_m=0.9 (n=2)"] * 2 + ["moco_m=0.99 (n=2)"] * 2  # group by group, each statistic
     assert "grouped by moco_m" in fig.layout.title.text
@@ -138,15 +141,16 @@ def test_the_curves_callback_draws_groups_when_group_by_is_set(sweep_dir):
     expected = pd.concat(frames, axis=1).mean(axis=1)
     line = fig.data[1]
     assert np.allclose(np.asarray(line.y, dtype=float), expected.loc[np.asarray(line.x)].to_numpy(), atol=1e-5)
-    # a band name the callback does not know falls back to std
-    fig = callbacks.grouped_curves(data, runs, "train", ["neg_mean"], ["moco_m"], "nonsense",
-                                   log_y=False, smoothing=0.0, x="step")
+    # a band name the view does not know (a forged store) falls back to std
+    fig = curves.draw(dict(state, band="nonsense", stats=["neg_mean"]), data)
     assert "std" in fig.layout.legend.title.text
 
 
 def test_group_and_band_round_trip_through_the_url():
-    from app import callbacks
+    from app.shell import page, url
+    from app.views import VIEWS
 
-    query = callbacks.query_from_values({"group": ["moco_m", "alpha"], "band": "minmax"})
+    controls = page.controls(VIEWS)
+    query = url.encode({"group": ["moco_m", "alpha"], "band": "minmax"}, controls)
     assert query == "?group=moco_m&group=alpha&band=minmax"
-    assert callbacks.values_from_query(query) == {"group": ["moco_m", "alpha"], "band": "minmax"}
+    assert url.parse(query, controls) == ({"group": ["moco_m", "alpha"], "band": "minmax"}, [])

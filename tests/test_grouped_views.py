@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import colors, group_figures
+from app.plot import palette as plot_palette
+from app.views.curves import groups as group_tables
+from app.views.distribution import figures as distribution_figures
+from app.views.waterfall import figures as waterfall_figures
 from scoreviz import groups
 from sweep_runs import BINS, write_run
 
@@ -33,8 +36,8 @@ def sweep_curves():
 def test_the_grouped_waterfall_draws_each_groups_mean_at_its_own_depth_ordered_by_the_key():
     configs, curves = sweep_curves()
     grouped = groups.group_curves(curves, groups.group_runs(configs, ["moco_m"]), band="std")
-    fig = group_figures.grouped_waterfall_figure(grouped, key="moco_m", stat="neg_mean",
-                                                 colors=colors.group_colors(["moco_m=0.5", "moco_m=0.9"]))
+    fig = waterfall_figures.grouped_waterfall_figure(grouped, key="moco_m", stat="neg_mean",
+                                                 colors=plot_palette.group_colors(["moco_m=0.5", "moco_m=0.9"]))
     lines = [t for t in fig.data if t.type == "scatter3d"]
     assert [t.name for t in lines] == ["moco_m=0.5 (n=2)", "moco_m=0.9 (n=3)"]
     long = pd.DataFrame([{"run": r, "m": configs[r]["moco_m"], "step": s, "value": v}
@@ -53,7 +56,7 @@ def test_the_grouped_waterfall_draws_each_groups_mean_at_its_own_depth_ordered_b
     np.testing.assert_allclose(z[10:], expected.loc[0.9]["mean"] + std, rtol=1e-5)
     assert len(ribbons[1].i) == 2 * 9  # two triangles between neighbouring steps
     assert list(fig.layout.scene.yaxis.ticktext) == ["moco_m=0.5", "moco_m=0.9"]
-    palette = colors.group_colors(["moco_m=0.5", "moco_m=0.9"])
+    palette = plot_palette.group_colors(["moco_m=0.5", "moco_m=0.9"])
     assert [t.line.color for t in lines] == [palette["moco_m=0.5"], palette["moco_m=0.9"]]
     assert [t.color for t in ribbons] == [palette["moco_m=0.5"], palette["moco_m=0.9"]]
 
@@ -63,16 +66,16 @@ def test_groups_of_several_keys_are_ordered_by_the_waterfall_key_numerically():
         [(0.99, "a"), (0.5, "b"), (0.9, "a"), (None, "a")])}
     curves = {r: pd.Series([1.0, 2.0], index=[0, 1]) for r in configs}
     grouped = groups.group_curves(curves, groups.group_runs(configs, ["arch", "m"]))
-    fig = group_figures.grouped_waterfall_figure(grouped, key="m")
+    fig = waterfall_figures.grouped_waterfall_figure(grouped, key="m")
     assert list(fig.layout.scene.yaxis.ticktext) == ["arch=b, m=0.5", "arch=a, m=0.9", "arch=a, m=0.99",
-                                                     "arch=a, m=-"]
+                                                     "arch=a, m not set"]
     # without the key among the groups' keys: the groups' own order
-    fig = group_figures.grouped_waterfall_figure(grouped, key="lr")
+    fig = waterfall_figures.grouped_waterfall_figure(grouped, key="lr")
     assert list(fig.layout.scene.yaxis.ticktext)[:2] == ["arch=a, m=0.9", "arch=a, m=0.99"]
 
 
 def test_a_waterfall_with_nothing_to_draw_says_so():
-    fig = group_figures.grouped_waterfall_figure([], key="m")
+    fig = waterfall_figures.grouped_waterfall_figure([], key="m")
     assert "select runs" in fig.layout.annotations[0].text
 
 
@@ -94,8 +97,8 @@ def known_histograms():
 def test_the_grouped_overlay_draws_each_groups_mean_fraction_and_its_band():
     hists = known_histograms()
     configs = {r: {"m": r[0], "seed": int(r[1])} for r in hists}
-    means = group_figures.mean_histograms_at_step(hists, groups.group_runs(configs, ["m"]), step=25)
-    fig = group_figures.grouped_histograms_figure(means, 25, band="std")
+    means = groups.mean_histograms_at_step(hists, groups.group_runs(configs, ["m"]), step=25)
+    fig = distribution_figures.grouped_histograms_figure(means, 25, band="std")
     lines = {t.name: t for t in fig.data if not t.name.endswith(" band")}
     bands = {t.name[:-len(" band")]: t for t in fig.data if t.name.endswith(" band")}
     assert list(lines) == ["m=a pos (n=3)", "m=a neg (n=3)", "m=b pos (n=2)", "m=b neg (n=2)"]
@@ -117,8 +120,8 @@ def test_the_grouped_overlay_draws_each_groups_mean_fraction_and_its_band():
 def test_the_overlay_band_follows_the_band_setting():
     hists = known_histograms()
     configs = {r: {"m": r[0]} for r in hists}
-    means = group_figures.mean_histograms_at_step(hists, groups.group_runs(configs, ["m"]), step=0)
-    fig = group_figures.grouped_histograms_figure(means, 0, band="minmax")
+    means = groups.mean_histograms_at_step(hists, groups.group_runs(configs, ["m"]), step=0)
+    fig = distribution_figures.grouped_histograms_figure(means, 0, band="minmax")
     band = np.asarray(next(t for t in fig.data if t.name == "m=a pos (n=3) band").y, float)
     rows = pd.DataFrame([hists[r]["pos"][2][0] / hists[r]["pos"][2][0].sum() for r in ("a0", "a1", "a2")])
     np.testing.assert_allclose(band[:BINS], rows.max().to_numpy(), rtol=1e-5)
@@ -129,8 +132,8 @@ def test_the_overlay_band_follows_the_band_setting():
 def test_a_group_without_negatives_draws_its_positives_only():
     hists = {"a": {"pos": (np.array([0]), EDGES, np.ones((1, BINS), np.uint32)),
                    "neg": (np.array([0]), EDGES, np.zeros((1, BINS), np.uint32))}}
-    means = group_figures.mean_histograms_at_step(hists, groups.group_runs({"a": {}}, []), step=0)
-    fig = group_figures.grouped_histograms_figure(means, 0)
+    means = groups.mean_histograms_at_step(hists, groups.group_runs({"a": {}}, []), step=0)
+    fig = distribution_figures.grouped_histograms_figure(means, 0)
     assert [t.name for t in fig.data if not t.name.endswith(" band")] == ["all runs pos (n=1)"]
 
 
@@ -141,15 +144,15 @@ def test_the_group_table_gives_each_groups_final_mean_and_band_against_pandas():
     configs, curves = sweep_curves()
     del curves["m0.5-s1"]  # a run without the statistic still counts in the group's runs
     group_list = groups.group_runs(configs, ["moco_m"])
-    finals = {"neg_mean": group_figures.final_values(curves)}
-    table = group_figures.group_table(group_list, finals, band="std")
+    finals = {"neg_mean": group_tables.final_values(curves)}
+    table = group_tables.group_table(group_list, finals, band="std")
     assert table["columns"] == ["moco_m", "runs", "neg_mean"]
     last = pd.Series({r: s.iloc[-1] for r, s in curves.items()})
     nine = last[[r for r in last.index if r.startswith("m0.9")]]
     assert table["rows"][1][:2] == ["0.9", "3"]
     assert table["rows"][1][2] == f"{nine.mean():.4g} \u00b1 {nine.std():.2g}"
     assert table["rows"][0][2].endswith("(1 of 2 runs)")
-    minmax = group_figures.group_table(group_list, finals, band="minmax")
+    minmax = group_tables.group_table(group_list, finals, band="minmax")
     assert minmax["rows"][1][2] == f"{nine.mean():.4g} [{nine.min():.4g}, {nine.max():.4g}]"
 
 
@@ -168,13 +171,14 @@ def sweep_dir(tmp_path_factory):
     return root
 
 
-def test_the_waterfall_and_overlay_callbacks_draw_groups_from_real_runs(sweep_dir):
-    from app import callbacks
-    from app.data import RunData
+def test_the_waterfall_and_overlay_draw_groups_from_real_runs(sweep_dir):
+    from app.runs import RunData
+    from app.views import distribution, waterfall
+    from test_app import view_state
 
     data = RunData(sweep_dir, warm=False)
     runs = data.run_ids()
-    fig = callbacks.grouped_waterfall(data, runs, "train", "neg_mean", ["moco_m"], "std", key="moco_m")
+    fig = waterfall.draw(view_state(data, "?view=waterfall&group=moco_m&key=moco_m&wstat=neg_mean"), data)
     lines = [t for t in fig.data if t.type == "scatter3d"]
     assert [t.name for t in lines] == ["moco_m=0.9 (n=2)", "moco_m=0.99 (n=2)"]
     expected = pd.concat([data.scores(r, "train")["neg_mean"] for r in runs if r.startswith("m0.9-")],
@@ -182,8 +186,7 @@ def test_the_waterfall_and_overlay_callbacks_draw_groups_from_real_runs(sweep_di
     np.testing.assert_allclose(np.asarray(lines[0].z, float), expected.loc[np.asarray(lines[0].x)], rtol=1e-5)
     assert "grouped by moco_m" in fig.layout.title.text
 
-    hists = {r: callbacks.histogram_pair(data, r, "train") for r in runs}
-    fig = callbacks.grouped_histograms(data, hists, 27, "train", ["moco_m"], "minmax")
+    fig = distribution.histograms(view_state(data, "?view=distribution&group=moco_m&band=minmax&step=27"), data)
     line = next(t for t in fig.data if t.name == "moco_m=0.99 neg (n=2)")
     # every run puts all its negatives of a step in one bin: the mean is half in each seed's bin
     expected = np.zeros(BINS)
@@ -195,21 +198,14 @@ def test_the_waterfall_and_overlay_callbacks_draw_groups_from_real_runs(sweep_di
     assert line.line.color == lines[1].line.color
 
 
-def test_the_figure_callbacks_take_group_and_band_so_a_grouped_url_restores_them(tmp_path):
-    """Dash calls each callback with the controls the URL holds: the waterfall and the overlay listen to both."""
-    from dash import Dash
+def test_the_views_that_draw_groups_draw_from_group_and_band_so_a_grouped_url_restores_them():
+    """A panel draws from the URL keys it declares: those of the views that draw groups include both."""
+    from app.shell import page
+    from app.views import VIEWS
 
-    from app import callbacks, layout
-    from app.data import RunData
-
-    app = Dash(__name__)
-    app.layout = layout.build("runs", [], [], ["moco_m"], 5.0)
-    callbacks.register(app, RunData(tmp_path, warm=False))
-    inputs = {}
-    for spec in app.callback_map.values():
-        ids = {(i["id"], i["property"]) for i in spec["inputs"]}
-        for output in str(spec["output"]).split("..."):
-            inputs[output.strip(".")] = ids
-    for graph in ("waterfall-graph.figure", "hist-graph.figure", "curves-graph.figure"):
-        assert {("group-by", "value"), ("band", "value")} <= inputs[graph], graph
-    assert callbacks.URL_CONTROLS["group"] == ("group-by", True) and callbacks.URL_CONTROLS["band"][0] == "band"
+    grouping = [v for v in VIEWS if v.groups]
+    assert {v.name for v in grouping} >= {"curves", "distribution", "waterfall"}
+    for view in grouping:
+        assert any({"group", "band"} <= set(panel.keys) for panel in view.panels), view.name
+    controls = {c.key: c for c in page.controls(VIEWS)}
+    assert (controls["group"].id, controls["group"].many) == ("group-by", True) and controls["band"].id == "band"

@@ -32,7 +32,7 @@ def test_group_runs_ignores_other_keys_and_sorts_numerically():
     groups = group_runs(CONFIGS, by=["moco_m"])
     assert [g.key for g in groups] == [(0.9,), (0.99,), (None,)]
     assert groups[0].runs == ("m0.9-s0", "m0.9-s1", "m0.9-s2")
-    assert groups[0].label == "moco_m=0.9 (n=3)" and groups[2].name == "moco_m=-"
+    assert groups[0].label == "moco_m=0.9 (n=3)" and groups[2].name == "moco_m not set"
     two = group_runs(CONFIGS, by=["moco_m", "lr"])
     assert [g.runs for g in two][:3] == [("m0.9-s0", "m0.9-s1", "m0.9-s2"), ("m0.99-s0",), ("m0.99-s1",)]
     assert group_runs(CONFIGS)[0].runs == tuple(CONFIGS) and group_runs(CONFIGS)[0].name == "all runs"

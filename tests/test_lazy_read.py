@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torch")
 import scoreviz  # noqa: E402
 from scoreviz.store import select  # noqa: E402
+from app.runs.background import Background  # noqa: E402
 
 from tests.sweep_runs import write_run  # noqa: E402
 
@@ -114,7 +115,7 @@ def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
     import h5py
 
     from app import create_app
-    from app.data import RunData
+    from app.runs import RunData
     from scoreviz.store import reader
     from tests.test_app import post_callback
 
@@ -132,11 +133,11 @@ def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
 
     monkeypatch.setattr(reader, "open_read", counting_open)
     monkeypatch.setattr(h5py.Dataset, "__getitem__", recording_getitem)
-    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # no background reads: only the requests'
+    monkeypatch.setattr(Background, "read_forever", lambda self: None)  # no background reads: only the requests'
     dash_app = create_app(many_runs, refresh=60)
     client = dash_app.server.test_client()
     assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
-    key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+    key = next(k for k in dash_app.callback_map if "run-table.children" in k)
     response = post_callback(client, dash_app, key, [0, None, None, 0, 0, 0], [None, 0])
     assert response.status_code == 200 and "m1-s5" in response.get_data(as_text=True)  # listed by name
     assert opened == [] and response.get_json()["response"]["table-refresh"]["disabled"] is False
@@ -153,7 +154,7 @@ def test_first_page_and_run_list_read_headers_only(many_runs, monkeypatch):
 
 
 def test_background_reads_count_steps_of_listed_runs_and_read_selected_runs_in_full(many_runs):
-    from app.data import RunData
+    from app.runs import RunData
 
     data = RunData(many_runs)
     ids = data.run_ids()
@@ -162,14 +163,14 @@ def test_background_reads_count_steps_of_listed_runs_and_read_selected_runs_in_f
     deadline = time.monotonic() + 60
     while not data.warm_idle() and time.monotonic() < deadline:
         time.sleep(0.05)
-    kinds = {(key[0], key[1]) for key in data._cache}
+    kinds = {(key[0], key[1]) for key in data.cache.keys()}
     assert {(r, "info") for r in ids} <= kinds  # every listed run: its step count
     assert {r for r, kind in kinds if kind == "scores"} == {ids[0]}  # only the selected run's data
     assert data.table_row(ids[3])["steps"] == 200
 
 
 def test_cache_is_an_lru_bounded_in_bytes(many_runs):
-    from app.data import RunData
+    from app.runs import RunData
 
     probe = RunData(many_runs, warm=False)
     one = probe.scores("m0-s0", "train").memory_usage(deep=False).sum()
@@ -179,8 +180,8 @@ def test_cache_is_an_lru_bounded_in_bytes(many_runs):
         data.scores(run_id, "train")
     data.scores(ids[-2], "train")  # used again: now the most recent
     data.scores(ids[0], "ft")
-    assert data._bytes <= data.max_bytes
-    cached = [key[0] for key in data._cache if key[1] == "scores"]
+    assert data.cache.bytes <= data.cache.max_bytes
+    cached = [key[0] for key in data.cache.keys() if key[1] == "scores"]
     assert ids[-2] in cached and ids[1] not in cached
 
 
@@ -211,17 +212,18 @@ def _counting_opens(monkeypatch):
 
 
 def test_the_selected_runs_are_read_first_then_the_headers_of_the_rows_on_screen(many_runs, monkeypatch):
-    from app.data import _COUNT, _HEADER, _REST, _SCORES, RunData
+    from app.runs import RunData
+    from app.runs.background import COUNT as _COUNT, HEADER as _HEADER, REST as _REST, SCORES as _SCORES
 
-    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # the queue is looked at, not read
-    monkeypatch.setattr(RunData, "_list_all", lambda self: None)
+    monkeypatch.setattr(Background, "read_forever", lambda self: None)  # the queue is looked at, not read
+    monkeypatch.setattr(Background, "list_all", lambda self: None)
     data = RunData(many_runs, index=False)
     data.warm(["m1-s5"])  # every listed run: header, then step count
     assert data.table_row("m0-s4") is None  # a row on screen: its header is queued ahead
     data.warm(["m1-s3"], urgent=True)  # selected afterwards
     order = []
-    while not data._warm_queue.empty():
-        _, _, run_id, level = data._warm_queue.get()
+    while not data.background.queue.empty():
+        _, _, run_id, level = data.background.queue.get()
         order.append((run_id, level))
     assert order == [("m1-s3", _SCORES), ("m0-s4", _HEADER), ("m1-s5", _HEADER), ("m1-s3", _REST),
                      ("m1-s5", _COUNT)]
@@ -230,14 +232,14 @@ def test_the_selected_runs_are_read_first_then_the_headers_of_the_rows_on_screen
 def _read_waiting_headers(data) -> list:
     """Read the headers a run table waits for, as the background reader does before the others
     (but the selected runs' scores); returns their run ids."""
-    from app.data import _HEADER, _ON_SCREEN, _SCORES
+    from app.runs.background import HEADER as _HEADER, ON_SCREEN as _ON_SCREEN, SCORES as _SCORES
 
     waiting, others = [], []
-    while not data._warm_queue.empty():
-        item = data._warm_queue.get()
+    while not data.background.queue.empty():
+        item = data.background.queue.get()
         (waiting if item[3] == _HEADER and item[0] == _ON_SCREEN else others).append(item)
     for item in others:
-        data._warm_queue.put(item)
+        data.background.queue.put(item)
     selected = [other for other in others if other[3] == _SCORES]
     assert all(other < item for item in waiting for other in selected)  # the selected runs' scores first
     assert all(item < other for item in waiting for other in others if other[3] != _SCORES)  # then these
@@ -249,7 +251,7 @@ def _read_waiting_headers(data) -> list:
 def _run_list(dash_app, client, filter_text=None, page=0, changed=None):
     from tests.test_app import post_callback
 
-    key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+    key = next(k for k in dash_app.callback_map if "run-table.children" in k)
     response = post_callback(client, dash_app, key, [0, filter_text, None, 0, 0, 0], [None, page],
                              changed=changed or "refresh.n_intervals")
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -275,9 +277,9 @@ def _rows(node):
 
 def test_a_restarted_server_lists_runs_from_its_header_index_without_opening_them(many_runs, monkeypatch):
     from app import create_app
-    from app.data import RunData
+    from app.runs import RunData
 
-    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # no background reads: only the requests'
+    monkeypatch.setattr(Background, "read_forever", lambda self: None)  # no background reads: only the requests'
     first = create_app(many_runs, refresh=60)
     _run_list(first, first.server.test_client())  # queues the table's headers
     _read_waiting_headers(first.scoreviz_data)  # reads each header once
@@ -300,13 +302,13 @@ def test_a_restarted_server_lists_runs_from_its_header_index_without_opening_the
 
 
 def test_a_damaged_header_index_is_an_empty_one(many_runs, monkeypatch):
-    from app.data import RunData
+    from app.runs import RunData
 
     data = RunData(many_runs, warm=False)
     for run_id in data.run_ids():
         data.light_info(run_id)
     data.save_headers(data.run_ids())
-    data._index.path.write_text('{"version": 1, "runs": {"x": [1, 2')  # cut off mid-write
+    data.index.path.write_text('{"version": 1, "runs": {"x": [1, 2')  # cut off mid-write
     fresh = RunData(many_runs, warm=False)
     assert fresh.known_info("m1-s1") is None and fresh.light_info("m1-s1")["config"]["seed"] == 1
 
@@ -314,22 +316,21 @@ def test_a_damaged_header_index_is_an_empty_one(many_runs, monkeypatch):
 def test_an_index_of_an_older_version_is_not_used_its_headers_lack_the_embedding_tags(many_runs):
     import json
 
-    from app import callbacks
-    from app.data import RunData
-    from app.headers import VERSION
+    from app.runs import RunData
+    from app.runs.headers import VERSION
 
     data = RunData(many_runs, warm=False)
     data.light_info("m1-s1")
     data.save_headers(data.run_ids())
-    saved = json.loads(data._index.path.read_text())
+    saved = json.loads(data.index.path.read_text())
     assert saved["version"] == VERSION and all("embedding_tags" in entry[2] for entry in saved["runs"].values())
     for entry in saved["runs"].values():  # as version 1 wrote them
         entry[2].pop("embedding_tags")
         entry[2]["config"] = {"seed": "from the old index"}
-    data._index.path.write_text(json.dumps(dict(saved, version=1)))
+    data.index.path.write_text(json.dumps(dict(saved, version=1)))
     fresh = RunData(many_runs, warm=False)
     assert fresh.known_info("m1-s1") is None and fresh.light_info("m1-s1")["config"]["seed"] == 1
-    assert callbacks.embedding_tags(fresh, "m1-s1") == []  # many_runs log no embeddings
+    assert fresh.light_info("m1-s1")["embedding_tags"] == []  # many_runs log no embeddings
 
 
 def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monkeypatch):
@@ -337,26 +338,25 @@ def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monke
     no file, the table lists every run in the picker and asks the background for the headers of
     its page of rows first (then again, soon), pages through the rest, and a config filter covers
     the runs whose header is read."""
-    from app import callbacks, create_app
-    from app.data import RunData
+    from app import create_app
+    from app.shell import runtable
 
     for i in range(120):
         write_run(tmp_path / f"run{i:03d}", {"moco_m": i % 5, "seed": i}, np.arange(3), np.zeros(3))
-    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)
+    monkeypatch.setattr(Background, "read_forever", lambda self: None)
     opened = _counting_opens(monkeypatch)
     dash_app = create_app(tmp_path, refresh=60)
     client = dash_app.server.test_client()
     assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
     assert opened == []  # the page: runs found on disk, no header read
     listed = _run_list(dash_app, client)
-    assert len(listed["run-picker"]["options"]) == 120
-    assert _table_runs(listed) == [f"run{i:03d}" for i in range(callbacks.PAGE_ROWS)]
+    assert _table_runs(listed) == [f"run{i:03d}" for i in range(runtable.PAGE_ROWS)]
     assert opened == [] and "seed" not in json.dumps(listed["run-table"]["children"])  # names only, at once
     assert listed["table-page-label"]["children"] == "runs 1-50 of 120"
     assert "reading 120 of 120 run headers" in listed["last-refresh"]["children"]
     assert listed["table-refresh"]["disabled"] is False  # the table asks again soon
     first = _read_waiting_headers(dash_app.scoreviz_data)  # the background: the page's headers first
-    assert first == [f"run{i:03d}" for i in range(callbacks.PAGE_ROWS)] and len(set(opened)) == callbacks.PAGE_ROWS
+    assert first == [f"run{i:03d}" for i in range(runtable.PAGE_ROWS)] and len(set(opened)) == runtable.PAGE_ROWS
     listed = _run_list(dash_app, client, changed="table-refresh.n_intervals")
     assert "seed" in json.dumps(listed["run-table"]["children"]) and listed["table-refresh"]["disabled"] is True
     assert "reading 70 of 120 run headers" in listed["last-refresh"]["children"]
@@ -367,28 +367,27 @@ def test_the_page_and_the_run_table_do_not_wait_for_every_header(tmp_path, monke
     assert last["table-page"]["data"] == 2 and last["table-page-label"]["children"] == "runs 101-120 of 120"
     # a config condition covers the runs whose header is read: the two pages shown, here
     kept = _run_list(dash_app, client, "moco_m=3", page=2, changed="run-filter.value")
-    assert [o["value"] for o in kept["run-picker"]["options"]] == [
-        f"run{i:03d}" for i in list(range(3, 50, 5)) + list(range(103, 120, 5))]
-    assert kept["table-page"]["data"] == 0
+    assert _table_runs(kept) == [f"run{i:03d}" for i in list(range(3, 50, 5)) + list(range(103, 120, 5))]
+    assert kept["table-page"]["data"] == 0 and kept["table-page-label"]["children"] == "runs 1-14 of 14"
     for run_id in dash_app.scoreviz_data.run_ids():  # what the background does
         dash_app.scoreviz_data.light_info(run_id)
     kept = _run_list(dash_app, client, "moco_m=3", changed="run-filter.value")
-    assert len(kept["run-picker"]["options"]) == 24 and "reading" not in kept["last-refresh"]["children"]
+    assert len(_table_runs(kept)) == 24 and "reading" not in kept["last-refresh"]["children"]
 
 
 def test_background_reads_wait_while_a_request_is_answered(many_runs):
-    from app.data import RunData
+    from app.runs import RunData
 
     data = RunData(many_runs)
     ids = data.run_ids()
     deadline = time.monotonic() + 60
     while not data.warm_idle() and time.monotonic() < deadline:  # the listing: every header
         time.sleep(0.05)
-    data.request_started()  # a page request in flight
+    data.background.request_started()  # a page request in flight
     data.warm(ids[:1], urgent=True)
     time.sleep(0.5)
     assert data.pending(ids[:1]) == ids[:1]  # not read meanwhile
-    data.request_finished()
+    data.background.request_finished()
     while data.pending(ids[:1]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert data.pending(ids[:1]) == []
@@ -414,65 +413,63 @@ def test_every_kth_row_is_read_in_blocks_and_strided_in_memory(tmp_path, monkeyp
 
 
 def test_the_selection_waits_for_its_runs_and_is_asked_again_soon_when_they_take_longer(many_runs, monkeypatch):
-    from app import callbacks, create_app
-    from tests.test_app import post_callback, selection_key
+    from app import create_app
+    from app.shell import selection
+    from tests.test_app import post_state
 
     dash_app = create_app(many_runs, refresh=60)  # the page's own refresh: once a minute
     client = dash_app.server.test_client()
-    key = selection_key(dash_app)
     # the answer waits while the run is read (a small run: well within SELECTION_WAIT_S)
-    first = post_callback(client, dash_app, key, [0, ["m0-s0"]], [None, None, None]).get_json()["response"]
-    assert first["selection"]["data"]["runs"] == ["m0-s0"] and first["selection"]["data"]["pending"] == []
+    first = post_state(client, dash_app, "?runs=m0-s0")
+    assert first["curves-curves-state"]["data"]["runs"] == ["m0-s0"] and "reading" not in json.dumps(first["notice"])
     assert first["selection-refresh"]["max_intervals"] == 0  # nothing left to ask for
     # a run not read within the wait: answered without it, and the page asks once more, soon
-    monkeypatch.setattr(callbacks, "SELECTION_WAIT_S", 0.0)
-    first = post_callback(client, dash_app, key, [0, ["m1-s1"], 3], [None, None, None]).get_json()["response"]
-    assert first["selection"]["data"]["pending"] == ["m1-s1"]
+    monkeypatch.setattr(selection, "SELECTION_WAIT_S", 0.0)
+    first = post_state(client, dash_app, "?runs=m1-s1", {"selection-refresh": 3})
+    assert first["curves-curves-state"]["data"]["runs"] == [] and "reading 1 run" in json.dumps(first["notice"])
     assert first["selection-refresh"]["max_intervals"] == 4  # one tick more than the 3 already fired
     deadline = time.monotonic() + 60
     while dash_app.scoreviz_data.pending(["m1-s1"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    again = post_callback(client, dash_app, key, [0, ["m1-s1"], 4],
-                          [first["selection"]["data"], None, None], changed="selection-refresh.n_intervals")
-    again = again.get_json()["response"]
-    assert again["selection"]["data"]["runs"] == ["m1-s1"] and again["selection-refresh"]["max_intervals"] == 0
+    again = post_state(client, dash_app, "?runs=m1-s1", {"selection-refresh": 4}, changed="selection-refresh.n_intervals")
+    assert again["curves-curves-state"]["data"]["runs"] == ["m1-s1"] and again["selection-refresh"]["max_intervals"] == 0
 
 
 def test_a_request_waiting_for_reads_does_not_hold_the_background_reader_back(many_runs, monkeypatch):
-    from app import data as data_module
-    from app.data import RunData
+    from app.runs import background as data_module
+    from app.runs import RunData
 
     monkeypatch.setattr(data_module, "YIELD_S", 60.0)  # a request in flight would hold reads a minute
     data = RunData(many_runs)
     ids = data.run_ids()
-    data.request_started()  # the request that waits
+    data.background.request_started()  # the request that waits
     data.warm(ids[:2], urgent=True)
     start = time.monotonic()
     assert data.wait_read(ids[:2], timeout=30) == []
     assert time.monotonic() - start < 30
-    data.request_started()  # a second request, answering meanwhile: reads wait for it
+    data.background.request_started()  # a second request, answering meanwhile: reads wait for it
     data.warm(ids[2:3], urgent=True)
     assert data.wait_read(ids[2:3], timeout=0.5) == ids[2:3]
-    data.request_finished()
+    data.background.request_finished()
     assert data.wait_read(ids[2:3], timeout=30) == []
-    data.request_finished()
+    data.background.request_finished()
     # requests waiting hold the server's threads: beyond MAX_WAITING they answer at once
-    data._waiting = data_module.MAX_WAITING
+    data.background._waiting = data_module.MAX_WAITING
     for _ in range(data_module.MAX_WAITING + 2):  # those waiting, and one more answering: reads wait
-        data.request_started()
+        data.background.request_started()
     data.warm(ids[3:4], urgent=True)
     start = time.monotonic()
     assert data.wait_read(ids[3:4], timeout=30) == ids[3:4] and time.monotonic() - start < 1.0
-    data._waiting = 0
+    data.background._waiting = 0
     for _ in range(data_module.MAX_WAITING + 2):
-        data.request_finished()
+        data.background.request_finished()
     assert data.wait_read(ids[3:4], timeout=30) == []
 
 
 def test_a_growing_run_keeps_its_row_while_its_header_is_read_again(many_runs, monkeypatch):
-    from app.data import RunData
+    from app.runs import RunData
 
-    monkeypatch.setattr(RunData, "_warm_loop", lambda self: None)  # background reads held back
+    monkeypatch.setattr(Background, "read_forever", lambda self: None)  # background reads held back
     data = RunData(many_runs)
     assert data.table_row("m0-s0") is None  # never read: its name only, until the background reads it
     data.light_info("m0-s0")

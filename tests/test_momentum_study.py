@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app import images
+from app.shell import images
 from scoreviz import open_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import representation
+from app.plot.reduce import MAX_CELLS
+from app.views.representation import figures as representation
 from scoreviz import health
-from app.figures import MAX_CELLS
 
 torch = pytest.importorskip("torch")
 scoreviz = pytest.importorskip("scoreviz")
 
 from app import create_app  # noqa: E402
-from test_app import post_callback  # noqa: E402
+from test_app import post_panel, view_state  # noqa: E402
 
 DIM = 16
 
@@ -137,35 +137,24 @@ def test_dimensional_collapse_needs_low_rank_in_windows_with_enough_samples():
 # ---- callbacks, a run without negatives in every view -------------------------------
 
 
-def callback_key(dash_app, prefix):
-    return next(k for k in dash_app.callback_map if k.lstrip(".").startswith(prefix))
+def draw_every_panel(runs, query):
+    """Every panel of every view (the registry's) drawn through its callback for the URL ``query``."""
+    from app.shell.page import store_id
+    from app.views import VIEWS
 
-
-def view_calls(selection):
-    """(callback output, inputs, state) of every view's figure callbacks."""
-    return [
-        ("curves-graph", [selection, "curves", "train", ["pos_mean", "neg_mean", "neg_sample_var", "margin"], [], 0,
-                          "step", [], "std"], []),
-        ("heatmap-graph", [selection, "distribution", "train", "neg", "90", "step"], [None, ""]),
-        ("hist-graph", [selection, "distribution", "train", None, [], "std"], []),
-        ("ft-graph", [selection, "distribution", None, None], []),
-        ("waterfall-graph", [selection, "waterfall", "train", "collapse_at", "neg_sample_var", "step", [], "std"],
-         []),
-        ("grad-heatmap-graph", [selection, "gradients", None, "step"], []),
-        ("rep-curves-graph", [selection, "representation", "train", "step"], []),
-        ("health-table", [selection, "health", "train"], []),
-    ]
+    dash_app = create_app(runs, refresh=60)
+    client = dash_app.server.test_client()
+    drawn = {}
+    for view in VIEWS:
+        state = view_state(dash_app.scoreviz_data, f"{query}&view={view.name}")
+        for panel in view.panels:
+            drawn.update(post_panel(client, dash_app, store_id(view, panel), state))
+    return dash_app, client, drawn
 
 
 def test_every_view_draws_runs_without_negatives(runs):
-    dash_app = create_app(runs, refresh=60)
-    client = dash_app.server.test_client()
-    selection = {"runs": ["collapsing", "healthy"], "stamps": {}, "errors": {}}
-    drawn = {}
-    for prefix, inputs, state in view_calls(selection):
-        response = post_callback(client, dash_app, callback_key(dash_app, prefix), inputs, state)
-        assert response.status_code == 200, (prefix, response.get_data(as_text=True)[:500])
-        drawn.update(response.get_json()["response"])
+    dash_app, client, drawn = draw_every_panel(
+        runs, "?runs=collapsing&runs=healthy&key=collapse_at&stats=pos_mean&stats=neg_mean&stats=margin")
     names = lambda graph: [t.get("name") for t in drawn[graph]["figure"]["data"]]  # noqa: E731
     # pos_mean drawn; neg_mean all NaN gets no (empty) trace
     assert names("curves-graph")[0] == "collapsing" and "healthy" in names("curves-graph")
@@ -178,23 +167,14 @@ def test_every_view_draws_runs_without_negatives(runs):
     assert "from step" in json.dumps(drawn["health-table"]["children"])
     assert "no negatives" in json.dumps(drawn["health-table"]["children"])  # the score check cannot judge
     # grouped (both runs lack the key: one group), positives drawn as a mean and a band
-    inputs = [selection, "curves", "train", ["pos_mean", "neg_mean"], [], 0, "step", ["no_such_key"], "minmax"]
-    response = post_callback(client, dash_app, callback_key(dash_app, "curves-graph"), inputs, [])
-    grouped = [t["name"] for t in response.get_json()["response"]["curves-graph"]["figure"]["data"]]
-    assert grouped == ["no_such_key=- (n=2) band", "no_such_key=- (n=2)"]
+    state = view_state(dash_app.scoreviz_data, "?runs=collapsing&runs=healthy&stats=pos_mean&stats=neg_mean&band=minmax",
+                       group=["no_such_key"])
+    grouped = [t["name"] for t in post_panel(client, dash_app, "curves-curves-state", state)["curves-graph"]["figure"]["data"]]
+    assert grouped == ["no_such_key not set (n=2) band", "no_such_key not set (n=2)"]
 
 
-def view_of_both_runs(runs, output, view):
-    """The response of the callback of `output` with both runs selected and tag "train"."""
-    dash_app = create_app(runs, refresh=60)
-    selection = {"runs": ["collapsing", "healthy"], "stamps": {}, "errors": {}}
-    return post_callback(dash_app.server.test_client(), dash_app, callback_key(dash_app, output),
-                         [selection, view, "train", "step"][:len(dash_app.callback_map[callback_key(dash_app, output)]
-                                                                   ["inputs"])]).get_json()["response"]
-
-
-def test_representation_callback_draws_both_runs(runs):
-    out = view_of_both_runs(runs, "rep-curves-graph", "representation")
+def test_representation_view_draws_both_runs(runs):
+    _, _, out = draw_every_panel(runs, "?runs=collapsing&runs=healthy&tag=train")
     curves = [t["name"] for t in out["rep-curves-graph"]["figure"]["data"] if t["name"] in ("collapsing", "healthy")]
     assert curves == ["collapsing", "collapsing", "healthy", "healthy"]
     assert [t["type"] for t in out["spectrum-graph"]["figure"]["data"]] == ["heatmap", "heatmap"]
@@ -203,7 +183,7 @@ def test_representation_callback_draws_both_runs(runs):
 
 
 def test_health_panel_flags_the_collapsing_run_only(runs):
-    out = view_of_both_runs(runs, "health-table", "health")
+    _, _, out = draw_every_panel(runs, "?runs=collapsing&runs=healthy&tag=train")
     text = json.dumps(out["health-table"]["children"])
     assert "complete collapse" in text and "dimensional collapse" in text
     flags = {name: dict(zip(health.REPRESENTATION_CHECKS, health.representation_health(

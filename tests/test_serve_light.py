@@ -11,7 +11,8 @@ from tests.sweep_runs import write_run
 SERVE_PATH = """
 import sys
 from scoreviz.cli import build_parser
-from app import cli_commands, create_app, server
+from app import cli_commands, create_app
+from app.server import serving
 import scoreviz
 
 args = build_parser().parse_args(["serve", sys.argv[1]])
@@ -19,7 +20,7 @@ assert args.command == "serve"
 dash_app = create_app(sys.argv[1], refresh=60, warm=False)
 client = dash_app.server.test_client()
 assert client.get("/").status_code == 200 and client.get("/_dash-layout").status_code == 200
-key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+key = next(k for k in dash_app.callback_map if "run-table.children" in k)
 spec = dash_app.callback_map[key]
 outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in key.strip(".").split("...")]
 body = {"output": key, "outputs": outputs,
@@ -47,11 +48,11 @@ EXIT_WHILE_READING = """
 import sys
 import h5py
 import numpy as np
-from app import data as app_data
+from app.runs import background as app_data
 
 with h5py.File(sys.argv[2], "w") as f:
     f["flags"] = np.array([True, False])  # reading a bool needs h5py's converters, gone after its exit handler
-real_stop = app_data._stop_background_reading
+real_stop = app_data._stop_all
 
 
 def stop_and_read():  # what the background reader may still be doing when the interpreter exits
@@ -60,12 +61,12 @@ def stop_and_read():  # what the background reader may still be doing when the i
         print("read at exit:", f["flags"][:].tolist(), flush=True)
 
 
-app_data._stop_background_reading = stop_and_read
+app_data._stop_all = stop_and_read
 from app import create_app
 
 dash_app = create_app(sys.argv[1], refresh=60)
 client = dash_app.server.test_client()
-key = next(k for k in dash_app.callback_map if "run-picker.options" in k)
+key = next(k for k in dash_app.callback_map if "run-table.children" in k)
 spec = dash_app.callback_map[key]
 outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in key.strip(".").split("...")]
 body = {"output": key, "outputs": outputs, "inputs": [dict(i, value=None) for i in spec["inputs"]],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-from app.data import RefusedRunId, RunData  # noqa: E402
+from app.runs import RefusedRunId, RunData  # noqa: E402
 from scoreviz.cli import build_parser  # noqa: E402
 
 from tests.sweep_runs import write_run  # noqa: E402
@@ -94,15 +94,21 @@ def test_a_server_of_two_folders(roots, subprocess_env):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.2)
-        assert "leak" in layout and "secret" not in layout  # the pickers list the runs of the folders given
+        assert "secret" not in layout
         deps = json.loads(urllib.request.urlopen(base + "/_dash-dependencies", timeout=10).read())
-        listed = _call(base, deps, "run-picker.options", [0, None, None, 0, 0, 0], [None, 0])
-        assert [o["value"] for o in listed["run-picker"]["options"]] == ["other/a", "other/leak", "runs/a", "runs/b"]
         picked = ["runs/a", "other/a", "private/secret", "runs/../private/secret", "other/leak"]
-        selection = _call(base, deps, "selection.data", [0, picked], [None, None, None])["selection"]["data"]
-        assert sorted(selection["runs"] + selection["pending"]) == ["other/a", "runs/a"]
-        assert set(selection["errors"]) == {"private/secret", "runs/../private/secret", "other/leak"}
-        assert all("refused" in message for message in selection["errors"].values())
+        spec = next(d for d in deps if d["output"].startswith("..url.search"))
+        given = {"url": "?" + "&".join(f"runs={r}" for r in picked), "refresh": 0, "selection-refresh": 0}
+        answer = _call(base, deps, "url.search", [given.get(i["id"]) for i in spec["inputs"]], [None, None])
+        # the picker lists the runs of the folders given
+        assert [o["value"] for o in answer["run-picker"]["options"]] == ["other/a", "other/leak", "runs/a", "runs/b"]
+        # a run outside them is dropped from the URL, said so; one whose file links out is not drawn, said so
+        assert answer["run-picker"]["value"] == ["runs/a", "other/a", "other/leak"]
+        dropped = json.dumps(answer["url-notice"])
+        assert dropped.count("refused") == 2 and "private/secret" in dropped
+        assert "other/leak: " in json.dumps(answer["notice"]) and "refused" in json.dumps(answer["notice"])
+        assert sorted(answer["curves-curves-state"]["data"]["runs"]) in (["other/a", "runs/a"], [])
+        assert "secret" not in json.dumps(answer["run-picker"])
     finally:
         server.terminate()
         server.wait(30)

@@ -1,6 +1,6 @@
 """Figure functions of the Representation view: frames in, plotly Figure out.
 
-Pure functions like those of figures.py, over what ``Run.embeddings(tag)``,
+Pure functions (no Dash, no files), over what ``Run.embeddings(tag)``,
 ``Run.spectrum(tag)`` and ``Run.scores(tag)`` return, each reduced to a bounded
 size before it goes into a figure.
 """
@@ -15,11 +15,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.plot.axes import TEMPLATE, empty_figure, label_every_x_axis, over, with_notes, x_axis
+from app.plot.lines import curves_figure
+from app.plot.palette import fallback
+from app.plot.panels import run_panels
+from app.plot.reduce import MAX_CELLS, MAX_POINTS, MAX_ROWS, bucket_rows, downsample_minmax
 from scoreviz import health
-from app.figures import (
-    MAX_CELLS, MAX_POINTS, MAX_ROWS, TEMPLATE, _palette, bucket_rows, curves_figure, downsample_minmax,
-    empty_figure, run_panels, with_notes, x_axis,
-)
 
 PLANE_POINTS = 400  # points per run in the alignment-uniformity plane
 EIGENVALUE_FLOOR = 1e-12  # drawn as the floor of the log colour scale (an eigenvalue of 0 has no log)
@@ -42,9 +43,8 @@ def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effecti
         return empty_figure(title, "; ".join(axis.notes))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         subplot_titles=["effective rank (RankMe), per window", "std of the l2-normalised embeddings"])
-    palette = _palette()
     for i, (name, frame) in enumerate(frames.items()):
-        color = (colors or {}).get(name) or palette[i % len(palette)]
+        color = (colors or {}).get(name) or fallback(i)
         at = pd.Series(axis.values[name], index=frame.index)
         rank = frame["rank"].dropna()
         x, y = downsample_minmax(at[rank.index].to_numpy(), rank.to_numpy(), max_points)
@@ -73,6 +73,7 @@ def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effecti
     fig.update_yaxes(title_text="rank", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="std", type="log", dtick="D2", tickformat=".2~g", row=2, col=1)
     fig.update_xaxes(title_text=axis.title, row=2, col=1)
+    label_every_x_axis(fig)
     if axis.is_date:
         fig.update_xaxes(type="date")
     fig.update_layout(template=TEMPLATE, title=with_notes(title, axis.notes), height=640, hovermode="x unified",
@@ -80,8 +81,7 @@ def rank_std_figure(frames: Mapping[str, pd.DataFrame], *, title: str = "Effecti
     return fig
 
 
-def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MAX_CELLS,
-                            title: str = "Spectrum of the embeddings over steps (log10 eigenvalue)",
+def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MAX_CELLS, title: str | None = None,
                             colors: Mapping[str, str] | None = None, x: str = "step",
                             times: Mapping[str, pd.Series] | None = None) -> go.Figure:
     """Step x eigenvalue index heatmap of log10 eigenvalues, largest first, one panel per run.
@@ -90,6 +90,7 @@ def spectrum_heatmap_figure(spectra: Mapping[str, tuple], *, max_cells: int = MA
     them. Steps are averaged into buckets and, for a large dim, neighbouring eigenvalues
     too (in log space), so the figure holds at most ``max_cells`` cells.
     """
+    title = title or f"Spectrum of the embeddings {over(x)} (log10 eigenvalue)"
     spectra = {k: v for k, v in spectra.items() if v is not None and len(v[0])}
     if not spectra:
         return empty_figure(title, "no spectrum recorded yet (one per window of log_embeddings calls)")
@@ -159,12 +160,11 @@ def alignment_uniformity_figure(frames: Mapping[str, pd.DataFrame], *, max_point
             usable[name] = both
     if not usable:
         return empty_figure(title, "needs log_embeddings(step, z, z2) with a second view")
-    palette = _palette()
     fig = go.Figure()
     first = min(int(f.index[0]) for f in usable.values())
     last = max(int(f.index[-1]) for f in usable.values())
     for i, (name, both) in enumerate(usable.items()):
-        color = (colors or {}).get(name) or palette[i % len(palette)]
+        color = (colors or {}).get(name) or fallback(i)
         pick = np.unique(np.linspace(0, len(both) - 1, min(max_points, len(both))).round().astype(int))
         both = both.iloc[pick]
         steps = both.index.to_numpy()
@@ -184,11 +184,12 @@ def alignment_uniformity_figure(frames: Mapping[str, pd.DataFrame], *, max_point
     return fig
 
 
-def margin_figure(frames: Mapping[str, pd.DataFrame], **options) -> go.Figure:
+def margin_figure(frames: Mapping[str, pd.DataFrame], *, tag: str | None = None, **options) -> go.Figure:
     """margin and hard_frac over steps, one trace per run (runs without negatives have none)."""
+    title = f"Hard negatives {over(options.get('x', 'step'))}: margin and fraction beaten{f' ({tag})' if tag else ''}"
     frames = {name: f for name, f in frames.items() if f is not None and "margin" in f and f["margin"].notna().any()}
     if not frames:
-        return empty_figure("Hard negatives", "needs scores with one positive per sample and negatives")
-    fig = curves_figure(frames, ["margin", "hard_frac"], title="Hard negatives: margin and fraction beaten", **options)
+        return empty_figure(title, "needs scores with one positive per sample and negatives")
+    fig = curves_figure(frames, ["margin", "hard_frac"], title=title, **options)
     fig.update_layout(uirevision="margin")
     return fig

@@ -1,4 +1,4 @@
-"""One colour per run, derived from the run itself, the same in every view.
+"""One colour per run, derived from the run itself, the same in every view and in the report.
 
 A run's colour comes from a hash of its name (the folder name), never from the
 order runs were picked, listed or sorted in a figure: the same runs get the same
@@ -6,7 +6,8 @@ colours on every page load, in every view, after the waterfall is reordered, and
 in `scoreviz export`. Two of the runs shown that hash to the same colour are
 told apart by probing: the one whose id sorts later takes the next free colour.
 So a colour depends on the run and on which other runs are shown with it, never
-on any order.
+on any order. Groups of runs (``moco_m=0.99``) get their colours the same way,
+from the group's name.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from __future__ import annotations
 import hashlib
 from typing import Callable, Iterable
 
-# Tableau 10 (matplotlib's default cycle) without olive (faint on white, near green) and cyan (near blue), plus
-# near-black. Few colours that never look alike beat many that do: with probing
-# (run_colors), up to 9 runs shown together never share or nearly share a colour.
-PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#222222",
-)
+# Tableau 10 (matplotlib's default cycle) without olive (faint on white, near green), cyan (near
+# blue) and grey and black (they read as a reference line or a threshold, which the figures draw
+# in grey). Few colours that never look alike beat many that do: with probing (run_colors), up to
+# 7 runs shown together never share or nearly share a colour.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
 def run_key(run_id: str) -> str:
@@ -59,3 +58,25 @@ def group_colors(names: Iterable[str], palette=PALETTE) -> dict:
     run_colors chooses a run's: from the whole name (it may hold a "/"), not from the run
     count, so a group keeps its colour while its runs come and go."""
     return run_colors(names, palette, key=str)
+
+
+def fallback(index: int) -> str:
+    """The colour of a trace no ``colors`` mapping names (the ``index``-th such trace)."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def transparent(color: str, alpha: float) -> str:
+    """``#rrggbb`` as an rgba() colour with opacity ``alpha``."""
+    red, green, blue = (int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def shades(color: str, n: int) -> list[str]:
+    """``n`` shades of one run's ``color``: the colour itself, then ever darker ones, so the tags
+    of one run read as that run's (the raw-vs-transformed figure)."""
+    red, green, blue = (int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    out = []
+    for i in range(n):
+        keep = 1.0 - 0.45 * i / max(1, n - 1) if n > 1 else 1.0
+        out.append("#" + "".join(f"{int(round(c * keep)):02x}" for c in (red, green, blue)))
+    return out

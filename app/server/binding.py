@@ -14,7 +14,7 @@ import errno
 import socket
 import sys
 
-from app.guard import is_loopback
+from app.server.guard import is_loopback
 from scoreviz.errors import ScorevizError
 
 

@@ -10,7 +10,7 @@ The app serves every run's config and scores to whoever can reach it, so:
 - a request body larger than ``MAX_BODY`` is refused with 413 before a byte
   of it is read;
 - a callback request (``POST /_dash-update-component``) is checked against the
-  app's callbacks (app.callback_body) before Dash sees it: anything else is a
+  app's callbacks (app.server.body) before Dash sees it: anything else is a
   400 with the reason;
 - every response carries ``X-Content-Type-Options: nosniff``,
   ``X-Frame-Options: DENY`` and a Content-Security-Policy that allows only
@@ -27,7 +27,7 @@ import ipaddress
 import json
 import socket
 
-from app import callback_body
+from app.server import body as callback_body
 
 # Callback bodies carry the figure of an export request: the largest measured, the
 # curves of 50 runs, is 3.2 MB, a 1000-layer gradient heatmap 2.2 MB
@@ -147,8 +147,9 @@ class Guard:
     """WSGI middleware applying the rules in this module's docstring to every request."""
 
     def __init__(self, wsgi_app, dash_app, bind_host: str = "127.0.0.1", extra_hosts=(),
-                 max_body: int = MAX_BODY):
+                 max_body: int = MAX_BODY, kinds=None):
         self.wsgi_app = wsgi_app
+        self.kinds = dict(kinds or {})
         self.dash_app = dash_app
         self.allowed = allowed_hosts(bind_host, extra_hosts)
         self.any_ip = not is_loopback(bind_host)
@@ -179,7 +180,7 @@ class Guard:
                 return _refuse(with_headers, 413, "Request Entity Too Large",
                                f"request body over {self.max_body} bytes")
             try:
-                callback_body.check(body, self.dash_app.callback_map)
+                callback_body.check(body, self.dash_app.callback_map, self.kinds)
             except callback_body.BadCallback as err:
                 return _refuse(with_headers, 400, "Bad Request", f"bad callback request: {err}")
             environ["wsgi.input"] = io.BytesIO(body)
@@ -189,11 +190,12 @@ class Guard:
         return self.wsgi_app(environ, with_headers)
 
 
-def protect(dash_app, bind_host: str = "127.0.0.1", extra_hosts=(), max_body: int = MAX_BODY):
-    """Put :class:`Guard` in front of ``dash_app``'s Flask server (call after the callbacks exist)."""
+def protect(dash_app, bind_host: str = "127.0.0.1", extra_hosts=(), max_body: int = MAX_BODY, kinds=None):
+    """Put :class:`Guard` in front of ``dash_app``'s Flask server (call after the callbacks exist);
+    ``kinds`` declares what each component property a callback reads holds (app.server.body)."""
     server = dash_app.server
     server.config["MAX_CONTENT_LENGTH"] = max_body  # a second fence, for Flask's own parsing
-    server.wsgi_app = Guard(server.wsgi_app, dash_app, bind_host, extra_hosts, max_body)
+    server.wsgi_app = Guard(server.wsgi_app, dash_app, bind_host, extra_hosts, max_body, kinds)
     return dash_app
 
 

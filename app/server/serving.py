@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 
-from app import guard
+from app.server import guard
 
 THREADS = 8  # callbacks of one page load run side by side; reads release the GIL in h5py
 

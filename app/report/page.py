@@ -1,0 +1,80 @@
+"""The report's file: one self-contained HTML page (plotly.js inlined once, no CDN), written
+atomically to a path checked first."""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from pathlib import Path
+
+from app.report.html import to_html
+from scoreviz.errors import ScorevizError
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #1f2933; }
+table.runs { border-collapse: collapse; font-size: 12px; }
+table.runs th, table.runs td { border-bottom: 1px solid #e4e7eb; padding: 3px 8px; text-align: left;
+  vertical-align: top; }
+.differs { background: #fff3c4; font-weight: 600; }
+td.flagged { color: #ab091e; font-weight: 600; } td.ok { color: #27ab83; } td.unchecked { color: #9aa5b1; }
+tr.error-row td { color: #ab091e; background: #ffeeee; }
+.note, .thresholds { color: #52606d; font-size: 12px; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
+section { margin: 24px 0; }
+"""
+
+
+def output_path(out, force: bool = False) -> Path:
+    """``out`` checked as a file to write: ScorevizError if it is a folder, its folder is
+    missing, or it exists and ``force`` is not given."""
+    out = Path(out)
+    if out.is_dir():
+        raise ScorevizError(f"--out {out}: is a folder; give a file name, e.g. {out / 'report.html'}")
+    if not out.parent.exists():
+        raise ScorevizError(f"--out {out}: the folder {out.parent} does not exist")
+    if not out.parent.is_dir():
+        raise ScorevizError(f"--out {out}: {out.parent} is not a folder")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ScorevizError(f"--out {out}: exists; add --force to overwrite it")
+    return out
+
+
+def write_atomic(out: Path, text: str) -> None:
+    """Write ``text`` to ``out`` through a temporary file beside it: a failed write
+    leaves the old file (if any) untouched. ScorevizError naming ``out`` on failure."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise ScorevizError(f"--out {out}: cannot write it ({err.strerror or err})") from None
+
+
+def page_html(title: str, intro: str, sections) -> str:
+    """One self-contained page of ``sections`` ((heading, plotly figure or dash.html component)
+    pairs), with plotly.js inlined once (from the plotly package: no CDN, opens offline)."""
+    from plotly.offline import get_plotlyjs
+
+    parts = []
+    for heading, body in sections:
+        if hasattr(body, "to_html") and hasattr(body, "data"):  # a plotly figure
+            body = body.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+        else:
+            body = to_html(body)
+        parts.append(f"<section><h2>{html.escape(heading)}</h2>{body}</section>")
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head><body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(intro)}, written {time.strftime("%Y-%m-%d %H:%M:%S")}</p>
+{''.join(parts)}
+</body></html>
+"""
