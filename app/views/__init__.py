@@ -2,13 +2,13 @@
 checks, the background reads and the report are all built from this list (app.shell.unit says
 what a view declares); adding a view is one folder here and one line below."""
 
-from app.views import curves, distribution, gradients, health, representation, waterfall
+from importlib import import_module
 
-VIEWS = (
-    curves.VIEW,
-    distribution.VIEW,
-    waterfall.VIEW,
-    gradients.VIEW,
-    representation.VIEW,
-    health.VIEW,
-)
+VIEWS = tuple(import_module(f"app.views.{name}").VIEW for name in (
+    "curves",
+    "distribution",
+    "waterfall",
+    "gradients",
+    "representation",
+    "health",
+))
