@@ -40,8 +40,10 @@ VIEWS = {
     "gradients": "",
     "representation": "tag=raw",
     "health": "tag=raw",
+    "compare": "tag=raw",
 }
-HEIGHTS = {"curves": 1500, "distribution": 1700, "gradients": 2000, "representation": 3000, "health": 700}
+HEIGHTS = {"curves": 1500, "distribution": 1700, "gradients": 2000, "representation": 3000, "health": 700,
+           "compare": 1300}
 
 
 def main(argv=None) -> int:
@@ -75,8 +77,9 @@ def main(argv=None) -> int:
     query = urlencode([("runs", r) for r in runs] + [("view", args.view)])
     if args.extra:
         query += "&" + args.extra
-    graph = f"{args.graph}-graph" if args.graph else {"curves": "curves-graph", "distribution": "hist-graph", "gradients": "grad-heatmap-graph",
-             "waterfall": "waterfall-graph", "representation": "spectrum-graph"}.get(args.view)
+    graph = f"{args.graph}-graph" if args.graph else {
+        "curves": "curves-graph", "distribution": "hist-graph", "gradients": "grad-heatmap-graph",
+        "waterfall": "waterfall-graph", "representation": "spectrum-graph", "compare": "compare-graph"}.get(args.view)
     with serving(args.runs_dir, refresh=60) as url, chromium(width=1400, height=args.height) as driver:
         driver.get(f"{url}?{query}")
         if graph:
@@ -85,6 +88,9 @@ def main(argv=None) -> int:
             wait_for(driver, lambda d: d.find_elements("css selector", "#health-table table"), timeout=120)
         wait_for(driver, lambda d: not d.find_elements("css selector", '[data-dash-is-loading="true"]'),
                  timeout=120)
+        # the run table complete: every header read and every run's steps counted
+        wait_for(driver, lambda d: "reading" not in d.find_element("id", "run-table").text
+                 and "reading" not in d.find_element("id", "last-refresh").text, timeout=120)
         driver.execute_script("return new Promise(r => setTimeout(r, 1500))")
         if args.graph:
             box = driver.find_element("css selector", f"#{graph}")

@@ -446,7 +446,8 @@ def test_gradient_landscape_renders(driver, app_url):
 def test_every_view_renders_under_the_content_security_policy(driver, app_url):
     graphs = {"curves": ["curves-graph"], "distribution": ["heatmap-graph", "hist-graph", "ft-graph"],
               "waterfall": ["waterfall-graph"],
-              "gradients": ["grad-heatmap-graph", "grad-surface-graph", "grad-total-graph"]}
+              "gradients": ["grad-heatmap-graph", "grad-surface-graph", "grad-total-graph"],
+              "compare": ["compare-graph"]}
     for view, ids in graphs.items():
         driver.get(app_url + f"?runs=m0.99&runs=m0.9&view={view}&key=moco_m")
         for graph_id in ids:
@@ -617,6 +618,7 @@ FORMS = [
     {"view": "representation", "runs": ["m0.99", "m0.9"], "tag": "train", "x": "relative", "kind": "neg",
      "smooth": 0.25},
     {"view": "health", "runs": ["m0.99", "m0.9"], "filter": "m0.9$", "tag": "ft", "key": "moco_m"},
+    {"view": "compare", "runs": ["m0.9", "m0.99"], "at": 20, "ref": "m0.99", "group": ["lr"], "hscale": "100"},
 ]
 # A form with values that are not valid: each is dropped, said so, and the URL rewritten without it.
 INVALID = ("?view=curves&runs=m0.9&runs=nosuch&runs=../x&stats=nonsense&stats=pos_mean&x=time&smooth=abc"

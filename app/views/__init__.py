@@ -11,4 +11,5 @@ VIEWS = tuple(import_module(f"app.views.{name}").VIEW for name in (
     "gradients",
     "representation",
     "health",
+    "compare",
 ))
