@@ -3,18 +3,23 @@
     python docs/make_screenshot.py RUNS_DIR [--view curves] [--out docs/views/curves.png]
     python docs/make_screenshot.py RUNS_DIR --all docs/views      # every view (the README's gallery)
 
-The grouped views of docs/views/ were taken on a synthetic sweep (3 moco_m x 3 seeds):
-    python docs/make_grouped_sweep.py /tmp/sweep
-    python docs/make_screenshot.py /tmp/sweep --view waterfall --extra "group=moco_m&key=moco_m" \
-        --graph waterfall --out docs/views/waterfall_grouped.png
-    python docs/make_screenshot.py /tmp/sweep --view distribution --extra "group=moco_m&step=299" \
-        --graph hist --out docs/views/histograms_grouped.png --height 1800
+The views of docs/views/ were taken on the demo's runs (100 epochs each):
+    scoreviz demo --no-serve --out /tmp/demo
+    python docs/make_screenshot.py /tmp/demo --all docs/views
+
+The grouped ones on a sweep of real trainings, moco_m 0.9 and 0.99 x 3 seeds, 20 epochs each:
+    for m in 0.9 0.99; do for s in 0 1 2; do
+        scoreviz train --dataset digits --epochs 20 --moco-m $m --seed $s --run-dir /tmp/sweep/m$m-s$s --quiet
+    done; done
+    python docs/make_screenshot.py /tmp/sweep --view curves --height 1800 --out docs/views/curves_grouped.png \
+        --extra "stats=pos_mean&stats=neg_mean&stats=neg_sample_var&stats=knn_acc&group=moco_m&band=std&tag=raw"
+    python docs/make_screenshot.py /tmp/sweep --view waterfall --extra "group=moco_m&key=moco_m&tag=raw" \
+        --height 1400 --out docs/views/waterfall_grouped.png
+    python docs/make_screenshot.py /tmp/sweep --view distribution --extra "group=moco_m&step=150&tag=raw" \
+        --height 2900 --out docs/views/histograms_grouped.png
     scoreviz export /tmp/sweep --group-by moco_m --out /tmp/sweep.html
     python docs/make_screenshot.py /tmp/sweep.html --html --out docs/views/report_grouped.png --height 1400
-
-The views of docs/views/ were taken on the demo's runs:
-    nice -n 10 python benchmarks/demo_time.py --epochs 100 --out /tmp/demo
-    python docs/make_screenshot.py /tmp/demo --all docs/views
+(docs/make_grouped_sweep.py writes a synthetic sweep of the same shape in seconds, without training.)
 
 Serves RUNS_DIR on 127.0.0.1 exactly as the browser tests do, opens every
 readable run in headless Debian Chromium, waits until the figures are drawn
@@ -40,10 +45,10 @@ VIEWS = {
     "gradients": "",
     "representation": "tag=raw",
     "health": "tag=raw",
-    "compare": "tag=raw",
+    "compare": "tag=raw&at=300",
 }
-HEIGHTS = {"curves": 1500, "distribution": 1700, "gradients": 2000, "representation": 3000, "health": 700,
-           "compare": 1300}
+HEIGHTS = {"curves": 1800, "distribution": 2350, "waterfall": 1400, "gradients": 2200, "representation": 3000,
+           "health": 700, "compare": 1300}
 
 
 def main(argv=None) -> int:

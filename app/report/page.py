@@ -16,6 +16,8 @@ body { font-family: system-ui, sans-serif; margin: 24px; color: #1f2933; }
 table.runs { border-collapse: collapse; font-size: 12px; }
 table.runs th, table.runs td { border-bottom: 1px solid #e4e7eb; padding: 3px 8px; text-align: left;
   vertical-align: top; }
+table.runs:not(.health) th, table.runs:not(.health) td { white-space: nowrap; }
+.scroll { overflow-x: auto; }
 .differs { background: #fff3c4; font-weight: 600; }
 td.flagged { color: #ab091e; font-weight: 600; } td.ok { color: #27ab83; } td.unchecked { color: #9aa5b1; }
 tr.error-row td { color: #ab091e; background: #ffeeee; }
@@ -65,8 +67,8 @@ def page_html(title: str, intro: str, sections) -> str:
     for heading, body in sections:
         if hasattr(body, "to_html") and hasattr(body, "data"):  # a plotly figure
             body = body.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-        else:
-            body = to_html(body)
+        else:  # a table, as wide as it needs, scrolled sideways (as the app's run table is)
+            body = f'<div class="scroll">{to_html(body)}</div>'
         parts.append(f"<section><h2>{html.escape(heading)}</h2>{body}</section>")
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>

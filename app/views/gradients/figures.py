@@ -71,7 +71,7 @@ def gradient_surface_figure(steps, layers: Sequence[str], norms, *, run_name: st
                    yaxis=dict(title="", tickmode="array", tickvals=ticks,
                               ticktext=layer_labels([layers[i] for i in ticks], 22), tickfont=dict(size=10)),
                    zaxis=dict(title="log10 norm", nticks=5),
-                   camera=dict(eye=dict(x=-1.6, y=-1.9, z=0.8)),
+                   camera=dict(eye=dict(x=-1.35, y=-1.6, z=0.65), center=dict(x=0, y=0, z=-0.25)),
                    aspectmode="manual", aspectratio=dict(x=1.5, y=1.2, z=0.7)),
         margin=dict(l=10, r=10, t=60, b=10), uirevision="surface",
     )

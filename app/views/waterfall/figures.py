@@ -144,13 +144,13 @@ def scene(fig: go.Figure, title: str, *, x_title: str, is_date: bool, stat: str,
     """The waterfall's 3D scene: steps (or time) along x, one depth per line labelled ``ticks``,
     the statistic up; the scene fills the figure (the camera close, the legend above it)."""
     fig.update_layout(
-        template=TEMPLATE, title=title, height=680,
+        template=TEMPLATE, title=title, height=720,
         scene=dict(
-            domain=dict(x=[0, 1], y=[0, 0.9]),
+            domain=dict(x=[0, 1], y=[0, 0.95]),
             xaxis=dict(title=x_title, nticks=6, type="date" if is_date else None),
             zaxis=dict(title=stat_label(stat), nticks=5),
             yaxis=dict(title=depth_title, tickmode="array", tickvals=list(range(len(ticks))), ticktext=ticks),
-            camera=dict(eye=dict(x=1.25, y=-1.3, z=0.55), center=dict(x=0, y=0, z=-0.1)), aspectmode="manual",
+            camera=dict(eye=dict(x=0.8, y=-1.55, z=0.55), center=dict(x=0, y=0, z=-0.1)), aspectmode="manual",
             aspectratio=dict(x=1.7, y=max(0.7, min(1.3, 0.25 * len(ticks))), z=0.75),
         ),
         legend=dict(orientation="h", yanchor="bottom", y=0.92, xanchor="left", x=0.0),
