@@ -207,8 +207,8 @@ class SpectrumWindow:
     1e-7 in each eigenvalue would become 3e-4 in each singular value (a rank-1 embedding
     in 64 dimensions measured 1.055 instead of 1; TF32 would be worse). Held in flat
     buffers, so ranks add each up with a single all-reduce: float64 (dim x dim, then dim,
-    then the sample count and the pair count), and LiDAR's float32 sums (see _add_pairs),
-    made once a call brings a second view.
+    then the sample count and the pair count), and LiDAR's sums (float32 on the CPU, see
+    _add_pairs), made once a call brings a second view.
     """
 
     def __init__(self, dim: int, device):
@@ -219,6 +219,7 @@ class SpectrumWindow:
         self.count = self.buffer[-2:-1]
         self.pair_count = self.buffer[-1:]
         self.pairs = None
+        self._twice_reference = None  # in the pairs' dtype, made with them
         self.reference = None
         self.calls = 0
         self.last_step = None
@@ -248,15 +249,18 @@ class SpectrumWindow:
     def _add_pairs(self, x, x2, valid):
         """LiDAR's sums of one batch with its second view: of s = x + x2 - 2r (twice the pair's
         mean about the reference) and of d = x - x2, the sums of s s^T and d d^T (one batched
-        product) and of s, in float32. Their rounding (about 1e-7 of each entry a call, 1e-6
-        over a window) stays far below LiDAR's regularisation (LIDAR_DELTA, 1e-4 on the
-        within-pair covariance), and in float64 the products and the sums cost about twice as
-        much on a CPU (0.21 against 0.10 ms a call at 64 x 128, timed alone)."""
+        product) and of s. In float32 on the CPU: their rounding (about 1e-7 of each entry a
+        call, 1e-6 over a window) stays far below LiDAR's regularisation (LIDAR_DELTA, 1e-4 on
+        the within-pair covariance), and in float64 the products and the sums cost about twice
+        as much there (0.21 against 0.10 ms a call at 64 x 128, timed alone). In float64 on a
+        GPU, where a float32 product may run as TF32 (a 1e-3 rounding) and the spectrum's own
+        product is float64 already."""
         dim = self.dim
         if self.pairs is None:
-            self.pairs = torch.zeros(2 * dim * dim + dim, dtype=torch.float32, device=self.buffer.device)
-            self._twice_reference = (2.0 * self.reference).float()
-        x, x2 = x.float(), x2.float()  # (x itself on the fast path)
+            dtype = torch.float32 if self.buffer.device.type == "cpu" else torch.float64
+            self.pairs = torch.zeros(2 * dim * dim + dim, dtype=dtype, device=self.buffer.device)
+            self._twice_reference = (2.0 * self.reference).to(dtype)
+        x, x2 = x.to(self.pairs.dtype), x2.to(self.pairs.dtype)  # (x itself on the CPU's fast path)
         both = torch.stack([torch.add(x, x2).sub_(self._twice_reference), torch.sub(x, x2)])
         if valid is not None:  # a sample left out: both its views are zero, its s is not
             both = torch.where(valid[None, :, None], both, 0.0)

@@ -145,3 +145,39 @@ def test_one_gpu_trainer_run_uses_bf16_channels_last_and_fp32_logits(tmp_path):
     assert np.isfinite(run.total_gradient_norm().to_numpy()).all()
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 0 <= results["knn_acc_final"] <= 100
+
+
+def test_every_logits_layout_and_the_window_signals_on_cuda_match_the_cpu_without_a_sync(tmp_path):
+    """log_logits in each layout (scoreviz.logits) and log_embeddings with two views (the window's
+    signals, LiDAR's sums in float64 on a GPU): the CPU's numbers, and no host sync once warm."""
+    g = torch.Generator().manual_seed(0)
+    z1 = F.normalize(torch.randn(32, 16, generator=g), dim=1)
+    z2 = F.normalize(z1 + 0.3 * torch.randn(32, 16, generator=g), dim=1)
+    z, labels = torch.cat([z1, z2]), torch.arange(64) % 8
+    layouts = {"first": (torch.cat([(z1 * z2).sum(1, keepdim=True), z1 @ z2.T], 1), {}),
+               "diagonal": (z1 @ z2.T, {"positives": "diagonal"}),
+               "ntxent": (z @ z.T, {"positives": "ntxent"}),
+               "mask": (z @ z.T, {"positives": labels[:, None] == labels[None, :], "ignore": "diagonal"})}
+
+    def record(folder, device):
+        on = {tag: ((logits / 0.1).to(device), {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                                for k, v in layout.items()})
+              for tag, (logits, layout) in layouts.items()}
+        views = z1.to(device), z2.to(device)
+        with scoreviz.Recorder(folder, spectrum_window=2, flush_secs=3600) as rec:
+            for step in range(4):
+                with sync_is_an_error() if device == "cuda" and step > 0 else torch.inference_mode():
+                    for tag, (logits, layout) in on.items():
+                        rec.log_logits(step, logits, 0.1, tag=tag, **layout)
+                    rec.log_embeddings(step, *views)
+        return scoreviz.open_run(folder)
+
+    cuda, cpu = record(tmp_path / "cuda", "cuda"), record(tmp_path / "cpu", "cpu")
+    columns = ["pos_count", "pos_mean", "pos_var", "neg_count", "neg_mean", "neg_var", "neg_sample_var", "margin",
+               "hard_frac"]
+    for tag in layouts:
+        np.testing.assert_allclose(cuda.scores(tag)[columns], cpu.scores(tag)[columns], rtol=1e-4, atol=1e-6,
+                                   err_msg=tag)
+    embeddings = cuda.embeddings()
+    assert embeddings["lidar"].notna().sum() == 2
+    np.testing.assert_allclose(embeddings.to_numpy(), cpu.embeddings().to_numpy(), rtol=1e-4, atol=1e-6)
