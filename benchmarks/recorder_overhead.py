@@ -510,8 +510,9 @@ def recorder_alone_with_and_without_embeddings(calls=130, rounds=ALONE_ROUNDS):
     step timed at another moment can be off by half), writer work included at the default flush
     cadence (recorder_alone). Returns ({False: without, True: with embeddings}, each a dict of
     medians over rounds: seconds, share, writer (seconds of the writer's work per step), close
-    (seconds, once per run); and low, high: the smallest and largest share of a round), and the
-    median number of steps per flush."""
+    (seconds, once per run); low, high: the smallest and largest share of a round; fastest: the
+    Recorder's shortest time of a round and fastest_bare: the bare step's (each the least
+    disturbed of its rounds on a shared machine)), and the median number of steps per flush."""
     torch.manual_seed(0)
     train = MocoStep()
     logits, loss = train()
@@ -530,13 +531,14 @@ def recorder_alone_with_and_without_embeddings(calls=130, rounds=ALONE_ROUNDS):
                     os.path.join(folder, f"alone-{r}-{embeddings}"))
                 cost, waiting, close = recorder_alone(recording, logits, train.temperature, train.q, loss, 0, calls,
                                                       flushes[-1])
-                rounds_of[embeddings].append((cost, cost / bare, waiting, close))
+                rounds_of[embeddings].append((cost, cost / bare, waiting, close, bare))
     summary = {}
     for embeddings, measured in rounds_of.items():
-        seconds, share, writer, close = (statistics.median(column) for column in zip(*measured))
+        seconds, share, writer, close, _ = (statistics.median(column) for column in zip(*measured))
         shares = [m[1] for m in measured]
         summary[embeddings] = {"seconds": seconds, "share": share, "writer": writer, "close": close,
-                               "low": min(shares), "high": max(shares)}
+                               "low": min(shares), "high": max(shares), "fastest": min(m[0] for m in measured),
+                               "fastest_bare": min(m[4] for m in measured)}
     return summary, statistics.median(flushes)
 
 
@@ -576,6 +578,11 @@ def print_embedding_tables(calls, size_steps, workdir):
           f"{described(summary[False])}; with log_embeddings(step, q, k) (64 x 128) {described(summary[True])}. "
           f"Once per run, not per step: close() {summary[False]['close'] * 1e3:.0f} ms, "
           f"{summary[True]['close'] * 1e3:.0f} ms with embeddings (its last spectrum window).")
+    bare = min(summary[False]["fastest_bare"], summary[True]["fastest_bare"])
+    print(f"\nThe fastest of those rounds (each the least disturbed of its {rounds}, for a machine shared "
+          f"with other work): the bare step {bare * 1e3:.1f} ms; the Recorder {summary[False]['fastest'] * 1e3:.2f} ms "
+          f"= {100 * summary[False]['fastest'] / bare:.1f}% of it, with log_embeddings "
+          f"{summary[True]['fastest'] * 1e3:.2f} ms = {100 * summary[True]['fastest'] / bare:.1f}%.")
 
 
 # ---------------------------------------------------------------- paired (setting 5)

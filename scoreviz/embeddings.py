@@ -220,6 +220,7 @@ class SpectrumWindow:
         self.pair_count = self.buffer[-1:]
         self.pairs = None
         self._twice_reference = None  # in the pairs' dtype, made with them
+        self._pair_rows = None  # _add_pairs' [s, 1] and [d, 1], reused while the batch size holds
         self.reference = None
         self.calls = 0
         self.last_step = None
@@ -247,25 +248,30 @@ class SpectrumWindow:
         self.calls += 1
 
     def _add_pairs(self, x, x2, valid):
-        """LiDAR's sums of one batch with its second view: of s = x + x2 - 2r (twice the pair's
-        mean about the reference) and of d = x - x2, the sums of s s^T and d d^T (one batched
-        product) and of s. In float32 on the CPU: their rounding (about 1e-7 of each entry a
-        call, 1e-6 over a window) stays far below LiDAR's regularisation (LIDAR_DELTA, 1e-4 on
-        the within-pair covariance), and in float64 the products and the sums cost about twice
-        as much there (0.21 against 0.10 ms a call at 64 x 128, timed alone). In float64 on a
-        GPU, where a float32 product may run as TF32 (a 1e-3 rounding) and the spectrum's own
-        product is float64 already."""
-        dim = self.dim
+        """LiDAR's sums of one batch with its second view, of s = x + x2 - 2r (twice the pair's
+        mean about the reference) and d = x - x2: the sums of s s^T and d d^T and of s, all from
+        one batched product of [s, 1] and [d, 1] (the column of ones gives the sum of s, in the
+        product's last row). In float32 on the CPU: its rounding (about 1e-7 of each entry a call,
+        1e-6 over a window) stays far below LiDAR's regularisation (LIDAR_DELTA, 1e-4 on the
+        within-pair covariance), and in float64 the products and the sums cost about twice as much
+        there (0.21 against 0.10 ms a call at 64 x 128, timed alone). In float64 on a GPU, where a
+        float32 product may run as TF32 (a 1e-3 rounding) and the spectrum's own product is
+        float64 already."""
+        dim, batch = self.dim, x.shape[0]
         if self.pairs is None:
             dtype = torch.float32 if self.buffer.device.type == "cpu" else torch.float64
-            self.pairs = torch.zeros(2 * dim * dim + dim, dtype=dtype, device=self.buffer.device)
+            self.pairs = torch.zeros(2 * (dim + 1) ** 2, dtype=dtype, device=self.buffer.device)
             self._twice_reference = (2.0 * self.reference).to(dtype)
-        x, x2 = x.to(self.pairs.dtype), x2.to(self.pairs.dtype)  # (x itself on the CPU's fast path)
-        both = torch.stack([torch.add(x, x2).sub_(self._twice_reference), torch.sub(x, x2)])
-        if valid is not None:  # a sample left out: both its views are zero, its s is not
-            both = torch.where(valid[None, :, None], both, 0.0)
-        self.pairs[:2 * dim * dim].view(2, dim, dim).baddbmm_(both.transpose(1, 2), both)
-        self.pairs[2 * dim * dim:].add_(both[0].sum(dim=0))
+        if self._pair_rows is None or self._pair_rows.shape[1] != batch:  # [s, 1] and [d, 1], made once per batch size
+            self._pair_rows = torch.ones(2, batch, dim + 1, dtype=self.pairs.dtype, device=self.pairs.device)
+        rows = self._pair_rows
+        s, d = rows[0, :, :dim], rows[1, :, :dim]
+        torch.add(x, x2, out=s).sub_(self._twice_reference)
+        torch.sub(x, x2, out=d)
+        if valid is not None:  # a sample left out: its row (ones included) is zero in both
+            rows[:, :, dim] = 1.0
+            rows.mul_(valid[None, :, None])
+        self.pairs.view(2, dim + 1, dim + 1).baddbmm_(rows.transpose(1, 2), rows)
 
     def host_arrays(self):
         """(buffer, pairs or None, reference or None) as numpy float64 arrays, for the writer thread."""
@@ -309,9 +315,10 @@ def _pair_covariances(pairs, n, dim):
     """(Sb, Sw) of LiDAR from a window's pairs' sums (SpectrumWindow._add_pairs) over n pairs:
     the covariance of the pairs' means m = s / 2 + r (ddof 1) and the within-pair covariance,
     the sum over pairs of d d^T / 2 over n."""
-    means_square = pairs[:dim * dim].reshape(dim, dim) / 4
-    within = pairs[dim * dim:2 * dim * dim].reshape(dim, dim)
-    mean = pairs[2 * dim * dim:] / (2 * n)
+    products = pairs.reshape(2, dim + 1, dim + 1)
+    means_square = products[0, :dim, :dim] / 4
+    within = products[1, :dim, :dim]
+    mean = products[0, dim, :dim] / (2 * n)
     return (means_square - n * np.outer(mean, mean)) / (n - 1), within / (2 * n)
 
 
