@@ -269,9 +269,10 @@ class SpectrumWindow:
         torch.add(x, x2, out=s).sub_(self._twice_reference)
         torch.sub(x, x2, out=d)
         if valid is not None:  # a sample left out: its row (ones included) is zero in both
-            rows[:, :, dim] = 1.0
             rows.mul_(valid[None, :, None])
         self.pairs.view(2, dim + 1, dim + 1).baddbmm_(rows.transpose(1, 2), rows)
+        if valid is not None:
+            rows[:, :, dim] = 1.0  # the ones the mask zeroed, for the next call
 
     def host_arrays(self):
         """(buffer, pairs or None, reference or None) as numpy float64 arrays, for the writer thread."""

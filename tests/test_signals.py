@@ -107,6 +107,23 @@ def test_each_signal_matches_its_numpy_reference_over_each_window(tmp_path, dim)
         assert row["lidar_pairs"] == len(x) and row["windows_dropped"] == 0
 
 
+def test_a_sample_left_out_is_left_out_of_every_signal(tmp_path):
+    """A non-finite sample in the first call of each window (the float64 path, a mask), the other
+    calls clean (the fast path): the signals of the window without that sample."""
+    views = batches(12)
+    for step in (0, WINDOW):
+        views[step][0][5, 2] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        frame = recorded(tmp_path, views)
+    for (_, row), (x, x2) in zip(frame.iterrows(), windows(views)):
+        keep = np.isfinite(x).all(axis=1)
+        x, x2 = x[keep], x2[keep]
+        assert row["lidar_pairs"] == len(x) == 3 * 48 - 1
+        assert row["lidar"] == pytest.approx(reference_lidar(x, x2), rel=1e-6)
+        assert row["w2_uniformity"] == pytest.approx(reference_w2(x), rel=1e-6)
+        assert row["nesum"] == pytest.approx(covariance_eigenvalues(x).sum() / covariance_eigenvalues(x)[0], rel=1e-6)
+
+
 def test_without_a_second_view_lidar_is_nan_and_the_rest_recorded(tmp_path):
     frame = recorded(tmp_path, batches(12), second_view=False)
     assert frame["lidar"].isna().all() and (frame["lidar_pairs"] == 0).all()
