@@ -388,3 +388,20 @@ def test_a_body_sent_slowly_is_cut_off(server):
         except OSError:
             cut = time.monotonic() - start
     assert cut is not None and cut < LIMITS["body_timeout"] + 3, cut
+
+
+def test_the_filter_text_is_bounded_and_its_patterns_linear():
+    """The filter's own bounds, without a server: a text past MAX_CHARS is ignored whole, terms past
+    MAX_TERMS are left out, each said once; backtracking patterns answer in microseconds (RE2)."""
+    from app.shell import runfilter
+
+    terms, problems = runfilter.parse("( " * 750_000)
+    assert terms == [] and len(problems) == 1 and "1,500,000 characters" in problems[0]
+    terms, problems = runfilter.parse(" ".join(f"k{i}=1" for i in range(runfilter.MAX_TERMS + 30)))
+    assert len(terms) == runfilter.MAX_TERMS and len(problems) == 1 and "30 terms ignored" in problems[0]
+    terms, problems = runfilter.parse("x" * (runfilter.MAX_PATTERN_CHARS + 1) + " (\\w)\\1 [")
+    assert terms == [] and len(problems) == 3 and all(len(p) < 200 for p in problems)
+    start = time.perf_counter()
+    kept, problems = runfilter.matching(["a" * 41 + "!", "moco-v2-m0.99"], {}, "(a+)+$ (.|.)*# a{99999999999}")
+    assert kept == [] and problems == [] and time.perf_counter() - start < 0.5
+    assert runfilter.matching(["moco-v2", "simclr"], {}, "MOCO")[0] == ["moco-v2"]  # still ignoring case
