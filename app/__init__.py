@@ -88,7 +88,7 @@ def _finished(background) -> None:
 
 
 def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 5.0,
-          debug: bool = False, allow_hosts=(), verbose: bool = False, on_start=None) -> None:
+          debug: bool = False, allow_hosts=(), verbose: bool = False, on_start=None, **limits) -> None:
     """Serve the app until interrupted (Ctrl+C returns). Binds 127.0.0.1 unless ``host`` says otherwise.
 
     Prints one line, the URL; request logs only with ``verbose``. Served by
@@ -96,6 +96,7 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
     Raises ScorevizError for ``debug`` on a non-loopback host and for an
     address that cannot be bound; warns on stderr when ``host`` is not loopback.
     ``on_start(url)``, if given, is called once the address is bound, before serving.
+    ``limits``: max_connections, header_timeout, body_timeout (app.server.serving).
     """
     from app.server import binding
 
@@ -111,7 +112,7 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
         return
     from app.server.serving import make_server
 
-    server = make_server(dash_app, host, port, verbose=verbose)
+    server = make_server(dash_app, host, port, verbose=verbose, **limits)
     print(f"scoreviz: serving {_describe(runs_dir)} on {url} (Ctrl+C to stop)", flush=True)
     if on_start:
         on_start(url)

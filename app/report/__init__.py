@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from app.report.page import output_path, page_html, write_atomic
+from app.report.page import page_html, write_atomic
 from scoreviz.errors import ScorevizError
 
 # Which option of `scoreviz export` sets which URL key, for the messages.
@@ -111,7 +111,9 @@ def write_report(run_dirs, out_path, force: bool = False, group_by=(), band: str
     """
     if not run_dirs:
         raise ScorevizError("export: give at least one run folder")
-    out = output_path(out_path, force)  # before reading: a bad path fails at once
+    from scoreviz.bridges.export import output_file
+
+    out = output_file(out_path, force, reads=run_dirs)  # before reading: a bad path fails at once
     data, runs = open_runs(run_dirs)
     parts = sections(data, runs, group_by=group_by, band=band, stats=stats, waterfall_stat=waterfall_stat)
     if group_by:

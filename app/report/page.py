@@ -27,21 +27,6 @@ section { margin: 24px 0; }
 """
 
 
-def output_path(out, force: bool = False) -> Path:
-    """``out`` checked as a file to write: ScorevizError if it is a folder, its folder is
-    missing, or it exists and ``force`` is not given."""
-    out = Path(out)
-    if out.is_dir():
-        raise ScorevizError(f"--out {out}: is a folder; give a file name, e.g. {out / 'report.html'}")
-    if not out.parent.exists():
-        raise ScorevizError(f"--out {out}: the folder {out.parent} does not exist")
-    if not out.parent.is_dir():
-        raise ScorevizError(f"--out {out}: {out.parent} is not a folder")
-    if (out.exists() or out.is_symlink()) and not force:
-        raise ScorevizError(f"--out {out}: exists; add --force to overwrite it")
-    return out
-
-
 def write_atomic(out: Path, text: str) -> None:
     """Write ``text`` to ``out`` through a temporary file beside it: a failed write
     leaves the old file (if any) untouched. ScorevizError naming ``out`` on failure."""

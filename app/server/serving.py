@@ -11,6 +11,15 @@ limit is waitress's own ``max_request_body_size`` (app.guard.MAX_BODY): a
 larger declared body is refused from its headers. The answers waitress makes
 itself (413, 400 for a malformed request, 500 for an app error) carry the
 guard's security headers too.
+
+Slow clients: waitress serves at most ``connection_limit`` connections (100 by
+default, and 101 connections sending their headers a byte at a time stopped the
+server answering anyone) and closes only idle ones. Here the limit is
+``MAX_CONNECTIONS``, far above what a browser opens (a few per page), waitress
+polls (``select`` stops at 1,024 descriptors), and a request whose headers are not
+complete ``HEADER_TIMEOUT`` s after its first byte, or whose body is not complete
+``BODY_TIMEOUT`` s after it, is closed: holding a connection costs a slow client its
+connection, not the others their answers.
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ import time
 from app.server import guard
 
 THREADS = 8  # callbacks of one page load run side by side; reads release the GIL in h5py
+MAX_CONNECTIONS = 500   # a browser opens a few per page; waitress's own 100 was a slowloris' target
+HEADER_TIMEOUT = 10.0   # seconds from a request's first byte to the end of its headers
+BODY_TIMEOUT = 60.0     # seconds from a request's first byte to the end of its body (at most 16 MiB)
+IDLE_TIMEOUT = 60       # seconds an idle kept-alive connection is kept (waitress: 120)
 
 
 class AccessLog:
@@ -54,11 +67,14 @@ class AccessLog:
                   file=self.stream or sys.stderr, flush=True)
 
 
-def make_server(dash_app, host: str, port: int, verbose: bool = False, threads: int = THREADS):
+def make_server(dash_app, host: str, port: int, verbose: bool = False, threads: int = THREADS,
+                max_connections: int = MAX_CONNECTIONS, header_timeout: float = HEADER_TIMEOUT,
+                body_timeout: float = BODY_TIMEOUT):
     """A waitress server for ``dash_app`` (already guarded by app.guard.protect), not yet running.
 
     ``server.run()`` serves until Ctrl+C and returns; ``server.close()`` stops it
-    from another thread.
+    from another thread. ``max_connections``, ``header_timeout`` and ``body_timeout``:
+    see the module's docstring (the tests shorten the timeouts).
     """
     import waitress
     from waitress.channel import HTTPChannel
@@ -74,15 +90,28 @@ def make_server(dash_app, host: str, port: int, verbose: bool = False, threads: 
 
     class GuardedChannel(HTTPChannel):
         error_task_class = GuardedErrorTask
+        request_started = None  # time.monotonic() of the first byte of the request being received
+
+        def received(self, data):
+            fresh = self.request is None
+            result = super().received(data)
+            if self.request is None:  # every request received is complete
+                self.request_started = None
+            elif fresh or self.request_started is None:
+                self.request_started = time.monotonic()
+            return result
 
     wsgi_app = AccessLog(dash_app.server) if verbose else dash_app.server
     server = waitress.create_server(
         wsgi_app, host=host, port=port, threads=threads, ident="scoreviz",
-        max_request_body_size=guard.MAX_BODY, clear_untrusted_proxy_headers=True)
+        max_request_body_size=guard.MAX_BODY, clear_untrusted_proxy_headers=True,
+        connection_limit=max_connections, channel_timeout=IDLE_TIMEOUT, asyncore_use_poll=True,
+        cleanup_interval=1)  # the late requests are looked for every second
     listeners = [server] if isinstance(server, BaseWSGIServer) else [
         s for s in server.map.values() if isinstance(s, BaseWSGIServer)]
     for listener in listeners:  # connections are accepted only once run() starts
         listener.channel_class = GuardedChannel
+        listener.maintenance = _closing_late(listener.maintenance, listener, header_timeout, body_timeout)
     if not verbose:
         import logging
 
@@ -90,3 +119,19 @@ def make_server(dash_app, host: str, port: int, verbose: bool = False, threads: 
         # a page load does that by design.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     return server
+
+
+def _closing_late(maintenance, listener, header_timeout: float, body_timeout: float):
+    """waitress's maintenance (closing idle connections), then closing the connections whose
+    request's headers or body are late."""
+    def closing(now):
+        maintenance(now)
+        clock = time.monotonic()
+        for channel in list(listener.active_channels.values()):
+            started, request = getattr(channel, "request_started", None), channel.request
+            if started is None or request is None:
+                continue
+            limit = body_timeout if request.headers_finished else header_timeout
+            if clock - started > limit:
+                channel.will_close = True  # closed by waitress's loop at its next turn
+    return closing

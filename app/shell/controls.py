@@ -6,9 +6,9 @@ from __future__ import annotations
 from app.plot.axes import X_AXES
 from app.shell.unit import Choices, Control
 
-FILTER_HELP = ("regular expression on run names, and/or config conditions: moco_m=0.99, lr<0.1, "
-               "pos_alpha!=None (space-separated, all must hold). It hides runs, it does not deselect "
-               "them: clearing it shows them again")
+FILTER_HELP = ("regular expression on run names (RE2: no lookarounds or backreferences), and/or config "
+               "conditions: moco_m=0.99, lr<0.1, pos_alpha!=None (space-separated, all must hold; at most 20 terms "
+               "and 1,000 characters). It hides runs, it does not deselect them: clearing it shows them again")
 BANDS = (("std", "std"), ("sem", "std error"), ("minmax", "min-max"))
 
 

@@ -13,15 +13,33 @@ The text is split at spaces into terms; a run is kept when every term holds:
 
 A term that cannot be read (a broken regular expression) is reported and
 ignored, so a half-typed filter never empties the page.
+
+The text comes from anyone who can reach the page (a link's ``?filter=`` too), so
+it must not be able to stop the server: the regular expressions run in RE2
+(google-re2), whose time is linear in the run id and which has no backtracking
+(``(a+)+$`` against a 41-character name took Python's ``re`` minutes, holding the
+lock every request needs); RE2 refuses lookarounds and backreferences, which are
+reported like any broken term. The text is at most ``MAX_CHARS`` characters and
+``MAX_TERMS`` terms (the rest are reported, once), a pattern at most
+``MAX_PATTERN_CHARS``, and RE2 compiles each within ``_PATTERN_MEMORY`` bytes, so the
+work and the problems reported stay small whatever is sent (a 1.5 MB filter once
+made a 221 MB answer).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import re
 from dataclasses import dataclass
 
+import re2
+
+MAX_CHARS = 1000          # a filter is a few words
+MAX_TERMS = 20
+MAX_PATTERN_CHARS = 200
+_PATTERN_MEMORY = 1 << 20  # bytes RE2 may use to compile one pattern
 _COMPARE = re.compile(r"^(?P<key>[^=!<>\s]+)(?P<op>!=|<=|>=|=|<|>)(?P<value>.*)$")
 _OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
         ">=": operator.ge}
@@ -33,7 +51,7 @@ class Term:
     key: str | None = None      # a config key, or None for a name pattern
     op: str | None = None
     value: str | None = None
-    pattern: re.Pattern | None = None
+    pattern: object = None      # a compiled RE2 pattern for a name pattern
 
     def holds(self, run_id: str, config: dict) -> bool:
         if self.pattern is not None:
@@ -54,18 +72,48 @@ class Term:
 
 
 def parse(text) -> tuple[list[Term], list[str]]:
-    """(terms, problems) of a filter text; a term with a problem is left out."""
+    """(terms, problems) of a filter text; a term with a problem is left out. A text longer
+    than MAX_CHARS is ignored whole, terms past MAX_TERMS are left out (each said once)."""
+    text = str(text or "")
+    if len(text) > MAX_CHARS:
+        return [], [f"filter ignored: {len(text):,} characters long, at most {MAX_CHARS:,}"]
+    raws = text.split()
     terms, problems = [], []
-    for raw in str(text or "").split():
+    if len(raws) > MAX_TERMS:
+        problems.append(f"filter: its last {len(raws) - MAX_TERMS} terms ignored, at most {MAX_TERMS} are used")
+        raws = raws[:MAX_TERMS]
+    for raw in raws:
         match = _COMPARE.match(raw)
         if match:
             terms.append(Term(raw, match["key"], match["op"], match["value"]))
             continue
-        try:
-            terms.append(Term(raw, pattern=re.compile(raw, re.IGNORECASE)))
-        except re.error as err:
-            problems.append(f"filter {raw!r} ignored: not a regular expression ({err})")
+        pattern, problem = _pattern(raw)
+        if problem:
+            problems.append(f"filter {raw[:60]!r} ignored: {problem}")
+        else:
+            terms.append(Term(raw, pattern=pattern))
     return terms, problems
+
+
+def _pattern(raw: str):
+    """(the compiled case-insensitive RE2 pattern, None) or (None, what is wrong with it)."""
+    if len(raw) > MAX_PATTERN_CHARS:
+        return None, f"{len(raw):,} characters long, at most {MAX_PATTERN_CHARS} in a pattern"
+    try:
+        return re2.compile(raw, _re2_options()), None
+    except re2.error as err:
+        reason = err.args[0] if err.args else err
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        return None, f"not a regular expression RE2 reads ({reason})"
+
+
+@functools.cache
+def _re2_options():
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # a broken pattern is a problem reported on the page, not a line on stderr
+    options.max_mem = _PATTERN_MEMORY
+    return options
 
 
 def keep(terms: list[Term], run_id: str, config: dict | None) -> bool:
