@@ -39,6 +39,7 @@ import pandas as pd
 from scoreviz.errors import ScorevizError
 
 BANDS = ("std", "sem", "minmax")
+MAX_KEYS = 8  # config keys one grouping uses: a sweep varies a few (2,001 once made a 208 MB figure)
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,12 @@ def group_runs(configs: Mapping[str, Mapping], by: Sequence[str] = ()) -> list:
     """Group runs by the values of config keys ``by``, every other key ignored.
 
     ``configs``: run id -> config dict. Groups are sorted by their values
-    (numbers numerically, then text, None last); runs keep the order given.
+    (numbers numerically, then text, None last); runs keep the order given. At most MAX_KEYS
+    keys (a ScorevizError for more).
     """
     by = tuple(by)
+    if len(by) > MAX_KEYS:
+        raise ScorevizError(f"group by at most {MAX_KEYS} config keys, got {len(by)}")
     members: dict = {}
     for run_id, config in configs.items():
         config = config or {}

@@ -4,6 +4,7 @@ The view tabs are a control too (``view_control``, from the registry of views)."
 from __future__ import annotations
 
 from app.plot.axes import X_AXES
+from scoreviz.groups import MAX_KEYS
 from app.shell.unit import Choices, Control
 
 FILTER_HELP = ("regular expression on run names (RE2: no lookarounds or backreferences), and/or config "
@@ -38,7 +39,7 @@ TAG = Control("tag", "tag", "Tag", "dropdown", default=lambda context: default_t
 X = Control("x", "x-axis", "x axis", "radio", default="step", choices=tuple(X_AXES.items()),
             invalid=f"the x axis is one of {', '.join(X_AXES)}", width="narrow-wide")
 GROUP = Control("group", "group-by", "Group by (config keys that differ)", "multi", default=[],
-                choices=_config_keys, invalid="no selected run has this config key",
+                choices=_config_keys, invalid="no selected run has this config key", most=MAX_KEYS,
                 props=dict(placeholder="e.g. moco_m: one mean per value, seeds folded in"),
                 title="runs with the same values of these keys form a group, drawn as its mean with a band "
                       "in the views that draw groups; every other key (seed...) is ignored")

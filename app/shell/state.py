@@ -28,6 +28,7 @@ from app.shell.unit import PENDING, Context
 
 
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+NOTICE_ITEMS = 10  # values a notice lists of those dropped from a URL; the rest are counted
 
 
 class PageState:
@@ -142,6 +143,8 @@ class PageState:
             value = stored.get(key)
             if value is None or not KINDS[control.kind][0](value):
                 value = self.normal(control, control.default_for(Context()))
+            if control.many and control.most is not None:
+                value = value[:control.most]  # a forged store: no more than the page would send
             out[key] = value
         return out
 
@@ -193,8 +196,11 @@ class PageState:
                     if verdict == PENDING:
                         pending.setdefault(control.key, []).append(item)
                 else:
-                    dropped.append(f"{control.key}={url.number_text(item) if control.kind == 'number' else item} "
-                                   f"({verdict})")
+                    text = url.number_text(item) if control.kind == "number" else item
+                    dropped.append(f"{control.key}={url.shown(text)} ({verdict})")
+            if control.many and control.most is not None and len(kept) > control.most:
+                dropped.append(f"{control.key}: {len(kept) - control.most} values after the first {control.most}")
+                del kept[control.most:]
             if not control.many:
                 if not kept:
                     del explicit[control.key]
@@ -264,8 +270,11 @@ def register(dash_app, data, views) -> PageState:
                               signatures if isinstance(signatures, dict) else {}, asked_again)
         values = answer["values"]
         if answer["dropped"]:
+            dropped = answer["dropped"]
+            more = f"; and {len(dropped) - NOTICE_ITEMS:,} more" if len(dropped) > NOTICE_ITEMS else ""
             url_notice = html.Div(className="dropped-line", children=[
-                "Not applied from the URL, which is rewritten without them: " + "; ".join(answer["dropped"])])
+                "Not applied from the URL, which is rewritten without them: " + "; ".join(dropped[:NOTICE_ITEMS])
+                + more])
         else:
             url_notice = [] if from_url or state.edits(now, applied or {}) else no_update
         notice = [html.Div(line, className="pending-line" if line.startswith("reading ") else "error-line")

@@ -100,7 +100,7 @@ class Control:
     label)`` pairs, or a function of the Context returning :class:`Choices`; None for any value of
     the kind, checked by ``check(value, context)`` if given (None when valid, PENDING, or the
     reason it is not). ``invalid`` says why a value outside the choices is dropped. ``props`` go to
-    the component as they are.
+    the component as they are. ``most``: a list control's most values.
     """
 
     key: str
@@ -114,6 +114,7 @@ class Control:
     props: dict = field(default_factory=dict)
     title: str | None = None
     width: str = ""
+    most: int | None = None  # a list control's most values (more are dropped, said once)
 
     @property
     def kind(self) -> str:

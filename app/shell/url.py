@@ -12,27 +12,41 @@ import math
 from urllib.parse import parse_qs, urlencode
 
 
+MAX_FIELDS = 1000  # key=value pairs read from one URL: a page's state has a few dozen
+
+
 def parse(search, controls) -> tuple[dict, list[str]]:
-    """(explicit values by key, what was dropped) of a query string, for ``controls``."""
-    parsed = parse_qs((search or "").lstrip("?"), keep_blank_values=True)
-    by_key = {c.key: c for c in controls}
+    """(explicit values by key, what was dropped) of a query string, for ``controls``. Past
+    MAX_FIELDS pairs the rest is dropped, said once."""
+    fields = (search or "").lstrip("?").split("&")
     values, dropped = {}, []
+    if len(fields) > MAX_FIELDS:
+        dropped.append(f"{len(fields) - MAX_FIELDS:,} settings after the first {MAX_FIELDS:,}")
+        fields = fields[:MAX_FIELDS]
+    parsed = parse_qs("&".join(fields), keep_blank_values=True)
+    by_key = {c.key: c for c in controls}
     for key, items in parsed.items():
         control = by_key.get(key)
         if control is None:
-            dropped.append(f"{key}={items[-1]} (not a setting of this page)")
+            dropped.append(f"{shown(key)}={shown(items[-1])} (not a setting of this page)")
             continue
         if control.many:
             values[key] = list(dict.fromkeys(item for item in items if item))
         elif control.kind == "number":
             number = _number(items[-1])
             if number is None:
-                dropped.append(f"{key}={items[-1]} (not a number)")
+                dropped.append(f"{key}={shown(items[-1])} (not a number)")
             else:
                 values[key] = number
         elif items[-1] != "":
             values[key] = items[-1]
     return values, dropped
+
+
+def shown(text, most: int = 60) -> str:
+    """A value as a notice quotes it: at most ``most`` characters (a URL may hold megabytes)."""
+    text = str(text)
+    return text if len(text) <= most else text[:most] + f"... ({len(text):,} characters)"
 
 
 def encode(values: dict, controls) -> str:
