@@ -40,6 +40,17 @@ from scoreviz.errors import ScorevizError
 
 BANDS = ("std", "sem", "minmax")
 MAX_KEYS = 8  # config keys one grouping uses: a sweep varies a few (2,001 once made a 208 MB figure)
+MAX_GROUPS = 20  # groups a view draws (group_runs(most=...)); the rest are drawn as one group
+
+
+class _Others:
+    """The key value of the group that holds the runs of the groups past ``most`` (see group_runs)."""
+
+    def __repr__(self):
+        return "others"
+
+
+OTHERS = _Others()
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Group:
     by: tuple
     key: tuple
     runs: tuple
+    folded: int = 0  # for the group of the others (its key is OTHERS): how many groups it holds
 
     @property
     def name(self) -> str:
@@ -56,11 +68,15 @@ class Group:
         the runs without the key (never ``pos_alpha=-``, which reads as a value)."""
         if not self.by:
             return "all runs"
+        if self.folded:
+            return f"{self.folded} other groups"
         return ", ".join(f"{k} not set" if v is None else f"{k}={_format(v)}" for k, v in zip(self.by, self.key))
 
     @property
     def values(self) -> list:
         """The values of the ``by`` keys as text (``0.99``; ``-`` where a run has no such key)."""
+        if self.folded:
+            return [f"{self.folded} others"] + [""] * (len(self.key) - 1)
         return [_format(v) for v in self.key]
 
     @property
@@ -104,8 +120,13 @@ class MeanHistogram:
         return self.mean - spread, self.mean + spread
 
 
-def group_runs(configs: Mapping[str, Mapping], by: Sequence[str] = ()) -> list:
+def group_runs(configs: Mapping[str, Mapping], by: Sequence[str] = (), most: int | None = None) -> list:
     """Group runs by the values of config keys ``by``, every other key ignored.
+
+    ``most``: at most that many groups; past it the groups after the first ``most - 1`` are
+    folded into one, named "N other groups" (key: OTHERS for every key), drawn as any group
+    (its mean and band over all their runs): a view draws a bounded number of groups
+    whatever the sweep, and says how many it summarised.
 
     ``configs``: run id -> config dict. Groups are sorted by their values
     (numbers numerically, then text, None last); runs keep the order given. At most MAX_KEYS
@@ -119,7 +140,11 @@ def group_runs(configs: Mapping[str, Mapping], by: Sequence[str] = ()) -> list:
         config = config or {}
         key = tuple(_hashable(config.get(k)) for k in by)
         members.setdefault(key, []).append(run_id)
-    return [Group(by, key, tuple(runs)) for key, runs in sorted(members.items(), key=lambda kv: _sort_key(kv[0]))]
+    groups = [Group(by, key, tuple(runs)) for key, runs in sorted(members.items(), key=lambda kv: _sort_key(kv[0]))]
+    if most is not None and len(groups) > max(most, 1):
+        kept, rest = groups[:max(most, 1) - 1], groups[max(most, 1) - 1:]
+        groups = kept + [Group(by, (OTHERS,) * len(by), tuple(r for g in rest for r in g.runs), folded=len(rest))]
+    return groups
 
 
 def step_grid(curves: Mapping[str, pd.Series], max_points: int | None = None) -> np.ndarray:

@@ -129,3 +129,18 @@ def test_mean_histogram_bands_match_pandas_over_the_runs_densities():
 def test_unknown_band_is_refused():
     with pytest.raises(ScorevizError, match="band"):
         summarize(pd.DataFrame({"a": [1.0]}), "iqr")
+
+
+def test_groups_past_most_are_drawn_as_one_group_and_keys_are_bounded():
+    """Issue 25: a view draws at most MAX_GROUPS groups, the rest summarised as one; at most MAX_KEYS keys."""
+    from scoreviz.groups import MAX_KEYS, OTHERS, group_runs
+
+    configs = {f"run{i}": {"seed": i, "m": 0.9} for i in range(30)}
+    groups = group_runs(configs, ["seed"], most=20)
+    assert len(groups) == 20 and [g.key for g in groups[:19]] == [(i,) for i in range(19)]
+    rest = groups[-1]
+    assert rest.key == (OTHERS,) and rest.folded == 11 and rest.name == "11 other groups"
+    assert rest.runs == tuple(f"run{i}" for i in range(19, 30)) and rest.values == ["11 others"]
+    assert len(group_runs(configs, ["seed"])) == 30 and len(group_runs(configs, ["m"], most=20)) == 1
+    with pytest.raises(ScorevizError, match=f"at most {MAX_KEYS} config keys"):
+        group_runs(configs, [f"k{i}" for i in range(MAX_KEYS + 1)])

@@ -164,7 +164,8 @@ class Reads:
                 continue
             configs[run_id] = info.get("config", {})
             curves[run_id] = self.safe(lambda run_id=run_id: self.statistic(run_id, tag, column, max_points))
-        result = groups.group_curves(curves, groups.group_runs(configs, by), band=band, max_points=max_points)
+        result = groups.group_curves(curves, groups.group_runs(configs, by, most=groups.MAX_GROUPS), band=band,
+                                     max_points=max_points)
         if key is not None:
             with self._grouped_lock:
                 kept[key] = result

@@ -65,7 +65,7 @@ def section(state: dict, data) -> Section:
     """The table of groups of ``state``'s runs (grouped by ``state["group"]``), as a report Section."""
     tag, band, runs = tag_of(state, data), band_of(state), state["runs"]
     configs = {r: data.light_info(r).get("config", {}) for r in runs}
-    group_list = grouping.group_runs(configs, state["group"])
+    group_list = grouping.group_runs(configs, state["group"], most=grouping.MAX_GROUPS)
     finals = {stat: final_values({r: data.safe(lambda r=r: data.statistic(r, tag, stat)) for r in runs})
               for stat in state["stats"] or []}
     content = group_table(group_list, finals, band=band)
