@@ -51,6 +51,9 @@ def _stop_all():
         reader.stop()
 
 
+_NEVER = object()  # not read (nor queued) yet: unlike None, the stamp of a file that cannot be looked at
+
+
 class Background:
     """Reads runs at the levels above in one daemon thread.
 
@@ -97,13 +100,13 @@ class Background:
             except RefusedRunId:
                 continue
             for level in (SCORES, REST) if urgent else (HEADER, COUNT):
-                if self.done[level].get(run_id) == stamp or (
-                        level == COUNT and self.done[REST].get(run_id) == stamp):  # read in full: counted
+                if self.done[level].get(run_id, _NEVER) == stamp or (
+                        level == COUNT and self.done[REST].get(run_id, _NEVER) == stamp):  # read in full: counted
                     continue
                 if level == HEADER and self._header_known(run_id):
                     self.done[HEADER][run_id] = stamp  # from the header index: looked up once, not every refresh
                     continue
-                if self._queued.get((run_id, level)) == stamp:
+                if self._queued.get((run_id, level), _NEVER) == stamp:
                     continue
                 self._queued[(run_id, level)] = stamp
                 self.queue.put((level, next(self._order), run_id, level))
@@ -199,7 +202,9 @@ class Background:
             self.yield_to_requests()
             try:
                 stamp = self._stamp(run_id)
-                if self.done[level].get(run_id) != stamp:
+                # a file that cannot be looked at has the stamp None: it is read once all the same,
+                # so its error shows (compared with .get()'s None, it stayed "being read" for ever)
+                if self.done[level].get(run_id, _NEVER) != stamp:
                     self._read(run_id, level)
                     self.done[level][run_id] = stamp
             except Exception:  # noqa: BLE001 - a broken run shows its error when asked for

@@ -11,6 +11,7 @@ through scoreviz.find_runs, the library's one run discovery.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -18,6 +19,20 @@ from pathlib import Path
 
 class RefusedRunId(ValueError):
     """A run id that does not name a run below RUNS_DIR."""
+
+
+def _resolved(path: Path, run_id) -> Path:
+    """``path`` resolved; RefusedRunId (an error row, like any broken run) when it cannot be: a
+    symbolic link loop (``loop -> loop``, a scores.h5 linked to itself) made pathlib raise a
+    RuntimeError, a 500 on every view that had the run selected."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        raise RefusedRunId(f"run id {run_id!r} refused: {path.name} is a symbolic link loop") from None
+    except OSError as err:  # Python 3.13 says ELOOP for a loop
+        reason = "is a symbolic link loop" if err.errno == errno.ELOOP else \
+            f"cannot be looked at ({err.strerror or err})"
+        raise RefusedRunId(f"run id {run_id!r} refused: {path.name} {reason}") from None
 
 
 def _scoreviz():
@@ -71,7 +86,7 @@ class RunIds:
         path = self._plainly_below(run_id)
         if path is not None:
             return path
-        path = (self.root / run_id).resolve()
+        path = _resolved(self.root / run_id, run_id)
         if not self._inside(path):
             raise RefusedRunId(f"run id {run_id!r} refused: it points outside the runs folder")
         return str(path)
@@ -112,7 +127,7 @@ class RunIds:
                 return path  # a file (or nothing yet) in a folder inside the root: inside too
         except OSError:
             pass
-        if not self._inside(Path(path).resolve(), strictly=True):
+        if not self._inside(_resolved(Path(path), run_id), strictly=True):
             raise RefusedRunId(f"run id {run_id!r} refused: its {os.path.basename(path)} is a link to a file "
                                "outside the runs folder")
         return path
