@@ -129,7 +129,7 @@ def test_pyarrow_reads_the_tables_with_their_types(tables, runs, tmp_path):
 
 def test_existing_tables_are_not_overwritten_unless_asked(runs, tmp_path):
     export_parquet(runs[:1], tmp_path)
-    with pytest.raises(ScorevizError, match="already exists"):
+    with pytest.raises(ScorevizError, match="exists; add --force"):
         export_parquet(runs, tmp_path)
     export_parquet(runs, tmp_path, overwrite=True)
     assert pd.read_parquet(tmp_path / "scores.parquet").run.nunique() == 2

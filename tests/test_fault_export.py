@@ -104,3 +104,23 @@ def test_output_file_refuses_a_run_file_by_name_link_and_hard_link(tmp_path):
             output_file(out, force=True, reads=[store])
     assert output_file(tmp_path / "run" / "report.html", reads=[tmp_path / "run"]) == tmp_path / "run" / "report.html"
     assert store.read_bytes() == b"run"
+
+
+def test_every_export_format_checks_its_output_the_same_way(tmp_path, export):
+    """The Parquet and TensorBoard exports go through the same checks: --force never replaces a
+    FIFO named as a table, and a run's own folder is never a TensorBoard target (its old event
+    files would be deleted as the export's own)."""
+    from test_app import make_run
+
+    run = make_run(tmp_path / "runs", "a", steps=4)
+    (tmp_path / "tables").mkdir()
+    os.mkfifo(tmp_path / "tables" / "scores.parquet")
+    done = export(run, "--format", "parquet", "--out", tmp_path / "tables", "--force")
+    assert done.returncode == 1 and "is a FIFO, not a regular file" in done.stderr, done.stderr
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "tables" / "scores.parquet").st_mode)
+    own = run / "events.out.tfevents.1.host"  # the training's own TensorBoard log beside scores.h5
+    own.write_bytes(b"the run's own")
+    done = export(run, "--format", "tensorboard", "--out", tmp_path / "runs", "--force")
+    assert done.returncode == 1 and "is the folder of the run" in done.stderr, done.stderr
+    assert own.read_bytes() == b"the run's own"
+    assert export(run, "--format", "parquet", "--out", tmp_path / "fresh").returncode == 0

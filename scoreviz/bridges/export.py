@@ -58,6 +58,26 @@ def output_file(out, force: bool = False, reads=()) -> Path:
     return out
 
 
+def output_folder(out, reads=(), what: str = "the exported files") -> Path:
+    """``out`` checked as a folder an export writes ``what`` into: a folder or a new path (made
+    by the export). ScorevizError naming ``--out`` when it is anything else (a file, a device, a
+    FIFO), or when it is the folder of a run in ``reads`` (run folders): an export that replaces
+    its old files there would delete the run's own.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScorevizError(f"--out {out}: must be a folder for {what}, and this is {_kind(os.stat(out).st_mode)}")
+    for run in reads:
+        try:
+            same = out.exists() and os.path.samefile(out, run)
+        except OSError:  # a run that cannot be looked at is not this folder
+            same = False
+        if same:
+            raise ScorevizError(f"--out {out}: is the folder of the run {run}, which the export reads; give "
+                                "another folder")
+    return out
+
+
 def _refuse_run_file(out: Path, read: Path):
     """ScorevizError if ``out`` is a file of a run that reading ``read`` (a run, its scores.h5,
     or a folder of runs) reads: a scores.h5 or a file named after it (the lock, a writer's
@@ -76,8 +96,10 @@ def _refuse_run_file(out: Path, read: Path):
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+    """What a file of ``mode`` is, in words ("a FIFO")."""
+    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISLNK, "a symbolic link")):
         if test(mode):
             return name
     return "not a regular file"

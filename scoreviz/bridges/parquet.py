@@ -30,8 +30,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scoreviz.bridges import open_runs, require, run_labels
+from scoreviz.bridges.export import output_file, output_folder
 from scoreviz.bridges.tensorboard import TOTAL_LAYER
-from scoreviz.errors import ScorevizError
 from scoreviz.store.schema import KINDS
 
 TABLES = ("scores", "histograms", "gradients", "scalars", "embeddings", "spectrum", "configs")
@@ -65,13 +65,11 @@ def export_parquet(run_dirs, out_dir, overwrite: bool = False) -> list[Path]:
     pa = require("pyarrow", "parquet", "scoreviz export --format parquet")
     pq = require("pyarrow.parquet", "parquet", "scoreviz export --format parquet")
     runs = open_runs(run_dirs)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ScorevizError(f"{out_dir}: --out must be a folder for the Parquet tables, and this is a file")
+    out_dir = output_folder(out_dir, what="the Parquet tables")
     paths = {name: out_dir / f"{name}.parquet" for name in TABLES}
-    existing = [p for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise ScorevizError(f"{existing[0]}: already exists; remove it or choose another --out")
+    if out_dir.is_dir():  # each table a new path or (overwrite) a regular file, never a run's file
+        for path in paths.values():
+            output_file(path, overwrite, reads=run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
     schemas = _schemas(pa)
     partial = {name: path.with_name(f".{path.name}.{os.getpid()}.partial") for name, path in paths.items()}

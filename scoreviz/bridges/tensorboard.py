@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scoreviz.bridges import open_runs, require, run_labels
+from scoreviz.bridges.export import output_folder
 from scoreviz.errors import ScorevizError
 from scoreviz.store.schema import KINDS
 
@@ -99,10 +100,10 @@ def export_tensorboard(run_dirs, out_dir, overwrite: bool = False) -> list[Path]
     tb_writer = require("torch.utils.tensorboard", "tensorboard", "scoreviz export --format tensorboard")
     summary_module = require("torch.utils.tensorboard.summary", "tensorboard", "scoreviz export --format tensorboard")
     runs = open_runs(run_dirs)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ScorevizError(f"{out_dir}: --out must be a folder for TensorBoard event files, and this is a file")
-    targets = [out_dir / label for label in run_labels(runs)]
+    out_dir = output_folder(out_dir, what="TensorBoard event files")
+    # a run's own folder is never a target: replacing its old event files would delete the run's
+    targets = [output_folder(out_dir / label, [run.path for run in runs], "TensorBoard event files")
+               for label in run_labels(runs)]
     for target in targets:
         old = sorted(target.glob("*tfevents*")) if target.is_dir() else []
         if old and not overwrite:
