@@ -137,3 +137,24 @@ def test_defaults_follow_the_runs(runs):
     assert values["key"] == "pos_alpha"  # the waterfall ordered by the first key that differs
     assert values["step"] == 27 and values["tag"] == "train"
     assert answer["search"] == "?view=distribution&runs=baseline&runs=ft"  # defaults stay out of the URL
+
+
+def test_a_hostile_url_is_bounded_and_its_notice_short(runs):
+    """Issue 25: a forged link (a filter of megabytes, thousands of settings, long values) is
+    applied in part, its notice lists NOTICE_ITEMS dropped values and counts the rest, each value
+    quoted short; nothing of it is echoed whole."""
+    from app.shell import runfilter, url
+    from app.shell.state import NOTICE_ITEMS, dropped_line
+
+    fields = [f"filter={'(' * (runfilter.MAX_CHARS + 1)}", "runs=ft", f"runs={'x' * 5000}", "view=curves"]
+    fields += [f"k{i}={'v' * 100}" for i in range(url.MAX_FIELDS - len(fields) + 500)]
+    answer = page_state(runs).update("?" + "&".join(fields), {}, {}, True)
+    dropped = answer["dropped"]
+    assert dropped[0] == "500 settings after the first 1,000"
+    assert any(d.startswith("filter=(((") and "1,001 characters long, at most 1,000" in d for d in dropped)
+    assert any(d.startswith("runs=xxx") and "(5,000 characters)" in d for d in dropped)
+    assert answer["values"]["runs"] == ["ft"] and answer["values"]["filter"] == ""
+    assert answer["search"] == "?view=curves&runs=ft" and all(len(d) < 200 for d in dropped)
+    line = dropped_line(dropped)
+    assert line.endswith(f"; and {len(dropped) - NOTICE_ITEMS:,} more") and len(line) < 2000
+    assert dropped_line(["x=1 (why)"]).endswith("x=1 (why)")

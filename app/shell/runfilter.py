@@ -75,8 +75,8 @@ def parse(text) -> tuple[list[Term], list[str]]:
     """(terms, problems) of a filter text; a term with a problem is left out. A text longer
     than MAX_CHARS is ignored whole, terms past MAX_TERMS are left out (each said once)."""
     text = str(text or "")
-    if len(text) > MAX_CHARS:
-        return [], [f"filter ignored: {len(text):,} characters long, at most {MAX_CHARS:,}"]
+    if too_long(text):
+        return [], [f"filter ignored: {too_long(text)}"]
     raws = text.split()
     terms, problems = [], []
     if len(raws) > MAX_TERMS:
@@ -93,6 +93,11 @@ def parse(text) -> tuple[list[Term], list[str]]:
         else:
             terms.append(Term(raw, pattern=pattern))
     return terms, problems
+
+
+def too_long(text: str) -> str | None:
+    """Why the filter ``text`` is too long to be used, or None."""
+    return f"{len(text):,} characters long, at most {MAX_CHARS:,}" if len(text) > MAX_CHARS else None
 
 
 def _pattern(raw: str):

@@ -31,6 +31,13 @@ _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 NOTICE_ITEMS = 10  # values a notice lists of those dropped from a URL; the rest are counted
 
 
+def dropped_line(dropped: list) -> str:
+    """The notice of what was dropped from the URL: the first NOTICE_ITEMS, the rest counted (a
+    forged link may drop thousands)."""
+    more = f"; and {len(dropped) - NOTICE_ITEMS:,} more" if len(dropped) > NOTICE_ITEMS else ""
+    return "Not applied from the URL, which is rewritten without them: " + "; ".join(dropped[:NOTICE_ITEMS]) + more
+
+
 class PageState:
     """The state logic of the page for ``views`` over ``data`` (a RunData), without Dash: ``update``
     maps the URL and the controls' values to what the callback answers. It waits ``wait`` seconds
@@ -89,6 +96,9 @@ class PageState:
         for key in ("runs", "filter"):
             if key in edits:
                 self._set(explicit, key, edits.pop(key), None)
+        too_long = runfilter.too_long(str(explicit.get("filter", "")))
+        if too_long:  # ignored whole: not echoed into the URL and the stores either (a 1.5 MB filter)
+            dropped.append(f"filter={url.shown(explicit.pop('filter'))} ({too_long})")
         selected = self._runs(explicit, dropped)
         wait = selection_module.SELECTION_WAIT_S if self.wait is None else self.wait
         selection = select(self.data, selected, explicit.get("filter"), wait)
@@ -173,7 +183,7 @@ class PageState:
             if why is None:
                 valid.append(run_id)
             else:
-                dropped.append(f"runs={run_id} ({why})")
+                dropped.append(f"runs={url.shown(run_id)} ({why})")
         if explicit["runs"] and not valid:  # a link naming no run there: the default runs, and the notice
             del explicit["runs"]
             return default_runs(self.data, explicit.get("filter"))
@@ -270,11 +280,7 @@ def register(dash_app, data, views) -> PageState:
                               signatures if isinstance(signatures, dict) else {}, asked_again)
         values = answer["values"]
         if answer["dropped"]:
-            dropped = answer["dropped"]
-            more = f"; and {len(dropped) - NOTICE_ITEMS:,} more" if len(dropped) > NOTICE_ITEMS else ""
-            url_notice = html.Div(className="dropped-line", children=[
-                "Not applied from the URL, which is rewritten without them: " + "; ".join(dropped[:NOTICE_ITEMS])
-                + more])
+            url_notice = html.Div(dropped_line(answer["dropped"]), className="dropped-line")
         else:
             url_notice = [] if from_url or state.edits(now, applied or {}) else no_update
         notice = [html.Div(line, className="pending-line" if line.startswith("reading ") else "error-line")
