@@ -117,9 +117,9 @@ def write_report(run_dirs, out_path, force: bool = False, group_by=(), band: str
     data, runs = open_runs(run_dirs)
     parts = sections(data, runs, group_by=group_by, band=band, stats=stats, waterfall_stat=waterfall_stat)
     if group_by:
-        from scoreviz.groups import MAX_GROUPS, group_runs
+        from app.shell.controls import groups_of
 
-        groups = group_runs({r: data.light_info(r).get("config", {}) for r in runs}, group_by, most=MAX_GROUPS)
+        groups = groups_of({"runs": runs, "group": group_by}, data)
         title, intro = "scoreviz sweep report", f"{len(runs)} run(s) in {len(groups)} group(s) by {', '.join(group_by)}"
     else:
         title, intro = "scoreviz report", f"{len(runs)} run(s)"

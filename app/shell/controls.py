@@ -4,8 +4,8 @@ The view tabs are a control too (``view_control``, from the registry of views)."
 from __future__ import annotations
 
 from app.plot.axes import X_AXES
-from scoreviz.groups import MAX_KEYS
 from app.shell.unit import Choices, Control
+from scoreviz.groups import MAX_GROUPS, MAX_KEYS, group_runs
 
 FILTER_HELP = ("regular expression on run names (RE2: no lookarounds or backreferences), and/or config "
                "conditions: moco_m=0.99, lr<0.1, pos_alpha!=None (space-separated, all must hold; at most 20 terms "
@@ -68,6 +68,14 @@ def tag_of(state: dict, data) -> str | None:
 def band_of(state: dict) -> str:
     """The state's band around a group's mean (std where it holds none)."""
     return state.get("band") if state.get("band") in dict(BANDS) else "std"
+
+
+def groups_of(state: dict, data, runs=None) -> list:
+    """The groups a view draws of ``runs`` (the state's by default) grouped by the state's keys: at
+    most MAX_GROUPS, the rest folded into one "N other groups" group (scoreviz.groups.group_runs), so
+    a figure stays small whatever the sweep."""
+    runs = state["runs"] if runs is None else runs
+    return group_runs({r: data.light_info(r).get("config", {}) for r in runs}, state["group"], most=MAX_GROUPS)
 
 
 def selected_runs(context) -> Choices:

@@ -8,10 +8,9 @@ from dash import html
 
 from app.plot.palette import group_colors
 from app.shell import components
-from app.shell.controls import selected_runs, step_slider, tag_of
+from app.shell.controls import groups_of, selected_runs, step_slider, tag_of
 from app.shell.unit import Control, Panel, Section, View
 from app.views.compare import figures
-from scoreviz.groups import group_runs
 
 AT = step_slider("at", "compare-at", "Step")
 REFERENCE = Control("ref", "compare-ref", "Reference run", "dropdown",
@@ -28,7 +27,7 @@ def compare(state: dict, data) -> tuple:
     step = int(state["at"]) if state["at"] is not None else last
     reference = state["ref"] if state["ref"] in runs else (runs[0] if runs else None)
     if state["group"]:
-        groups = group_runs({r: data.light_info(r).get("config", {}) for r in runs}, state["group"])
+        groups = groups_of(state, data)
         cdfs = figures.groups_at_step(hists, groups, step)
         colors = group_colors(list(cdfs))
         reference = next((g.name for g in groups if reference in g.runs), None)

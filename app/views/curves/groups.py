@@ -10,7 +10,7 @@ from dash import html
 
 from app.plot.axes import stat_label
 from app.plot.palette import group_colors
-from app.shell.controls import band_of, tag_of
+from app.shell.controls import band_of, groups_of, tag_of
 from app.shell.unit import Section
 from scoreviz import groups as grouping
 
@@ -64,8 +64,7 @@ def _mean_and_band(summary, band: str, size: int) -> str:
 def section(state: dict, data) -> Section:
     """The table of groups of ``state``'s runs (grouped by ``state["group"]``), as a report Section."""
     tag, band, runs = tag_of(state, data), band_of(state), state["runs"]
-    configs = {r: data.light_info(r).get("config", {}) for r in runs}
-    group_list = grouping.group_runs(configs, state["group"], most=grouping.MAX_GROUPS)
+    group_list = groups_of(state, data)
     finals = {stat: final_values({r: data.safe(lambda r=r: data.statistic(r, tag, stat)) for r in runs})
               for stat in state["stats"] or []}
     content = group_table(group_list, finals, band=band)

@@ -8,10 +8,10 @@ from dash import html
 from app.plot.axes import empty_figure, over
 from app.plot.palette import group_colors
 from app.shell import components
-from app.shell.controls import band_of, selected_runs, step_slider, tag_of
+from app.shell.controls import band_of, groups_of, selected_runs, step_slider, tag_of
 from app.shell.unit import Control, Panel, Section, View
 from app.views.distribution import figures
-from scoreviz.groups import MAX_GROUPS, group_runs, mean_histograms_at_step
+from scoreviz.groups import mean_histograms_at_step
 
 
 def first_with_tags(runs, tags_of) -> str | None:
@@ -65,11 +65,10 @@ def histograms(state: dict, data, last_only: bool = False):
     step = int(step)
     if state["group"] and hists:
         band = band_of(state)
-        configs = {r: data.light_info(r).get("config", {}) for r in hists}
         title = f"Mean score histograms at step {step} ({tag}), {len(hists)} runs grouped by " \
                 f"{', '.join(state['group'])}"
         try:
-            means = mean_histograms_at_step(hists, group_runs(configs, state["group"], most=MAX_GROUPS), step)
+            means = mean_histograms_at_step(hists, groups_of(state, data, hists), step)
         except ValueError as err:  # ScorevizError: runs of a group binned differently
             return empty_figure(title, str(err))
         return figures.grouped_histograms_figure(means, step, band=band, title=title,
