@@ -12,7 +12,6 @@ import pytest
 
 from faults import check_rows, drain, last_flushed, report, start_writer, wait_for
 from scoreviz import ScorevizError
-from scoreviz.bridges.export import output_file
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +91,8 @@ def test_force_replaces_only_regular_files(tmp_path, export):
 
 
 def test_output_file_refuses_a_run_file_by_name_link_and_hard_link(tmp_path):
+    from scoreviz.bridges.export import output_file
+
     (tmp_path / "run").mkdir()
     store = tmp_path / "run" / "scores.h5"
     store.write_bytes(b"run")

@@ -7,151 +7,20 @@ answer stays under a bound. The callbacks are found in the server's own
 depend on Dash's protocol and the page's component ids, not on how the app is built.
 """
 
-import http.client
-import json
-import os
 import socket
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from faults import report
+from http_probe import CALLBACK, Probe, Server, callback_body, post_timed, responses
 from test_app import make_run
 from test_fault_folders import WITHOUT_ROOTS_PASS
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-CALLBACK = "/_dash-update-component"
 PROBE_BOUND_S = 3.0  # the slowest answer the probe may get during an attack (a shared 2-core machine)
 # what the server is started with in these tests: its timeouts short, so a test takes seconds
 LIMITS = dict(header_timeout=1.5, body_timeout=2.0)
-
-# The server gives up root's pass through permission bits first (as tests/test_fault_folders.py
-# explains), so a run folder without permission is one for it, as for any user.
-LAUNCH = WITHOUT_ROOTS_PASS + r'''
-from app import serve
-serve(sys.argv[1], port=int(sys.argv[2]), refresh=60, **json.loads(sys.argv[3]))
-'''
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`app.serve` in a subprocess on 127.0.0.1 (with ``limits``, or none: the defaults)."""
-
-    def __init__(self, runs_dir, limits=None):
-        self.port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   OMP_NUM_THREADS="1")
-        self.process = subprocess.Popen([sys.executable, "-c", LAUNCH, str(runs_dir), str(self.port),
-                                         json.dumps(limits or {})], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if self.get("/")[0] == 200:
-                    break
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(self.process.stdout.read()) from None
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("the server did not start")
-        # the callbacks the server answers (not those the browser computes itself)
-        self.dependencies = [d for d in json.loads(self.get("/_dash-dependencies")[1])
-                             if not d.get("clientside_function")]
-
-    def connection(self, timeout):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def get(self, path, timeout=30):
-        conn = self.connection(timeout)
-        try:
-            conn.request("GET", path, headers={"Host": f"127.0.0.1:{self.port}"})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def post(self, body: bytes, timeout=60):
-        conn = self.connection(timeout)
-        try:
-            conn.request("POST", CALLBACK, body=body, headers={"Host": f"127.0.0.1:{self.port}",
-                                                               "Content-Type": "application/json"})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def callbacks_reading(self, component, prop="value"):
-        """The callbacks that take ``component.prop`` as an input."""
-        return [d for d in self.dependencies
-                if any(i["id"] == component and i["property"] == prop for i in d["inputs"])]
-
-    def stop(self):
-        self.process.kill()
-        self.process.wait(timeout=20)
-
-
-def callback_body(dependency, values: dict) -> bytes:
-    """The body the page posts for ``dependency``, the inputs and state named in ``values``
-    (``"component.prop"``) given, every other one None (as before the page has set it)."""
-    def item(declared):
-        if declared["id"].startswith("{"):  # a pattern-matching input: the list of its components
-            return []
-        return dict(declared, value=values.get(f"{declared['id']}.{declared['property']}"))
-
-    output = dependency["output"]
-    outputs = [dict(zip(("id", "property"), part.rsplit(".", 1))) for part in output.strip(".").split("...")]
-    first = dependency["inputs"][0]
-    return json.dumps({
-        "output": output, "outputs": outputs if output.startswith("..") else outputs[0],
-        "inputs": [item(i) for i in dependency["inputs"]], "state": [item(s) for s in dependency["state"]],
-        "changedPropIds": [f"{first['id']}.{first['property']}"]}).encode()
-
-
-class Probe:
-    """Asks the server for its page every 0.1 s on a new connection; the slowest answer."""
-
-    def __init__(self, server, path="/"):
-        self.server, self.path = server, path
-        self.latencies, self.failures = [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            start = time.monotonic()
-            try:
-                status, _ = self.server.get(self.path, timeout=30)
-                if status != 200:
-                    self.failures.append(status)
-            except OSError as err:
-                self.failures.append(repr(err))
-            self.latencies.append(time.monotonic() - start)
-            self._stop.wait(0.1)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(60)
-
-    @property
-    def slowest(self):
-        return max(self.latencies, default=float("inf"))
-
-
 GOOD = ["moco-v2-m0.99-lr0.03-seed0", "moco-v2-m0.9-lr0.03-seed1-ft", "simclr-t0.2-bs256-seed2-ft01", "a" * 41 + "!"]
 BROKEN = ["loop", "self", "locked"]
 
@@ -174,18 +43,11 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(runs):
-    srv = Server(runs, LIMITS)
+    # The server gives up root's pass through permission bits first (as tests/test_fault_folders.py
+    # explains), so a run folder without permission is one for it, as for any user.
+    srv = Server(runs, LIMITS, prelude=WITHOUT_ROOTS_PASS)
     yield srv
     srv.stop()
-
-
-def post_timed(server, body, timeout=60):
-    start = time.monotonic()
-    try:
-        status, raw = server.post(body, timeout=timeout)
-    except OSError as err:  # no answer within the timeout
-        status, raw = repr(err), b""
-    return status, raw, time.monotonic() - start
 
 
 # ---- 1, 2, 3: the filter and group-by ------------------------------------------------
@@ -250,12 +112,6 @@ def test_3_a_huge_filter_gives_a_small_answer_at_once(server):
                   "(was: 221 MB after 49 s, server memory 1.5 GB)")
 
 
-def _responses(raw):
-    """{"component.prop": value} of a callback's answer."""
-    answer = json.loads(raw).get("response", {})
-    return {f"{component}.{prop}": value for component, props in answer.items() for prop, value in props.items()}
-
-
 def test_3_group_by_of_thousands_of_keys_gives_a_bounded_answer(server, runs):
     """Failure 3 (group-by): 2,001 keys (a 32 KB request) gave a 208 MB answer. Asked for through the
     page's address, then through the state each panel is drawn from, as the page posts it and forged."""
@@ -271,7 +127,7 @@ def test_3_group_by_of_thousands_of_keys_gives_a_bounded_answer(server, runs):
             status, raw, seconds = post_timed(server, callback_body(from_url, {"url.search": search}))
             assert status == 200 and len(raw) < RESPONSE_BOUND, (view, status, len(raw))
             answers, largest, slowest = answers + 1, max(largest, len(raw)), max(slowest, seconds)
-            given = _responses(raw)
+            given = responses(raw)
             for dependency in server.dependencies:  # the panels drawn from what the page was given
                 inputs = [f"{i['id']}.{i['property']}" for i in dependency["inputs"]]
                 if dependency is from_url or not all(i in given for i in inputs):
@@ -316,7 +172,7 @@ def test_5_link_loops_and_unreadable_folders_are_error_rows_beside_good_runs(ser
             for broken in BROKEN:
                 assert broken in text, (view, broken)  # said, in the notice or the dropped line
             assert "symbolic link loop" in text and "ermission denied" in text, (view, text[text.find("notice"):][:1500])
-            given = _responses(raw)
+            given = responses(raw)
             for dependency in server.dependencies:  # the view's panels, as sent and forged
                 inputs = [f"{i['id']}.{i['property']}" for i in dependency["inputs"]]
                 if dependency is from_url or not inputs or not all(i in given for i in inputs):
