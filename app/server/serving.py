@@ -20,6 +20,14 @@ polls (``select`` stops at 1,024 descriptors), and a request whose headers are n
 complete ``HEADER_TIMEOUT`` s after its first byte, or whose body is not complete
 ``BODY_TIMEOUT`` s after it, is closed: holding a connection costs a slow client its
 connection, not the others their answers.
+
+Slow requests: the callbacks share one Python lock (the GIL), which a thread holding it
+gives up after ``sys.getswitchinterval()``, 5 ms by default, and a cheap request gives it
+up at each read or write of its socket: beside a slow request, each hand-back cost it up to
+5 ms, so a request of a few milliseconds took several times more than its share of the lock
+(half, beside one). The server switches every ``SWITCH_INTERVAL`` s instead, so a request
+beside k slow ones takes about k + 1 times as long, its share (benchmarks/slow_request_share.py
+measures it; the README gives the numbers).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ MAX_CONNECTIONS = 500   # a browser opens a few per page; waitress's own 100 was
 HEADER_TIMEOUT = 10.0   # seconds from a request's first byte to the end of its headers
 BODY_TIMEOUT = 60.0     # seconds from a request's first byte to the end of its body (at most 16 MiB)
 IDLE_TIMEOUT = 60       # seconds an idle kept-alive connection is kept (waitress: 120)
+SWITCH_INTERVAL = 0.001  # seconds a thread holds the GIL while others wait for it (Python: 0.005)
 
 
 class AccessLog:
@@ -77,6 +86,8 @@ def make_server(dash_app, host: str, port: int, verbose: bool = False, threads: 
     see the module's docstring (the tests shorten the timeouts).
     """
     import waitress
+
+    sys.setswitchinterval(SWITCH_INTERVAL)  # this process is the server (see the module's docstring)
     from waitress.channel import HTTPChannel
     from waitress.server import BaseWSGIServer
     from waitress.task import ErrorTask
