@@ -120,7 +120,10 @@ def write_report(run_dirs, out_path, force: bool = False, group_by=(), band: str
         from app.shell.controls import groups_of
 
         groups = groups_of({"runs": runs, "group": group_by}, data)
-        title, intro = "scoreviz sweep report", f"{len(runs)} run(s) in {len(groups)} group(s) by {', '.join(group_by)}"
+        folded = groups[-1].folded if groups else 0  # the groups past the most drawn, drawn as one
+        title, intro = "scoreviz sweep report", (
+            f"{len(runs)} run(s) in {len(groups) - 1 + folded if folded else len(groups)} group(s) by "
+            f"{', '.join(group_by)}" + (f", the last {folded} drawn as one, '{groups[-1].name}'" if folded else ""))
     else:
         title, intro = "scoreviz report", f"{len(runs)} run(s)"
     write_atomic(out, page_html(title, intro, parts))

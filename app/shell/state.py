@@ -91,14 +91,17 @@ class PageState:
         "colors", "context"}``: the URL, what was dropped from it, every control's value, the options
         and panel states that changed, the notice lines, whether runs are still being read, the
         signatures sent, the runs to draw, their colours, and the Context."""
-        explicit, dropped = url.parse(search, self.controls)
+        # what the page's settings refuse is said before what the URL's codec left out (unknown keys,
+        # fields past the most read): a forged link's hundreds of those do not hide it
+        explicit, left_out = url.parse(search, self.controls)
+        dropped = []
         edits = {} if from_url else self.edits(now, applied)
         for key in ("runs", "filter"):
             if key in edits:
                 self._set(explicit, key, edits.pop(key), None)
-        too_long = runfilter.too_long(str(explicit.get("filter", "")))
-        if too_long:  # ignored whole: not echoed into the URL and the stores either (a 1.5 MB filter)
-            dropped.append(f"filter={url.shown(explicit.pop('filter'))} ({too_long})")
+        if runfilter.too_long(str(explicit.get("filter", ""))):  # ignored whole: not echoed either (1.5 MB)
+            dropped.append(f"filter={url.shown(explicit.pop('filter'))} (a filter is at most "
+                           f"{runfilter.MAX_CHARS:,} characters)")
         selected = self._runs(explicit, dropped)
         wait = selection_module.SELECTION_WAIT_S if self.wait is None else self.wait
         selection = select(self.data, selected, explicit.get("filter"), wait)
@@ -132,7 +135,7 @@ class PageState:
         if selection.pending:
             notice.append("reading " + f"{len(selection.pending)} run(s) in the background, drawn when read: "
                           + ", ".join(selection.pending))
-        return {"search": url.encode(explicit, self.controls), "dropped": dropped, "values": values,
+        return {"search": url.encode(explicit, self.controls), "dropped": dropped + left_out, "values": values,
                 "options": options, "panels": panels, "notice": notice, "pending": bool(selection.pending),
                 "signatures": signatures, "runs": selection.drawn, "colors": colors, "context": context}
 
