@@ -125,3 +125,7 @@ def test_every_export_format_checks_its_output_the_same_way(tmp_path, export):
     assert done.returncode == 1 and "is the folder of the run" in done.stderr, done.stderr
     assert own.read_bytes() == b"the run's own"
     assert export(run, "--format", "parquet", "--out", tmp_path / "fresh").returncode == 0
+    report("hostile input", what="`scoreviz export --format parquet --force` with a table's name a FIFO; "
+           "`--format tensorboard --force` whose target is the run's own folder (its own event file in it)", tried=2,
+           result="refused in one line, the FIFO and the run's event file left as they were (was: the FIFO "
+                  "replaced by a table; the run's own event files deleted as old exports)")

@@ -103,8 +103,8 @@ def test_2_a_repeat_count_beyond_int_is_no_error(server):
 
 def test_3_a_huge_filter_gives_a_small_answer_at_once(server):
     """Failure 3 (the filter): a 1.5 MB filter of '( ' repeated produced a 221 MB answer in 49 s."""
-    texts = {"( repeated, 1.5 MB": "( " * 750_000, "50,000 terms": " ".join(f"k{i}=1" for i in range(50_000))}
-    tried, slowest, largest, probe = send_filters(server, list(texts.values()))
+    texts = ["( " * 750_000, " ".join(f"k{i}=1" for i in range(50_000))]  # 1.5 MB; 50,000 terms
+    tried, slowest, largest, probe = send_filters(server, texts)
     report("hostile request", what="a 1.5 MB filter of '( ' repeated, a filter of 50,000 terms, typed and from a "
            "link", tried=tried,
            result=f"each answered 200 in at most {slowest:.2f} s, at most {largest / 1024:,.0f} KiB (a filter past "
