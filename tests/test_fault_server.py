@@ -234,7 +234,7 @@ def test_4_two_hundred_slow_clients_do_not_stop_the_server(server):
     (waitress's limit of 100 connections); now a probe is answered all along, and the slow
     connections are closed once their headers are late."""
     with Probe(server) as probe:
-        closed, still_open = slowloris(server, 200, seconds=LIMITS["header_timeout"] + 3)
+        closed, still_open = slowloris(server, 200, seconds=LIMITS["header_timeout"] + 2.5)
     assert not probe.failures and probe.slowest < PROBE_BOUND_S, (probe.failures, probe.slowest)
     assert closed == 200, (closed, still_open)  # every one, after the header timeout
     report("hostile request", what="200 slowloris connections (a header byte every 0.5 s)", tried=200,
