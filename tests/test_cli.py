@@ -41,7 +41,8 @@ def test_info_on_bad_input_is_one_line_on_stderr(tmp_path, python, subprocess_en
 
 
 COMMANDS = ("info", "serve", "export", "train", "lincls", "demo", "import-tensorboard")
-HEAVY = ("torch", "numpy", "pandas", "dash", "plotly", "h5py", "tensorboard", "tqdm")
+# (app: the CLI reaches the app only when serve or export runs, never to build its parser)
+HEAVY = ("torch", "numpy", "pandas", "dash", "plotly", "h5py", "tensorboard", "tqdm", "app")
 
 # Which heavy packages answering `scoreviz [COMMAND] --help` imports (it exits through SystemExit).
 HELP_IMPORTS = """

@@ -25,11 +25,12 @@ def filterable(run_ids, infos: dict, text) -> list[str]:
     return [r for r in run_ids if r in infos]
 
 
-def default_runs(data, text) -> list[str]:
+def default_runs(data, text, ids=None) -> list[str]:
     """The runs shown when the URL names none: every run the filter keeps, the most recent
     DEFAULT_RUNS of them when there are more (by their file's mtime: the headers still being
-    read in the background are not waited for, except those of the runs chosen)."""
-    ids = data.run_ids()
+    read in the background are not waited for, except those of the runs chosen). ``ids``: every
+    run id, when the caller has listed them already."""
+    ids = data.run_ids() if ids is None else ids
     infos = data.listed_infos(ids)
     kept, _ = runfilter.matching(filterable(ids, infos, text), infos, text)
     by_time = {r: (infos.get(r) or {}).get("mtime") or data.mtime(r) for r in kept}
@@ -42,7 +43,7 @@ def default_runs(data, text) -> list[str]:
     return sorted(chosen)
 
 
-def why_not_a_run(data, run_id, known: set) -> str | None:
+def why_not_a_run(data, run_id, known) -> str | None:
     """Why ``run_id`` cannot be selected (refused, or no such run), None when it can."""
     try:
         data.resolve(run_id)

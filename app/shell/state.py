@@ -102,7 +102,8 @@ class PageState:
         if runfilter.too_long(str(explicit.get("filter", ""))):  # ignored whole: not echoed either (1.5 MB)
             dropped.append(f"filter={url.shown(explicit.pop('filter'))} (a filter is at most "
                            f"{runfilter.MAX_CHARS:,} characters)")
-        selected = self._runs(explicit, dropped)
+        ids = self.data.run_ids()  # listed once an answer (a walk of the run folders)
+        selected = self._runs(explicit, dropped, ids)
         wait = selection_module.SELECTION_WAIT_S if self.wait is None else self.wait
         selection = select(self.data, selected, explicit.get("filter"), wait)
         context = selection.context
@@ -113,7 +114,7 @@ class PageState:
         signatures = dict(signatures or {})
         options = {}
         for control in self.option_controls:
-            listed = (self._run_options(selection, values["filter"]) if control.key == "runs" else
+            listed = (self._run_options(selection, values["filter"], ids) if control.key == "runs" else
                       self._options(control, values[control.key], context, pending.get(control.key, [])))
             digest = _digest(listed)
             if signatures.get("options:" + control.id) != digest:
@@ -175,11 +176,11 @@ class PageState:
         else:
             explicit[key] = value
 
-    def _runs(self, explicit: dict, dropped: list) -> list:
+    def _runs(self, explicit: dict, dropped: list, ids: list) -> list:
         """The runs selected: the URL's that exist (the others dropped, and said why), else the default."""
         if "runs" not in explicit:
-            return default_runs(self.data, explicit.get("filter"))
-        known = set(self.data.run_ids())
+            return default_runs(self.data, explicit.get("filter"), ids)
+        known = set(ids)
         valid = []
         for run_id in explicit["runs"]:
             why = why_not_a_run(self.data, run_id, known)
@@ -189,7 +190,7 @@ class PageState:
                 dropped.append(f"runs={url.shown(run_id)} ({why})")
         if explicit["runs"] and not valid:  # a link naming no run there: the default runs, and the notice
             del explicit["runs"]
-            return default_runs(self.data, explicit.get("filter"))
+            return default_runs(self.data, explicit.get("filter"), ids)
         explicit["runs"] = valid
         return valid
 
@@ -243,10 +244,9 @@ class PageState:
             labels[item] = f"{item} (waiting for the runs' headers)"
         return [{"label": str(labels.get(v, v)), "value": v} for v in values]
 
-    def _run_options(self, selection, text) -> list:
+    def _run_options(self, selection, text, ids: list) -> list:
         """The run picker's options: every run the filter ``text`` keeps, and the selected ones it
         hides (they stay selected: clearing the filter shows them again)."""
-        ids = self.data.run_ids()
         infos = self.data.listed_infos(ids)
         kept, _ = runfilter.matching(filterable(ids, infos, text), infos, text)
         out = [{"label": r + ("  (error)" if (infos.get(r) or {}).get("error") else ""), "value": r} for r in kept]
