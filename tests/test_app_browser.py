@@ -242,17 +242,20 @@ def test_a_sparse_scalar_is_drawn(driver, tmp_path):
 def test_runs_read_after_the_first_answer_are_drawn_as_soon_as_they_are_read(driver, tmp_path, monkeypatch):
     """The selection's first answer leaves the runs out (still being read); the page asks again,
     once per answer, until they are read, then draws them, long before its own refresh."""
-    from app.runs import RunData
+    from app.runs import RunData, background
     from app.shell import selection
 
     make_run(tmp_path, "slow-a", momentum=0.9, steps=30)
     make_run(tmp_path, "slow-b", momentum=0.99, steps=30, seed=1)
     monkeypatch.setattr(selection, "SELECTION_WAIT_S", 0.0)  # answer at once, whatever is read
+    # reading starts once the page asks (not 5 s after the server started: a busy machine's browser
+    # may take longer to load the page, and the runs would be read before it asked)
+    monkeypatch.setattr(background, "HOLD_S", 120.0)
     read = RunData.scores
 
     def slowly(self, run_id, tag):
         if threading.current_thread().name == "scoreviz-warm":
-            time.sleep(0.8)  # a long run: read after several answers
+            time.sleep(2.0)  # a long run: read after several answers, however busy the machine
         return read(self, run_id, tag)
 
     asked = []
