@@ -142,6 +142,7 @@ class Client:
                    or k.lstrip(".").startswith(output_prefix))
         spec = self.app.callback_map[key]
         inputs = list(inputs) + [None] * (len(spec["inputs"]) - len(inputs))  # inputs not given: not set yet
+        state = list(state) + [None] * (len(spec["state"]) - len(state))
         outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
                    for o in key.strip(".").split("...")]
         body = {
