@@ -13,7 +13,7 @@ from app.plot import palette as plot_palette
 from app.views.distribution import figures as distribution_figures
 from app.views.gradients import figures as gradient_figures
 from app.views.waterfall import figures as waterfall_figures
-from scoreviz import health
+from scoreviz import groups, health
 from app.plot.palette import run_colors
 
 
@@ -171,8 +171,27 @@ def test_every_subplot_has_its_x_tick_labels_and_a_time_axis_is_named_in_the_tit
 
 def test_no_run_or_group_is_drawn_in_black_or_grey():
     assert not {c for c in plot_palette.PALETTE if len({c[1:3], c[3:5], c[5:7]}) == 1}  # no grey, no black
-    colors = plot_palette.group_colors([f"moco_m={m}" for m in range(12)])
+    colors = plot_palette.group_colors(groups.group_runs({f"r{m}": {"moco_m": m} for m in range(12)}, ["moco_m"]))
     assert set(colors.values()) <= set(plot_palette.PALETTE)
+
+
+def test_the_other_groups_have_a_colour_no_group_drawn_has():
+    """Past MAX_GROUPS, the rest are drawn as one group, "N other groups": its colour is its own
+    (every colour of the palette is used about three times by the 19 groups beside it), not grey."""
+    configs = {f"r{m}": {"moco_m": m} for m in range(30)}
+    drawn = groups.group_runs(configs, ["moco_m"], most=groups.MAX_GROUPS)
+    colors = plot_palette.group_colors(drawn)
+    others = drawn[-1]
+    assert others.name == "11 other groups" and colors[others.name] == plot_palette.OTHERS_COLOR
+    assert plot_palette.OTHERS_COLOR not in [colors[g.name] for g in drawn[:-1]] + list(plot_palette.PALETTE)
+    assert len({plot_palette.OTHERS_COLOR[i:i + 2] for i in (1, 3, 5)}) == 3  # not a grey
+    curve = pd.DataFrame({"mean": [1.0, 2.0], "lower": [0.5, 1.5], "upper": [1.5, 2.5], "count": [1, 1]},
+                         index=[0, 1])
+    fig = waterfall_figures.grouped_waterfall_figure([groups.GroupCurve(g, curve, g.runs) for g in drawn],
+                                                     stat="neg_mean", colors=colors)
+    drawn_in = {t.name: t.line.color for t in fig.data if t.type == "scatter3d"}
+    assert drawn_in["11 other groups (n=11)"] == plot_palette.OTHERS_COLOR
+    assert plot_palette.OTHERS_COLOR not in {c for name, c in drawn_in.items() if "other" not in name}
 
 
 def test_a_run_without_the_key_is_not_set_never_key_equals_nothing():

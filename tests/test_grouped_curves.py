@@ -64,8 +64,7 @@ def test_a_minmax_band_spans_the_lowest_and_highest_run():
 
 def test_each_group_has_its_colour_for_line_and_band_in_every_subplot():
     curves = {"neg_mean": grouped(), "pos_mean": grouped()}
-    names = [gc.group.name for gc in curves["neg_mean"]]
-    palette = plot_palette.group_colors(names)
+    palette = plot_palette.group_colors(gc.group for gc in curves["neg_mean"])
     fig = plot_lines.grouped_curves_figure(curves, ["neg_mean", "pos_mean"], colors=palette)
     assert len(fig.data) == 8  # 2 statistics x 2 groups x (band + mean)
     for trace in fig.data:
@@ -80,10 +79,13 @@ def test_each_group_has_its_colour_for_line_and_band_in_every_subplot():
 
 
 def test_group_colours_come_from_the_name_not_the_count_or_order():
-    first = plot_palette.group_colors(["moco_m=0.9", "moco_m=0.99"])
-    assert plot_palette.group_colors(["moco_m=0.99", "moco_m=0.9"]) == first
+    def named(key, *values):
+        return [groups.Group((key,), (v,), ()) for v in values]
+
+    first = plot_palette.group_colors(named("moco_m", 0.9, 0.99))
+    assert plot_palette.group_colors(named("moco_m", 0.99, 0.9)) == first
     # a "/" in a value is part of the name (a run's colour uses only its folder's name)
-    assert set(plot_palette.group_colors(["data=a/x", "data=b/x"]).values()).__len__() == 2
+    assert set(plot_palette.group_colors(named("data", "a/x", "b/x")).values()).__len__() == 2
 
 
 def test_a_time_axis_is_refused_in_the_title_and_missing_runs_are_named():

@@ -37,7 +37,7 @@ def test_the_grouped_waterfall_draws_each_groups_mean_at_its_own_depth_ordered_b
     configs, curves = sweep_curves()
     grouped = groups.group_curves(curves, groups.group_runs(configs, ["moco_m"]), band="std")
     fig = waterfall_figures.grouped_waterfall_figure(grouped, key="moco_m", stat="neg_mean",
-                                                 colors=plot_palette.group_colors(["moco_m=0.5", "moco_m=0.9"]))
+                                                 colors=plot_palette.group_colors(c.group for c in grouped))
     lines = [t for t in fig.data if t.type == "scatter3d"]
     assert [t.name for t in lines] == ["moco_m=0.5 (n=2)", "moco_m=0.9 (n=3)"]
     long = pd.DataFrame([{"run": r, "m": configs[r]["moco_m"], "step": s, "value": v}
@@ -56,7 +56,7 @@ def test_the_grouped_waterfall_draws_each_groups_mean_at_its_own_depth_ordered_b
     np.testing.assert_allclose(z[10:], expected.loc[0.9]["mean"] + std, rtol=1e-5)
     assert len(ribbons[1].i) == 2 * 9  # two triangles between neighbouring steps
     assert list(fig.layout.scene.yaxis.ticktext) == ["moco_m=0.5", "moco_m=0.9"]
-    palette = plot_palette.group_colors(["moco_m=0.5", "moco_m=0.9"])
+    palette = plot_palette.group_colors(c.group for c in grouped)
     assert [t.line.color for t in lines] == [palette["moco_m=0.5"], palette["moco_m=0.9"]]
     assert [t.color for t in ribbons] == [palette["moco_m=0.5"], palette["moco_m=0.9"]]
 

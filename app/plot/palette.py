@@ -20,6 +20,12 @@ from typing import Callable, Iterable
 # in grey). Few colours that never look alike beat many that do: with probing (run_colors), up to
 # 7 runs shown together never share or nearly share a colour.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+# The group that holds the groups past the ones a view draws ("N other groups",
+# scoreviz.groups.group_runs(most=...)): a colour that no run or group ever takes, so those runs
+# never read as one of the groups drawn beside them (with 20 groups every colour of PALETTE is
+# used about three times). Not grey or black (reference lines) and far in hue from every colour
+# of PALETTE: a dark teal, between its blue and its green and darker than both.
+OTHERS_COLOR = "#00897b"
 
 
 def run_key(run_id: str) -> str:
@@ -53,11 +59,15 @@ def run_colors(run_ids: Iterable[str], palette=PALETTE, key: Callable[[str], str
     return out
 
 
-def group_colors(names: Iterable[str], palette=PALETTE) -> dict:
-    """``{group name: colour}`` for the groups shown together (``moco_m=0.99``), chosen as
-    run_colors chooses a run's: from the whole name (it may hold a "/"), not from the run
-    count, so a group keeps its colour while its runs come and go."""
-    return run_colors(names, palette, key=str)
+def group_colors(groups: Iterable) -> dict:
+    """``{group name: colour}`` for the groups shown together (scoreviz.groups.Group), chosen as
+    run_colors chooses a run's: from the whole name (``moco_m=0.99``; it may hold a "/"), not from
+    the run count, so a group keeps its colour while its runs come and go. The group of the groups
+    past the ones drawn ("N other groups", its ``folded`` > 0) is always OTHERS_COLOR."""
+    groups = list(groups)
+    colors = run_colors([g.name for g in groups if not g.folded], PALETTE, key=str)
+    colors.update({g.name: OTHERS_COLOR for g in groups if g.folded})
+    return colors
 
 
 def fallback(index: int) -> str:

@@ -29,7 +29,7 @@ def compare(state: dict, data) -> tuple:
     if state["group"]:
         groups = groups_of(state, data)
         cdfs = figures.groups_at_step(hists, groups, step)
-        colors = group_colors(list(cdfs))
+        colors = group_colors(g for g in groups if g.name in cdfs)
         reference = next((g.name for g in groups if reference in g.runs), None)
         what = f"{len(cdfs)} groups by {', '.join(state['group'])} (their mean histograms)"
     else:

@@ -43,9 +43,9 @@ def draw(state: dict, data):
         band = band_of(state)
         curves = {c: data.safe(lambda c=c: data.grouped_curves(runs, tag, c, by=state["group"], band=band), [])
                   for c in stats}
-        names = list(dict.fromkeys(gc.group.name for column in curves.values() for gc in column))
+        shown = {gc.group.name: gc.group for column in curves.values() for gc in column}.values()
         title = f"Statistics {over('step')} ({tag}), {len(runs)} runs grouped by {', '.join(state['group'])}"
-        return grouped_curves_figure(curves, stats, band=band, title=title, colors=group_colors(names), **style)
+        return grouped_curves_figure(curves, stats, band=band, title=title, colors=group_colors(shown), **style)
     frames = {r: data.curve_frame(r, tag, stats) for r in runs}
     return curves_figure(frames, stats, title=f"Statistics {over(style['x'])} ({tag})", colors=state["colors"],
                          times=data.run_times(runs, style["x"]), **style)

@@ -68,7 +68,7 @@ def section(state: dict, data) -> Section:
     finals = {stat: final_values({r: data.safe(lambda r=r: data.statistic(r, tag, stat)) for r in runs})
               for stat in state["stats"] or []}
     content = group_table(group_list, finals, band=band)
-    colors = group_colors([g.name for g in group_list])
+    colors = group_colors(group_list)
     by = list(group_list[0].by) if group_list else []
     head = [html.Th(stat_label(c) if i > len(by) else c) for i, c in enumerate(content["columns"])]
     rows = []

@@ -72,7 +72,7 @@ def histograms(state: dict, data, last_only: bool = False):
         except ValueError as err:  # ScorevizError: runs of a group binned differently
             return empty_figure(title, str(err))
         return figures.grouped_histograms_figure(means, step, band=band, title=title,
-                                                 colors=group_colors([g.name for g, _, _ in means]))
+                                                 colors=group_colors(g for g, _, _ in means))
     return figures.histograms_at_step_figure(hists, step, title=f"Score histograms at step {step} ({tag})",
                                              colors=state["colors"])
 

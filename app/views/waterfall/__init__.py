@@ -38,7 +38,7 @@ def draw(state: dict, data):
         title = with_notes(f"{stat_label(stat)} {over('step')} ({tag}), {len(runs)} runs grouped by "
                            f"{', '.join(by)}, {order}", notes)
         return figures.grouped_waterfall_figure(curves, key=key, stat=stat, band=band, title=title,
-                                                colors=group_colors([c.group.name for c in curves]))
+                                                colors=group_colors(c.group for c in curves))
     series, order = {}, {}
     for r in runs:
         frame = data.curve_frame(r, tag, [stat])
