@@ -189,6 +189,7 @@ def test_sentence_transformers_callback_wants_an_mnrl_loss(tmp_path):
 
 
 DDP_SCRIPT = '''
+import gc
 import sys
 import torch
 import transformers
@@ -200,10 +201,16 @@ args = transformers.TrainingArguments(
     output_dir={out!r}, max_steps=4, per_device_train_batch_size=8, per_device_eval_batch_size=8,
     eval_strategy="steps", eval_steps=2, save_strategy="no", report_to="none", use_cpu=True, ddp_backend="gloo",
     disable_tqdm=True)
-transformers.Trainer(model=PairModel(), args=args, train_dataset=Points(64), eval_dataset=Points(32),
-                     callbacks=[ScorevizCallback({run!r})]).train()
+trainer = transformers.Trainer(model=PairModel(), args=args, train_dataset=Points(64), eval_dataset=Points(32),
+                               callbacks=[ScorevizCallback({run!r})])
+trainer.train()
 # The Trainer leaves the process group open; a gloo process that exits with it open can abort at exit
-# (SIGABRT from a worker thread, pytorch/pytorch#190489), so the script closes it as PyTorch asks.
+# (SIGABRT from a worker thread, pytorch/pytorch#190489). Closing it was not enough: CI saw rank 1
+# abort once more ("terminate called without an active exception") while its DDP model, which holds
+# the reducer's gloo work, was still alive. So: both ranks done, the model dropped, then the group.
+torch.distributed.barrier()
+del trainer
+gc.collect()
 torch.distributed.destroy_process_group()
 '''
 

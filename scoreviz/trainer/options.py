@@ -109,8 +109,8 @@ def add_arguments(parser):
            f"digits FT from the first step traps the encoder, see docs/trainer.md)")
     a("--steps-per-epoch", type=int, help="stop each epoch after this many steps (quick checks; default: whole epochs)")
     a("--knn-k", type=int,
-      help=f"neighbours of the kNN monitor (default {KNN_K}, MoCo's CIFAR demo, but at most the smallest class's "
-           f"training images: 139 on digits)")
+      help=f"neighbours of the kNN monitor, MoCo's CIFAR demo's {KNN_K} but at most the smallest class's "
+           f"training images: 139 on digits (default: {KNN_K})")
     a("--knn-t", type=float, default=0.1, help="temperature of the kNN monitor's vote")
     a("--knn-features", choices=["backbone", "head"],
       help="what the kNN monitor compares: the backbone's pooled features, or the 128-d output of the projection "
