@@ -5,6 +5,8 @@ way) and TensorBoard's SummaryWriter.add_histogram on the same scores.
     python benchmarks/recorder_overhead.py            # prints markdown tables
     python benchmarks/recorder_overhead.py --device cuda --arch resnet50 --batch 256 --queue 65536 \
         --image-size 224 --settings 1 2               # setting 1 with the trainer's ResNet-50 MoCo step, bf16
+    PYTHONPATH=OLD_CHECKOUT python benchmarks/recorder_overhead.py --alone-only   # table 4's Recorder-alone
+                                                      # lines, for another version of scoreviz/
 
 Setting 1: a MoCo-like CPU training step (small conv encoder on 32x32 images,
 batch 64, queue 4096, momentum encoder), recording every step; with --arch, the
@@ -487,17 +489,46 @@ def signal_costs(batch, dim, repeats):
     }
 
 
+SIGNAL_WINDOW = inspect.signature(scoreviz.Recorder).parameters["spectrum_window"].default  # table 4b's per step
+
+
+def bare_step_seconds(steps=20):
+    """The bare MoCo-like CPU step (setting 1's), the shortest of `steps` after a warm-up: timed in the
+    same run as table 4b, and its least disturbed step, as the signals' costs are their shortest."""
+    torch.manual_seed(0)
+    train = MocoStep()
+    for _ in range(3):
+        train()
+    return fastest(train, steps)
+
+
 def print_signal_table(calls):
-    print("\n4b. The window signals, each: what it adds on the training thread per log_embeddings call "
-          "(two views) and on the writer thread per window, CPU, shortest of repeated timings\n")
     sizes = ((64, 128), (256, 2048))
     costs = {size: signal_costs(*size, calls if size[1] <= 128 else 3) for size in sizes}
-    print("| signal | " + " | ".join(f"{b} x {d}: training thread per call (ms) | {b} x {d}: writer per window (ms)"
-                                      for b, d in sizes) + " |")
-    print("|---|" + "---:|---:|" * len(sizes))
-    for name in costs[sizes[0]]:
-        cells = " | ".join(f"{costs[size][name][0] * 1e3:.3f} | {costs[size][name][1] * 1e3:.3f}" for size in sizes)
-        print(f"| {name} | {cells} |")
+    bare = bare_step_seconds()
+    print(f"\n4b. The window signals, each: what it adds on the training thread per log_embeddings call "
+          f"(two views) and on the writer thread per window, and the two per step at spectrum_window="
+          f"{SIGNAL_WINDOW} (the call's cost plus a {SIGNAL_WINDOW}th of the window's, as if the writer had no core "
+          f"of its own), CPU, shortest of repeated timings; at 64 x 128 also as a share of the bare MoCo-like CPU "
+          f"step of setting 1, timed in this run: {bare * 1e3:.1f} ms (the shortest of 20 steps)\n")
+
+    def per_step(cost):
+        return cost[0] + cost[1] / SIGNAL_WINDOW
+
+    signal_names = [name for name in costs[sizes[0]] if not name.startswith(("spectrum", "("))]
+    together = "the five signals together (what they add to the spectrum)"
+    for size in sizes:
+        costs[size][together] = tuple(sum(costs[size][name][i] for name in signal_names) for i in (0, 1))
+    rows = [name for name in costs[sizes[0]] if name != together]
+    rows.insert(rows.index(signal_names[-1]) + 1, together)
+    print("| signal | " + " | ".join(f"{b} x {d}: training thread per call (ms) | {b} x {d}: writer per window (ms) "
+                                      f"| {b} x {d}: per step (ms)" for b, d in sizes)
+          + " | 64 x 128: share of the MoCo step |")
+    print("|---|" + "---:|---:|---:|" * len(sizes) + "---:|")
+    for name in rows:
+        cells = " | ".join(f"{costs[size][name][0] * 1e3:.3f} | {costs[size][name][1] * 1e3:.3f} "
+                           f"| {per_step(costs[size][name]) * 1e3:.3f}" for size in sizes)
+        print(f"| {name} | {cells} | {100 * per_step(costs[sizes[0]][name]) / bare:.3f}% |")
 
 
 ALONE_ROUNDS = 15  # rounds of the Recorder-alone timing in table 4
@@ -555,18 +586,8 @@ def embedding_file_bytes(workdir, steps, batch=64, dim=128, window=50):
     return folder_bytes(folder) / steps
 
 
-def print_embedding_tables(calls, size_steps, workdir):
-    print("\n4. Embedding statistics: log_embeddings with two views, CPU, spectrum window 50\n")
-    print("| embeddings (batch x dim) | per call, training thread (ms) | per call, writer work included (ms) "
-          "| spectrum and signals per window, writer thread (ms) | the same per step at window 50 (ms) |")
-    print("|---|---:|---:|---:|---:|")
-    for batch, dim in ((64, 128), (256, 2048)):
-        on_thread, total = embeddings_call_cost(batch, dim, calls if dim <= 128 else 50)  # 50: one window
-        host = spectrum_host_cost(dim)
-        print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
-    print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
-          f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
-    print_signal_table(calls)
+def print_recorder_alone():
+    """The Recorder-alone lines of table 4 (ALONE_ROUNDS rounds), with and without log_embeddings."""
     summary, per_flush = recorder_alone_with_and_without_embeddings()
     rounds = ALONE_ROUNDS
 
@@ -583,6 +604,21 @@ def print_embedding_tables(calls, size_steps, workdir):
           f"with other work): the bare step {bare * 1e3:.1f} ms; the Recorder {summary[False]['fastest'] * 1e3:.2f} ms "
           f"= {100 * summary[False]['fastest'] / bare:.1f}% of it, with log_embeddings "
           f"{summary[True]['fastest'] * 1e3:.2f} ms = {100 * summary[True]['fastest'] / bare:.1f}%.")
+
+
+def print_embedding_tables(calls, size_steps, workdir):
+    print("\n4. Embedding statistics: log_embeddings with two views, CPU, spectrum window 50\n")
+    print("| embeddings (batch x dim) | per call, training thread (ms) | per call, writer work included (ms) "
+          "| spectrum and signals per window, writer thread (ms) | the same per step at window 50 (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for batch, dim in ((64, 128), (256, 2048)):
+        on_thread, total = embeddings_call_cost(batch, dim, calls if dim <= 128 else 50)  # 50: one window
+        host = spectrum_host_cost(dim)
+        print(f"| {batch} x {dim} | {on_thread * 1e3:.2f} | {total * 1e3:.2f} | {host * 1e3:.1f} | {host * 1e3 / 50:.2f} |")
+    print(f"\nFile size of log_embeddings alone (64 x 128, two views, window 50, {size_steps:,} steps): "
+          f"{embedding_file_bytes(workdir, size_steps):,.0f} bytes per recorded step.")
+    print_signal_table(calls)
+    print_recorder_alone()
 
 
 # ---------------------------------------------------------------- paired (setting 5)
@@ -652,12 +688,18 @@ def main():
     parser.add_argument("--cycles", type=int, default=600, help="cycles in setting 5")
     parser.add_argument("--cycle-steps", type=int, default=2, help="training steps per block in setting 5")
     parser.add_argument("--embedding-calls", type=int, default=200, help="log_embeddings calls per size in setting 4")
+    parser.add_argument("--alone-only", action="store_true",
+                        help="print only table 4's Recorder-alone lines (they time nothing but the Recorder's public "
+                             "API, so an older scoreviz/ on PYTHONPATH can be compared with this one)")
     parser.add_argument("--flush-every", type=int, metavar="STEPS",
                         help=f"the Recorder-alone timings flush the writer every STEPS steps (default: as often as "
                              f"flush_secs={FLUSH_SECS:g}, the Recorder's default, does at the measured step length)")
     args = parser.parse_args()
     if args.cycles < 2 or args.cycle_steps < 1:
         parser.error(f"--cycles must be at least 2 and --cycle-steps at least 1, got {args.cycles} and {args.cycle_steps}")
+    if args.alone_only and (args.arch or args.device != "cpu"):
+        parser.error("--alone-only times the Recorder beside the small MoCo-like CPU step only; "
+                     "leave out --arch and --device")
     if args.flush_every is not None and args.flush_every < 1:
         parser.error(f"--flush-every must be at least 1, got {args.flush_every}")
     global FLUSH_EVERY
@@ -673,6 +715,10 @@ def main():
                  f"queue {args.queue}, 8 BN groups{precision})")
     else:
         make_step, title = MocoStep, "MoCo-like training step on CPU (conv encoder, batch 64, queue 4096)"
+    if args.alone_only:
+        print(f"scoreviz from {Path(scoreviz.__file__).parent}")
+        print_recorder_alone()
+        return
     with tempfile.TemporaryDirectory() as workdir:
         if 1 in args.settings:
             setting_one(workdir, args, make_step, title, device)

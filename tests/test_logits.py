@@ -45,6 +45,8 @@ def recorded(tmp_path, logits, **layout):
 
 
 def check(row, expected):
+    # rows on both sides of the margin, so that hard_frac and margin can be wrong either way
+    assert 0 < expected["hard_frac"] < 1
     for column in COLUMNS:
         assert row[column] == pytest.approx(expected[column], rel=1e-5, abs=1e-6), column
 
@@ -63,7 +65,7 @@ def test_moco_first_column(tmp_path):
 
 @pytest.mark.parametrize("extra", [0, 5], ids=["(B, B)", "(B, B + hard negatives)"])
 def test_in_batch_diagonal(tmp_path, extra):
-    z1, z2 = views()
+    z1, z2 = views(noise=0.6)  # a third of the rows hard
     hard = F.normalize(torch.randn(extra, 16, generator=torch.Generator().manual_seed(2)), dim=1)
     candidates = torch.cat([z2, hard])
     logits = z1 @ candidates.T / T
@@ -86,9 +88,12 @@ def test_ntxent_leaves_each_rows_self_similarity_out(tmp_path):
 
 def test_a_positives_mask_supcon(tmp_path):
     """SupCon: both views of B samples with 4 labels; positives the same label, the row's own
-    sample ignored; the margin takes each row's weakest positive."""
-    z = torch.cat(views())
+    sample ignored; the margin takes each row's weakest positive. The samples gather around their
+    label's centre, loosely enough that half the rows are hard."""
+    g = torch.Generator().manual_seed(3)
     labels = torch.arange(2 * B) % 4
+    centres = F.normalize(torch.randn(4, 16, generator=g), dim=1)
+    z = F.normalize(centres[labels] + 0.2 * torch.randn(2 * B, 16, generator=g), dim=1)
     mask = labels[:, None] == labels[None, :]
     logits = z @ z.T / T
     s, m = cosines(z, z), mask.numpy()
