@@ -21,7 +21,7 @@ ASSETS = Path(__file__).parent / "assets"
 
 
 def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "127.0.0.1",
-               allow_hosts=(), views=None):
+               allow_hosts=(), views=None, label=None):
     """The ``dash.Dash`` app for every run below ``runs_dir``, re-read every ``refresh`` s.
 
     ``runs_dir`` may be a folder, a glob, or a list of them (app.runs.RunData). The page is built
@@ -32,6 +32,8 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     once listed (step counts) and selected (their data), so figures come from memory.
     ``host`` is the address the server will bind: requests must name it, a
     loopback name or one of ``allow_hosts`` in their Host header (app.server.guard).
+    ``label``: how the page's header names the runs (default: ``runs_dir``), e.g. the URL of a
+    bucket whose runs ``runs_dir`` holds local copies of.
     """
     import inspect
 
@@ -60,7 +62,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     )
     # One layout for every page load: the controls start at their defaults and the state
     # callback (app.shell.state) sets them, and the runs, from the URL.
-    dash_app.layout = page.build(_describe(runs_dir), refresh, views)
+    dash_app.layout = page.build(label or _describe(runs_dir), refresh, views)
     # Background reads wait while a request is answered: the page comes first.
     if data.background is not None:
         dash_app.server.before_request(data.background.request_started)
@@ -88,7 +90,8 @@ def _finished(background) -> None:
 
 
 def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 5.0,
-          debug: bool = False, allow_hosts=(), verbose: bool = False, on_start=None, **limits) -> None:
+          debug: bool = False, allow_hosts=(), verbose: bool = False, on_start=None, label=None,
+          **limits) -> None:
     """Serve the app until interrupted (Ctrl+C returns). Binds 127.0.0.1 unless ``host`` says otherwise.
 
     Prints one line, the URL; request logs only with ``verbose``. Served by
@@ -96,16 +99,18 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
     Raises ScorevizError for ``debug`` on a non-loopback host and for an
     address that cannot be bound; warns on stderr when ``host`` is not loopback.
     ``on_start(url)``, if given, is called once the address is bound, before serving.
+    ``label``: how the page and the console name the runs (create_app).
     ``limits``: max_connections, header_timeout, body_timeout (app.server.serving).
     """
     from app.server import binding
 
     binding.check(host, port, debug)
-    dash_app = create_app(runs_dir, refresh=refresh, host=host, allow_hosts=allow_hosts)
+    dash_app = create_app(runs_dir, refresh=refresh, host=host, allow_hosts=allow_hosts, label=label)
+    label = label or _describe(runs_dir)
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}/"
     if debug:
-        print(f"scoreviz: serving {_describe(runs_dir)} on {url} (Ctrl+C to stop)", flush=True)
+        print(f"scoreviz: serving {label} on {url} (Ctrl+C to stop)", flush=True)
         if on_start:
             on_start(url)
         dash_app.run(host=host, port=port, debug=True)
@@ -113,14 +118,15 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
     from app.server.serving import make_server
 
     server = make_server(dash_app, host, port, verbose=verbose, **limits)
-    print(f"scoreviz: serving {_describe(runs_dir)} on {url} (Ctrl+C to stop)", flush=True)
+    print(f"scoreviz: serving {label} on {url} (Ctrl+C to stop)", flush=True)
     if on_start:
         on_start(url)
     server.run()
 
 
 def _describe(runs_dir) -> str:
-    """The run folders as the page and the console name them."""
-    if isinstance(runs_dir, (str, Path)):
-        return str(runs_dir)
-    return ", ".join(str(r) for r in runs_dir)
+    """The run folders as the page and the console name them (a URL without any credentials in it)."""
+    from scoreviz.store.objects import is_url, shown
+
+    items = [runs_dir] if isinstance(runs_dir, (str, Path)) else list(runs_dir)
+    return ", ".join(shown(r) if is_url(r) else str(r) for r in items)

@@ -122,6 +122,46 @@ def s3_objects(s3, bucket) -> dict:
     return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
+def test_a_runs_last_update_is_when_its_rows_were_published_not_when_they_were_copied(s3, bucket, tmp_path):
+    """The app's "last update" (and its most recent runs first) of a run in a store: the time its
+    newest rows were published, from the manifest (a run uploaded whole: the object's time); closing,
+    compacting and heartbeats publish no rows and leave it."""
+    from app.runs import RunData
+    from scoreviz.store.remote import Mirror
+
+    options = s3.options()
+    rec = Recorder(f"s3://{bucket}/sweep/a", upload_secs=1, storage_options=options)
+    for burst in (range(0, 5), range(5, 10)):  # two parts: closing compacts them, a manifest more
+        for step in burst:
+            rec.log_scalars(step, loss=float(step))
+        rec.flush()
+        rec._store.publish_now()
+    rows_published = json.loads(manifest_of(s3, bucket, "sweep/a"))["published"]
+    time.sleep(0.1)
+    rec.close()
+    closed = json.loads(manifest_of(s3, bucket, "sweep/a"))
+    assert closed["state"] == "closed" and closed["time"] > rows_published + 0.1 and \
+        closed["published"] == rows_published
+    with Recorder(tmp_path / "local") as local:  # a local run uploaded whole (aws s3 cp)
+        local.log_scalars(0, loss=1.0)
+    s3.client().upload_file(str(tmp_path / "local" / "scores.h5"), bucket, "sweep/whole/scores.h5")
+    listed = s3.client().list_objects_v2(Bucket=bucket, Prefix="sweep/whole/")["Contents"]
+    uploaded = listed[0]["LastModified"].timestamp()
+    mirror = Mirror(f"s3://{bucket}/sweep/", every=None, storage_options=options)  # what serve reads
+    data = RunData(mirror.folder, warm=False, index=False)
+    for run_id, published in (("a", rows_published), ("whole", uploaded)):
+        assert abs(data.mtime(run_id) - published) < 1e-3, (run_id, data.mtime(run_id), published)
+        assert data.info(run_id)["last_update"] == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(published))
+    assert abs(open_run(f"s3://{bucket}/sweep/a", storage_options=options).file.stat().st_mtime
+               - rows_published) < 1e-3  # the API's copy too
+
+
+def manifest_of(s3, bucket, run) -> bytes:
+    """The current manifest of the run at ``run`` (boto3, not scoreviz's code)."""
+    found = {k: v for k, v in s3_objects(s3, bucket).items() if k.startswith(f"{run}/scores.manifest/")}
+    return found[max(found)]
+
+
 def test_a_sweep_under_one_prefix_reads_as_one_grouped_by_config(s3, bucket, tmp_path):
     options = s3.options()
     for job, (m, seed) in enumerate([(0.9, 0), (0.9, 1), (0.99, 0)]):  # SLURM array jobs, each its own run
@@ -293,6 +333,41 @@ def test_the_store_stopped_for_30_s_never_stops_or_slows_the_loop(s3, bucket, tm
     assert summary["during"][1] < 3 * summary["before"][1] + 20, summary  # never slowed (a shared CPU: loose)
     scalars = open_run(url, storage_options=s3.options()).scalars()
     assert scalars.index.tolist() == list(range(step))  # every step arrived once the store was back
+
+
+def test_a_store_that_stops_answering_while_old_manifests_are_deleted_is_warned_about(s3, bucket):
+    """A deletion waits for the store as an upload does; its failure was passed over, so a store
+    that stopped during one went unsaid (the next upload, waiting in turn, ended after it was back)."""
+    rec = Recorder(f"s3://{bucket}/runs/a", upload_secs=1, flush_secs=0.05, storage_options=s3.options())
+    store, deletes = rec._store.store, []
+    real_delete = store.delete
+
+    def delete(keys):  # the first deletion: no answer (as a paused server's, without the 20 s wait)
+        deletes.append(list(keys))
+        if len(deletes) == 1:
+            raise store.failure(TimeoutError("no answer in 20 s"), "delete", keys[0])
+        real_delete(keys)
+
+    store.delete = delete
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(5):
+            rec.log_scalars(step, loss=float(step))
+        rec.flush()
+        wait_until(lambda: len(deletes) >= 2 and rec._store._failing_since is None, 20)
+        rec.close()
+    messages = [str(w.message) for w in caught]
+    said = [m for m in messages if "publishing failed" in m or "published again" in m]
+    assert len(said) == 2 and "cannot delete" in said[0] and "published again" in said[1], messages
+    assert open_run(f"s3://{bucket}/runs/a", storage_options=s3.options()).scalars().index.tolist() == list(range(5))
+    assert len([k for k in s3_objects(s3, bucket) if "scores.manifest" in k]) == 1  # the old ones deleted after
+
+
+def wait_until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -28,10 +28,13 @@ def test_serve_on_an_s3_prefix_draws_its_runs_and_shows_new_ones(s3, bucket, tmp
     try:
         line = server.stdout.readline()
         assert "serving" in line, (line, server.stderr.read() if server.poll() is not None else "")
+        # the console and the page name the URL given, not the local copy's folder
+        assert f"serving s3://{bucket}/sweep on " in line and "server-cache" not in line, line
         url = f"http://127.0.0.1:{port}/"
         with browser.chromium() as driver:
             driver.get(url + "?runs=m0.9&runs=m0.99&stats=pos_mean")
             browser.wait_for(driver, browser.page_ready)
+            assert driver.find_element("css selector", ".runs-dir").text == f"runs in s3://{bucket}/sweep"
             browser.wait_for(driver, lambda d: len(browser.traces(d, "curves-graph") or []) == 2,
                              message="the two runs drawn")
             assert sorted(t["name"] for t in browser.traces(driver, "curves-graph")) == ["m0.9", "m0.99"]
@@ -44,6 +47,14 @@ def test_serve_on_an_s3_prefix_draws_its_runs_and_shows_new_ones(s3, bucket, tmp
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_the_page_names_a_url_without_its_credentials(tmp_path):
+    from app import _describe, create_app
+
+    assert _describe(["s3://AKIAKEY:s3cr3t@bucket/sweep/", tmp_path]) == f"s3://bucket/sweep, {tmp_path}"
+    page = str(create_app(tmp_path, warm=False, label=_describe("gs://user:s3cr3t-pw@b/runs")).layout)
+    assert "runs in gs://b/runs" in page and "s3cr3t" not in page and str(tmp_path) not in page
 
 
 class socket_port:

@@ -50,6 +50,9 @@ class Manifest:
     rows: dict  # {stream: rows published}
     parts: list  # [[writer id, first number, last number], ...] in order
     header: dict = field(default_factory=dict)  # config, env, tags, embedding_tags, layers, scalars, last_step
+    # when the newest rows were published (the writer's clock): ``time`` moves on with every version,
+    # heartbeats and compaction included; this only with new rows. 0 in a manifest written before it.
+    published: float = 0.0
     version: int = 0  # from the object's name, not stored in it
 
     def to_bytes(self) -> bytes:
@@ -60,6 +63,11 @@ class Manifest:
     def part_keys(self) -> list:
         """The keys of the parts, in order."""
         return [part_key(number, writer) for writer, first, last in self.parts for number in range(first, last + 1)]
+
+    def published_at(self) -> float:
+        """When the run's newest rows were published (Unix seconds, the writer's clock): what a
+        reader shows as the run's last update."""
+        return self.published or self.time
 
     def next_number(self) -> int:
         return max((last for _, _, last in self.parts), default=0) + 1
@@ -104,7 +112,8 @@ def parse(data: bytes, version: int, where: str) -> Manifest:
         manifest = Manifest(run=_text(body["run"]), writer=_dict(body["writer"]), state=body["state"],
                             time=_number(body["time"]), interval=_number(body["interval"]),
                             bins=_count(body["bins"]), rows=_rows(body["rows"]), parts=_parts(body["parts"]),
-                            header=_dict(body.get("header", {})), version=version)
+                            header=_dict(body.get("header", {})), published=_number(body.get("published", 0)),
+                            version=version)
         if manifest.state not in ("writing", "closed") or not 0 < manifest.bins <= 1 << 20:
             raise ValueError("state or bins")
         _text(manifest.writer.get("id"))

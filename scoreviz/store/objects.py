@@ -157,8 +157,9 @@ class ObjectStore:
     # ---------------------------------------------------------------- calls
 
     def list(self, key: str = "") -> dict:
-        """{key below ``key``: (size, etag or version)} of every object below ``key``, read from
-        the store now (one request per 1,000 objects). A prefix that holds nothing is empty."""
+        """{key below ``key``: (size, etag or version, when it was written or None)} of every object
+        below ``key``, read from the store now (one request per 1,000 objects). A prefix that holds
+        nothing is empty."""
         path = self._path(key)
         try:
             found = self._call(self.fs.find, path, detail=True, seconds=4 * CALL_SECONDS)
@@ -174,7 +175,7 @@ class ObjectStore:
             name = name.rstrip("/")
             if info.get("type") == "directory" or not name.startswith(self.root + "/") and name != self.root:
                 continue
-            out[name[start:]] = (int(info.get("size") or 0), _version(info))
+            out[name[start:]] = (int(info.get("size") or 0), _version(info), _modified(info))
         return out
 
     def read(self, key: str) -> bytes:
@@ -242,6 +243,7 @@ class ObjectStore:
         where = self.key_url(key) if key else shown(self.url)
         reason = _first_line(err)
         code = _code(err)
+        unreachable = False
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                     "AccessDenied", "403") or isinstance(err, PermissionError):
             reason = f"the store refused the credentials ({code or 'permission denied'}): check the store's " \
@@ -251,7 +253,10 @@ class ObjectStore:
         elif isinstance(err, (ConnectionError, TimeoutError)) or code in ("EndpointConnectionError",
                                                                           "ConnectTimeoutError", "ReadTimeoutError"):
             reason = f"the store cannot be reached ({reason})"
-        return ScorevizError(f"{where}: cannot {what} ({reason})")
+            unreachable = True
+        error = ScorevizError(f"{where}: cannot {what} ({reason})")
+        error.unreachable = unreachable  # the network or the store, not the request: worth trying again
+        return error
 
 
 def _version(info: dict):
@@ -259,6 +264,25 @@ def _version(info: dict):
     for key in ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "updated"):
         if info.get(key) is not None:
             return str(info[key]).strip('"')
+    return None
+
+
+def _modified(info: dict):
+    """When the object was written (Unix seconds; the store's clock), or None: S3's LastModified,
+    GCS's updated, a filesystem's mtime."""
+    import datetime
+
+    for key in ("LastModified", "updated", "mtime", "last_modified"):
+        value = info.get(key)
+        try:
+            if isinstance(value, datetime.datetime):
+                return value.timestamp()
+            if isinstance(value, str) and value:
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        except (ValueError, OverflowError, OSError):
+            continue
     return None
 
 

@@ -118,6 +118,7 @@ class RemoteWriter:
             rows=dict(previous.rows) if previous else {s: 0 for s in STREAMS},
             parts=[list(p) for p in previous.parts] if previous else [],
             header=dict(previous.header) if previous else {"config": config, "env": env},
+            published=previous.published_at() if previous else time.time(),
             version=(previous.version if previous else 0) + 1)
         if not self.store.create(manifest_key(self.manifest.version), self.manifest.to_bytes()):
             raise ScorevizError(f"{self.url}: another writer claimed the run at the same moment; scoreviz allows one "
@@ -140,6 +141,7 @@ class RemoteWriter:
         self._pending = None  # (key, bytes, rows) of a part uploaded or being uploaded, not yet in a manifest
         self._last_manifest = time.monotonic()
         self._failing_since = None
+        self._cleanup_error = None  # the last deletion of old manifests failed (see _loop)
         self._lost = None
         self._publish_lock = threading.Lock()
 
@@ -246,7 +248,11 @@ class RemoteWriter:
             if self._stop.is_set():
                 return
             try:
+                if self._cleanup_error is not None:  # the store failed right after the last publish: back?
+                    self._delete_obsolete()
                 self._publish()
+                if self._cleanup_error is not None:  # published, then the store stopped answering
+                    raise self._cleanup_error
             except Lost as err:
                 self._lost = err
                 warnings.warn(f"scoreviz: {err}", RuntimeWarning, stacklevel=2)
@@ -307,10 +313,14 @@ class RemoteWriter:
             parts.append([writer, number, number])
 
     def _write_manifest(self, state: str, parts=None, header=None):
-        manifest = Manifest(run=self.manifest.run, writer=self.writer, state=state, time=time.time(),
+        now = time.time()
+        new_rows = self.published != self.manifest.rows  # a heartbeat, closing or compacting adds none
+        manifest = Manifest(run=self.manifest.run, writer=self.writer, state=state, time=now,
                             interval=self.interval, bins=self.manifest.bins, rows=dict(self.published),
                             parts=parts if parts is not None else [list(p) for p in self.manifest.parts],
-                            header=header or self.manifest.header, version=self.manifest.version + 1)
+                            header=header or self.manifest.header,
+                            published=now if new_rows else self.manifest.published_at(),
+                            version=self.manifest.version + 1)
         data = manifest.to_bytes()
         if not self.store.create(manifest_key(manifest.version), data):
             raise Lost(f"{self.url}: taken over by another writer (manifest version {manifest.version} exists); "
@@ -321,10 +331,25 @@ class RemoteWriter:
         self.manifest = manifest
         self._last_manifest = time.monotonic()
         try:  # the versions before: a reader that listed them finds the newer one (remote.RemoteRun.manifest)
-            self.store.delete(self._obsolete)
-            self._obsolete = []
+            self._delete_obsolete()
         except ScorevizError:
-            pass  # deleted after the next publish
+            pass  # deleted after the next publish; the loop says the store failed (_cleanup_error)
+
+    def _delete_obsolete(self):
+        """Delete the manifests before the current one. A failure is kept in _cleanup_error: the
+        loop counts it as a failed publish and tries again, so a store that stops answering during
+        a deletion (which waits up to CALL_SECONDS) is warned about as during an upload (it was
+        passed over: the next upload, waiting in turn, could end after the store was back, and a
+        30 s outage went unsaid)."""
+        try:
+            self.store.delete(self._obsolete)
+        except ScorevizError as err:
+            # only the store not answering: credentials that may write but not delete cost old manifests
+            # (a few KB each), never a warning
+            self._cleanup_error = err if getattr(err, "unreachable", False) else None
+            raise
+        self._obsolete = []
+        self._cleanup_error = None
 
     def _compact(self):
         """A run of several parts becomes one: all its rows in one new part, a manifest naming only

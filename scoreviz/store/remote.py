@@ -12,6 +12,11 @@ is fetched whole, again only when it changed.
 The copy's state (the run's id, the last part applied, the manifest version) sits
 beside it in ``copy.json``; the copy itself says how many rows it holds, so a reader
 killed in the middle of an update only fetches a part again.
+
+The copy's modification time is when its rows were published (the manifest's
+``published``; for a run uploaded whole, the object's time), not when they were
+copied: whatever asks a run file when it last changed (the app's "last update", its
+most recent runs first) gets the same answer for a run in a store as for a local one.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class RemoteRun:
     # ---------------------------------------------------------------- what is published
 
     def latest(self, listing: dict = None):
-        """("manifest", Manifest) for a recorded run, ("whole", (size, version)) for a run uploaded
+        """("manifest", Manifest) for a recorded run, ("whole", (size, version, time)) for a run uploaded
         as a plain scores.h5, or ScorevizError when the URL holds no run. ``listing``: the run's
         keys (relative to it) from a listing already made; else the run is listed now."""
         if listing is None:
@@ -88,6 +93,7 @@ class RemoteRun:
             if kind == "whole":
                 if state.get("whole") != list(what) or not self.file.exists():
                     self._fetch_whole(what)
+                    _dated(self.file, what[2] if len(what) > 2 else None)
                 return self.file
             if state.get("run") not in (None, what.run) or state.get("whole"):
                 self._drop_copy()  # another run at the same URL since: start again
@@ -99,6 +105,7 @@ class RemoteRun:
             except _Gap:  # the copy and the store disagree (a run recorded again): fetch it all
                 self._drop_copy()
                 self._apply(what, {}, lock)
+            _dated(self.file, what.published_at())
             return self.file
         finally:
             lock.release()
@@ -160,6 +167,13 @@ class RemoteRun:
             raise ScorevizError(f"{self.store.key_url(self._key(key))}: holds rows {rows}, its manifest says "
                                 f"{manifest.rows}")
         install(tmp, self.file)
+
+
+def _dated(file: Path, published) -> None:
+    """Give the copy the time its rows were published (see the module's docstring). Rows that are
+    new always come with a new time, so the (size, time) of the file still changes with them."""
+    if published:
+        os.utime(file, (published, published))
 
 
 class _Kept:
@@ -247,7 +261,7 @@ class RemoteRoot:
     def __init__(self, url: str, storage_options=None):
         self.store = ObjectStore(url, storage_options)
         self.url = shown(url)
-        self._listing: dict = {}  # run id -> its keys (relative) with (size, version)
+        self._listing: dict = {}  # run id -> its keys (relative) with (size, version, time)
         self._manifests: dict = {}  # run id -> the newest Manifest fetched
 
     def refresh(self) -> list:
@@ -256,7 +270,7 @@ class RemoteRoot:
         return sorted(self._listing)
 
     def stamp(self, run_id: str):
-        """What changes when the run is published again: its manifest's version, or (size, version)
+        """What changes when the run is published again: its manifest's version, or (size, version, time)
         of a whole scores.h5; None for a run not in the last listing."""
         keys = self._listing.get(run_id)
         if keys is None:
@@ -393,14 +407,14 @@ def local_roots(roots, every: float = 5.0, storage_options=None) -> list:
 
 
 def find_remote(url: str, storage_options=None) -> dict:
-    """{run URL: its keys (relative to it) with (size, version)} of every run below ``url``
+    """{run URL: its keys (relative to it) with (size, version, time)} of every run below ``url``
     (itself included), from one listing."""
     store = ObjectStore(url, storage_options)
     return {shown(join(store.url, folder)): keys for folder, keys in runs_in(store.list("")).items()}
 
 
 def runs_in(listing: dict) -> dict:
-    """{run folder: {key relative to it: (size, version)}} from a listing of a prefix: a folder is
+    """{run folder: {key relative to it: (size, version, time)}} from a listing of a prefix: a folder is
     a run when it holds a manifest (scores.manifest/) or a whole scores.h5; parts go with their run."""
     runs: dict = {}
     for key, value in listing.items():
