@@ -1,10 +1,12 @@
-"""Run the fault suite (tests/test_fault_*.py, tests/test_server_faults.py) and print what it measured as a table.
+"""Run the fault suite (tests/test_fault_*.py, tests/test_server_faults.py, tests/test_remote.py) and print what
+it measured as a table.
 
-    python benchmarks/fault_report.py [--scale 2.5]
+    python benchmarks/fault_report.py [--scale 2.5] [TEST_FILE ...]
 
 --scale multiplies the randomised faults (kills, simultaneous starts); the disk-full
-cases need root (they mount a tmpfs). The README's "What scoreviz guarantees"
-table is this script's output.
+cases need root (they mount a tmpfs). TEST_FILE: only these files of the suite
+(e.g. tests/test_remote.py: a run in an object store, killed and its store stopped
+for 30 s). The README's "What scoreviz guarantees" table is this script's output.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=2.5, help="times the randomised faults are tried (default 2.5)")
+    parser.add_argument("tests", nargs="*", metavar="TEST_FILE", help="only these files of the suite (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.jsonl"
         env = dict(os.environ, SCOREVIZ_FAULT_REPORT=str(report), SCOREVIZ_FAULT_SCALE=str(args.scale))
         tests = sorted(str(p) for p in (ROOT / "tests").glob("test_fault_*.py"))
-        tests.append(str(ROOT / "tests" / "test_server_faults.py"))
+        tests += [str(ROOT / "tests" / "test_server_faults.py"), str(ROOT / "tests" / "test_remote.py")]
+        tests = [str(Path(t).resolve()) for t in args.tests] or tests
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                               cwd=ROOT, env=env)
         rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
@@ -64,6 +68,20 @@ def table(rows):
         elif case == "bad values at the call":
             lines.append(f"| bad values passed to the log calls | {row['cases']} kinds | all refused at the call; "
                          f"{row['rows_misaligned']} rows misaligned |")
+        elif case == "remote: killed with SIGKILL, resumed":
+            lines.append(f"| a Recorder on s3:// (moto's S3 server, upload_secs 1) killed with SIGKILL while writing; "
+                         f"a new Recorder on the URL | 1 kill | step {row['published_at_kill']} was in the store at the "
+                         f"kill (every step flushed 2.5 s before it, up to {row['flushed_before']}, was); the new "
+                         f"Recorder published the rest from the local file: {row['steps']} steps, none lost or "
+                         "shifted |")
+        elif case == "remote: the store stopped for 30 s":
+            ms = {p: (row[f"{p}_median_ms"], row[f"{p}_max_ms"]) for p in ("before", "during", "after")}
+            lines.append(f"| the S3 server stopped (SIGSTOP: connections hang) for 30 s while recording "
+                         f"(upload_secs 1) | 1 outage, {row['during_steps']} steps in it | the loop never raised or "
+                         f"waited: a step's median {ms['before'][0]:.0f} ms before, {ms['during'][0]:.0f} ms during, "
+                         f"{ms['after'][0]:.0f} ms after (slowest {ms['before'][1]:.0f}, {ms['during'][1]:.0f}, "
+                         f"{ms['after'][1]:.0f}); one warning, and one when published again; all {row['steps']} "
+                         "steps in the store after |")
         elif case in ("hostile request", "hostile input"):
             lines.append(f"| {row['what']} | {row['tried']} | {row['result']} |")
     return "\n".join(lines)

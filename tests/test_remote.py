@@ -87,12 +87,12 @@ def test_a_run_recorded_to_s3_equals_the_same_calls_recorded_locally(s3, bucket,
     local = Recorder(tmp_path / "local", config=config, spectrum_window=5, flush_secs=0.05)
     remote = Recorder(url, config=config, spectrum_window=5, flush_secs=0.05, upload_secs=1,
                       storage_options=options)
-    for steps in (range(0, 20), range(20, 40)):  # two bursts, a publish between them: several parts
+    for steps in (range(0, 20), range(20, 40)):  # two bursts, each published: several parts
         record(local, steps, model)
         record(remote, steps, model)
         local.flush()
         remote.flush()
-        time.sleep(1.5)
+        remote._store.publish_now()  # as the publishing thread does every upload_secs, without waiting for it
     live = open_run(url, storage_options=options)  # read while it is recorded: from its parts
     assert live.steps().tolist() == list(range(40)) and live.tags == ["train", "ft"]
     assert_same_run(live, open_run(tmp_path / "local"))
@@ -313,19 +313,16 @@ def test_the_store_stopped_for_30_s_never_stops_or_slows_the_loop(s3, bucket, tm
                 step += 1
                 time.sleep(0.01)
 
-        steps(3, "before")
+        steps(1.5, "before")
         s3.pause()  # the server stops answering: connections hang, as in a network partition
         try:
             steps(30, "during")
         finally:
             s3.resume()
-        steps(3, "after")
+        steps(1.5, "after")
         rec.close()
     summary = {phase: (len(t), 1000 * float(np.median(t)), 1000 * float(np.max(t))) for phase, t in times.items()}
     print("step times (steps, median ms, max ms):", summary)
-    report("remote: the store stopped for 30 s", **{f"{p}_steps": n for p, (n, _, _) in summary.items()},
-           **{f"{p}_median_ms": round(m, 2) for p, (_, m, _) in summary.items()},
-           **{f"{p}_max_ms": round(x, 1) for p, (_, _, x) in summary.items()})
     messages = [str(w.message) for w in caught]
     assert sum("publishing failed" in m for m in messages) == 1, messages  # warned once
     assert any("published again" in m for m in messages), messages
@@ -333,12 +330,17 @@ def test_the_store_stopped_for_30_s_never_stops_or_slows_the_loop(s3, bucket, tm
     assert summary["during"][1] < 3 * summary["before"][1] + 20, summary  # never slowed (a shared CPU: loose)
     scalars = open_run(url, storage_options=s3.options()).scalars()
     assert scalars.index.tolist() == list(range(step))  # every step arrived once the store was back
+    # benchmarks/fault_report.py's row (README, "What scoreviz guarantees"), once every claim of it held
+    report("remote: the store stopped for 30 s", steps=step, **{f"{p}_steps": n for p, (n, _, _) in summary.items()},
+           **{f"{p}_median_ms": round(m, 2) for p, (_, m, _) in summary.items()},
+           **{f"{p}_max_ms": round(x, 1) for p, (_, _, x) in summary.items()})
 
 
 def test_a_store_that_stops_answering_while_old_manifests_are_deleted_is_warned_about(s3, bucket):
     """A deletion waits for the store as an upload does; its failure was passed over, so a store
     that stopped during one went unsaid (the next upload, waiting in turn, ended after it was back)."""
     rec = Recorder(f"s3://{bucket}/runs/a", upload_secs=1, flush_secs=0.05, storage_options=s3.options())
+    rec._store.interval = 0.2  # below the bound (1 s): the publishing thread's rounds sooner, the test shorter
     store, deletes = rec._store.store, []
     real_delete = store.delete
 

@@ -16,22 +16,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 def test_serve_on_an_s3_prefix_draws_its_runs_and_shows_new_ones(s3, bucket, tmp_path, subprocess_env):
     browser = pytest.importorskip("test_app_browser")  # skips without Chromium, as the other browser tests
-    for name, m in (("m0.9", 0.9), ("m0.99", 0.99)):
-        with Recorder(f"s3://{bucket}/sweep/{name}", config={"moco_m": m}, storage_options=s3.options()) as rec:
-            for step in range(30):
-                rec.log_scores(step, torch.full((8,), m * (step + 1) / 30), torch.zeros(8, 16))
     env = {**subprocess_env, **s3.env(), "SCOREVIZ_CACHE_DIR": str(tmp_path / "server-cache")}
-    with socket_port() as port:
+    with socket_port() as port:  # the server starts first: its imports take longest, and the runs are
         server = subprocess.Popen([sys.executable, "-m", "scoreviz.cli", "serve", f"s3://{bucket}/sweep/",
                                    "--port", str(port), "--refresh", "1"], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True)  # listed at its refreshes anyway
     try:
-        line = server.stdout.readline()
-        assert "serving" in line, (line, server.stderr.read() if server.poll() is not None else "")
-        # the console and the page name the URL given, not the local copy's folder
-        assert f"serving s3://{bucket}/sweep on " in line and "server-cache" not in line, line
-        url = f"http://127.0.0.1:{port}/"
-        with browser.chromium() as driver:
+        for name, m in (("m0.9", 0.9), ("m0.99", 0.99)):
+            with Recorder(f"s3://{bucket}/sweep/{name}", config={"moco_m": m}, storage_options=s3.options()) as rec:
+                for step in range(30):
+                    rec.log_scores(step, torch.full((8,), m * (step + 1) / 30), torch.zeros(8, 16))
+        with browser.chromium() as driver:  # Chromium starts while the server is still starting
+            line = server.stdout.readline()
+            assert "serving" in line, (line, server.stderr.read() if server.poll() is not None else "")
+            # the console and the page name the URL given, not the local copy's folder
+            assert f"serving s3://{bucket}/sweep on " in line and "server-cache" not in line, line
+            url = f"http://127.0.0.1:{port}/"
             driver.get(url + "?runs=m0.9&runs=m0.99&stats=pos_mean")
             browser.wait_for(driver, browser.page_ready)
             assert driver.find_element("css selector", ".runs-dir").text == f"runs in s3://{bucket}/sweep"
