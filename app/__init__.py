@@ -62,7 +62,7 @@ def create_app(runs_dir, refresh: float = 5.0, warm: bool = True, host: str = "1
     )
     # One layout for every page load: the controls start at their defaults and the state
     # callback (app.shell.state) sets them, and the runs, from the URL.
-    dash_app.layout = page.build(label or _describe(runs_dir), refresh, views)
+    dash_app.layout = page.build(label or describe_runs(runs_dir), refresh, views)
     # Background reads wait while a request is answered: the page comes first.
     if data.background is not None:
         dash_app.server.before_request(data.background.request_started)
@@ -106,7 +106,7 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
 
     binding.check(host, port, debug)
     dash_app = create_app(runs_dir, refresh=refresh, host=host, allow_hosts=allow_hosts, label=label)
-    label = label or _describe(runs_dir)
+    label = label or describe_runs(runs_dir)
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}/"
     if debug:
@@ -124,7 +124,7 @@ def serve(runs_dir, host: str = "127.0.0.1", port: int = 8050, refresh: float = 
     server.run()
 
 
-def _describe(runs_dir) -> str:
+def describe_runs(runs_dir) -> str:
     """The run folders as the page and the console name them (a URL without any credentials in it)."""
     from scoreviz.store.objects import is_url, shown
 

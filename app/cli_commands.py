@@ -19,14 +19,14 @@ def serve_main(args: argparse.Namespace) -> int:
     # Dash loads IPython when it is installed (for its notebook mode), a third of a second of
     # the server's start; this process is a server, never a notebook, so it goes without.
     sys.modules.setdefault("IPython", None)
-    from app import _describe, serve
+    from app import describe_runs, serve
     from scoreviz.store.remote import local_roots
 
     # a URL (s3://bucket/sweep/) is served from its local copy, which a thread keeps up to date
     # at the page's refresh interval: one listing, the manifests and parts that changed; the page
     # and the console name the URL the user gave (without credentials), not the copy's folder
     serve(local_roots(args.runs_dir, args.refresh), host=args.host, port=args.port, refresh=args.refresh,
-          debug=args.debug, allow_hosts=args.allow_host, verbose=args.verbose, label=_describe(args.runs_dir))
+          debug=args.debug, allow_hosts=args.allow_host, verbose=args.verbose, label=describe_runs(args.runs_dir))
     return 0
 
 

@@ -50,10 +50,10 @@ def test_serve_on_an_s3_prefix_draws_its_runs_and_shows_new_ones(s3, bucket, tmp
 
 
 def test_the_page_names_a_url_without_its_credentials(tmp_path):
-    from app import _describe, create_app
+    from app import create_app, describe_runs
 
-    assert _describe(["s3://AKIAKEY:s3cr3t@bucket/sweep/", tmp_path]) == f"s3://bucket/sweep, {tmp_path}"
-    page = str(create_app(tmp_path, warm=False, label=_describe("gs://user:s3cr3t-pw@b/runs")).layout)
+    assert describe_runs(["s3://AKIAKEY:s3cr3t@bucket/sweep/", tmp_path]) == f"s3://bucket/sweep, {tmp_path}"
+    page = str(create_app(tmp_path, warm=False, label=describe_runs("gs://user:s3cr3t-pw@b/runs")).layout)
     assert "runs in gs://b/runs" in page and "s3cr3t" not in page and str(tmp_path) not in page
 
 
