@@ -11,7 +11,7 @@ so `scoreviz --help`, does not import torch, numpy or h5py.
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from scoreviz.errors import ScorevizError  # noqa: E402  (light: no imports)
 

@@ -132,10 +132,10 @@ def test_square_logits_without_positives_are_refused_naming_the_argument_and_the
 
 
 def test_the_readmes_in_batch_line_records_the_true_diagonal_mean(tmp_path):
-    """The in-batch line of the README's first snippet, run on CLIP-like (B, B) logits."""
+    """The in-batch line of the README's loop snippets, run on CLIP-like (B, B) logits."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    [line] = [text for text in snippet.splitlines() if 'positives="diagonal"' in text]
+    snippets = "".join(re.findall(r"```python\n(.*?)```", readme, re.S))
+    [line] = [text for text in snippets.splitlines() if 'positives="diagonal"' in text]
     code = line.split("#")[1] if line.lstrip().startswith("#") else line.split("#")[0]
     z1, z2 = views(n=64, dim=32, noise=0.03)
     logits, temperature = z1 @ z2.T / T, T

@@ -95,7 +95,8 @@ class ScorevizCallback(transformers.TrainerCallback):
             from their defaults, and the model's class.
         scores: a function from the model's outputs to (pos, neg) cosine scores;
             by default `scores_from_outputs`.
-        tag, eval_tag: score tags for training and evaluation.
+        tag: the score tag of training.
+        eval_tag: the score tag of evaluations.
         max_eval_batches: batches of one evaluation recorded (they are held
             until the evaluation ends).
         every: record training scores and gradients at every N-th step only;
