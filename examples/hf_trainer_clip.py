@@ -65,6 +65,18 @@ def collate(examples):
     return batch
 
 
+def tiny_clip(tokenizer, hidden_size=32, layers=2, patch_size=2, projection_dim=16):
+    """A CLIP with random weights, built from a config for 8x8 one-channel images and `tokenizer`'s words."""
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=layers, num_attention_heads=2, max_position_embeddings=8,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(image_size=8, patch_size=patch_size, num_channels=1, hidden_size=hidden_size,
+                           intermediate_size=2 * hidden_size, num_hidden_layers=layers, num_attention_heads=2),
+        projection_dim=projection_dim)
+    return CLIPModel(config)
+
+
 def main():
     parser = argparse.ArgumentParser(description="A tiny CLIP on digits, trained by the HF Trainer and recorded.")
     parser.add_argument("run_dir", nargs="?", default="runs/clip-digits")
@@ -78,14 +90,7 @@ def main():
     order = np.random.default_rng(0).permutation(len(digits.target))
     train, val = order[:1500], order[1500:]
     tokenizer = word_tokenizer([t.format(n) for t in TEMPLATES for n in NUMBERS], length=8)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id),
-        vision_config=dict(image_size=8, patch_size=2, num_channels=1, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=2),
-        projection_dim=16)
-    model = CLIPModel(config)
+    model = tiny_clip(tokenizer)
 
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; it saves nothing here
         training = TrainingArguments(

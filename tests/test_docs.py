@@ -153,18 +153,11 @@ def hf_clip(ns, tmp):
     finally:
         sys.path.remove(str(ROOT / "examples"))
     from sklearn.datasets import load_digits
-    from transformers import CLIPConfig, CLIPModel, TrainingArguments
+    from transformers import TrainingArguments
 
     tokenizer = example.word_tokenizer([t.format(n) for t in example.TEMPLATES for n in example.NUMBERS], length=8)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id),
-        vision_config=dict(image_size=8, patch_size=4, num_channels=1, hidden_size=16, intermediate_size=32,
-                           num_hidden_layers=1, num_attention_heads=2),
-        projection_dim=8)
     digits = load_digits()
-    ns.update(model=CLIPModel(config),
+    ns.update(model=example.tiny_clip(tokenizer, hidden_size=16, layers=1, patch_size=4, projection_dim=8),
               args=TrainingArguments(output_dir=str(tmp / "hf"), max_steps=3, per_device_train_batch_size=16,
                                      save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
                                      remove_unused_columns=False),
