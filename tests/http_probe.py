@@ -104,11 +104,12 @@ def callback_body(dependency, values: dict) -> bytes:
 
 
 class Probe:
-    """Asks the server for its page every 0.1 s on a new connection; the slowest answer."""
+    """Asks the server for its page every 0.1 s on a new connection; the slowest answer, and when
+    each answer came (time.monotonic())."""
 
     def __init__(self, server, path="/"):
         self.server, self.path = server, path
-        self.latencies, self.failures = [], []
+        self.latencies, self.answered_at, self.failures = [], [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -119,6 +120,8 @@ class Probe:
                 status, _ = self.server.get(self.path, timeout=30)
                 if status != 200:
                     self.failures.append(status)
+                else:
+                    self.answered_at.append(time.monotonic())
             except OSError as err:
                 self.failures.append(repr(err))
             self.latencies.append(time.monotonic() - start)

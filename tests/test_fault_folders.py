@@ -105,14 +105,14 @@ def test_folders_without_permission_are_scoreviz_errors(tmp_path):
     finally:
         for folder in (probe, runs / "no-execute", runs / "no-access"):
             folder.chmod(0o755)
-    # every broken run is listed beside the good one, so a run list can show why it is broken
-    assert sorted(result["runs"]) == sorted(str(p) for p in [runs / "good", *broken])
     assert result["open"][str(runs / "good")] == "ok" and result["info"][str(runs / "good")][0] == 0
     for run in broken:
         opened, (code, err) = result["open"][str(run)], result["info"][str(run)]
         assert opened.startswith("ScorevizError: ") and str(run) in opened, opened
         assert "Permission denied" in opened or "permission denied" in opened, opened
         assert code == 1 and err.count("\n") == 1 and err.startswith("scoreviz: error: "), (code, err)
+    # every broken run is listed beside the good one, so a run list can show why it is broken
+    assert sorted(result["runs"]) == sorted(str(p) for p in [runs / "good", *broken])
     report("hostile input", what="run folders without execute or any permission, and a scores.h5 nobody "
            "may read (checked without root's pass through permission bits)", tried=len(broken),
            result="each listed by find_runs beside the good run; opening it, and `scoreviz info`, a one-line "
@@ -131,8 +131,6 @@ def test_symbolic_link_loops_are_scoreviz_errors(tmp_path, capsys):
     (runs / "pair").mkdir()
     (runs / "pair" / "scores.h5").symlink_to("other.h5")
     (runs / "pair" / "other.h5").symlink_to("scores.h5")
-    # a linked folder is not entered (as for any linked folder); a looping scores.h5 is a broken run
-    assert find_runs(runs) == [runs / "good", runs / "pair", runs / "self"]
     for run in ("loop", "self", "pair"):
         with pytest.raises(ScorevizError, match="symbolic link loop") as err:
             open_run(runs / run)
@@ -140,6 +138,8 @@ def test_symbolic_link_loops_are_scoreviz_errors(tmp_path, capsys):
         assert main(["info", str(runs / run)]) == 1
         out = capsys.readouterr().err
         assert out.count("\n") == 1 and "symbolic link loop" in out, out
+    # a linked folder is not entered (as for any linked folder); a looping scores.h5 is a broken run
+    assert find_runs(runs) == [runs / "good", runs / "pair", runs / "self"]
     with pytest.raises(ScorevizError, match="symbolic link loop"):
         find_runs(runs / "loop")
     report("hostile input", what="a run folder linked to itself, a scores.h5 linked to itself, two links to each "
