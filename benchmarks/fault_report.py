@@ -78,7 +78,7 @@ def table(rows):
             ms = {p: (row[f"{p}_median_ms"], row[f"{p}_max_ms"]) for p in ("before", "during", "after")}
             lines.append(f"| the S3 server stopped (SIGSTOP: connections hang) for 30 s while recording "
                          f"(upload_secs 1) | 1 outage, {row['during_steps']} steps in it | the loop never raised or "
-                         f"waited: a step's median {ms['before'][0]:.0f} ms before, {ms['during'][0]:.0f} ms during, "
+                         f"stalled: a step's median {ms['before'][0]:.0f} ms before, {ms['during'][0]:.0f} ms during, "
                          f"{ms['after'][0]:.0f} ms after (slowest {ms['before'][1]:.0f}, {ms['during'][1]:.0f}, "
                          f"{ms['after'][1]:.0f}); one warning, and one when published again; all {row['steps']} "
                          "steps in the store after |")
