@@ -48,6 +48,7 @@ GROUP_BY = ["pos_alpha", "neg_alpha", "ft_start_epoch"]
 TAG = "raw"  # the scores before FT: what the encoders make of the images
 CONE_STEPS = (11, 66)  # epochs 2-6 of 11 steps: where FT from step 0 keeps every embedding in one cone
 NAMES = {"pos": "positive extrapolation", "neg": "negative interpolation", "both": "both"}
+SWITCH_AFTER = 10  # steps after FT is switched on where the second table looks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -95,8 +96,8 @@ def markdown_table(groups: list) -> str:
     """One row per setting: mean ± sample sd over the seeds, flags as runs flagged / runs."""
     mean_sd = study.mean_sd
     lines = ["| setting | kNN final (%) | kNN range (%) | linear (%) | neg mean, steps 11-66 | neg mean final "
-             "| uniformity final | rank final (of 128) | collapse (early and left) | dimensional collapse |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| uniformity final | rank final (of 128) | collapse | all alike early, then left | dimensional collapse "
+             "(a notice) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for group, rows, _ in groups:
         n = len(rows)
         knn = [r["knn_final"] for r in rows]
@@ -107,8 +108,42 @@ def markdown_table(groups: list) -> str:
             f"| {mean_sd([r['linear'] for r in rows])} | {mean_sd([r['cone'] for r in rows], 3)} "
             f"| {mean_sd([r['neg_final'] for r in rows], 3)} | {mean_sd([r['uniformity_final'] for r in rows], 2)} "
             f"| {mean_sd([r['rank_final'] for r in rows])} "
-            f"| {study.flag_count(study.fired_steps(rows, 'collapse'), n)} ({study.flag_count(early, n)}) "
+            f"| {study.flag_count(study.fired_steps(rows, 'collapse'), n)} | {study.flag_count(early, n)} "
             f"| {study.flag_count(study.fired_steps(rows, 'dimensional collapse'), n)} |")
+    return "\n".join(lines)
+
+
+def switch_rows(row: dict, start: int, after: int = SWITCH_AFTER) -> tuple:
+    """(alignment and positive mean at the last step before epoch ``start``, negative mean and alignment
+    ``after`` steps later) of one run: what the embeddings were when FT was switched on, and what it made
+    of them. NaN where the run has no such step."""
+    per_epoch = row["steps"] // row["config"]["epochs"]
+    before, later = start * per_epoch, start * per_epoch + after
+    scores, embeddings = row["scores"], row["embeddings"]
+
+    def at(frame, column, step):
+        return float(frame[column].get(step, float("nan")))
+    return (at(embeddings, "alignment", before), at(scores, "pos_mean", before), at(scores, "neg_mean", later),
+            at(embeddings, "alignment", later))
+
+
+def switch_table(groups: list, starts: list) -> str:
+    """Markdown: for each FT setting that starts after epoch 0, and the baseline at the same steps, the
+    alignment and positive mean just before FT and the negative mean and alignment SWITCH_AFTER steps after."""
+    mean_sd = study.mean_sd
+    lines = [f"| setting | step before FT | alignment before | positive mean before | negative mean {SWITCH_AFTER} "
+             f"steps after | alignment {SWITCH_AFTER} steps after |", "|---|---:|---:|---:|---:|---:|"]
+    baseline = next((rows for _, rows, _ in groups if part_of(rows[0]["config"]) is None), None)
+    for start in [e for e in starts if e > 0]:
+        cells = [(setting_name(rows[0]["config"]), rows) for _, rows, _ in groups
+                 if part_of(rows[0]["config"]) is not None and rows[0]["config"]["ft_start_epoch"] == start]
+        if baseline:
+            cells.append(("baseline (no FT), the same steps", baseline))
+        for name, rows in cells:
+            values = list(zip(*(switch_rows(r, start) for r in rows)))
+            before = start * (rows[0]["steps"] // rows[0]["config"]["epochs"])
+            lines.append(f"| {name} | {before} | {mean_sd(values[0], 2)} | {mean_sd(values[1], 2)} "
+                         f"| {mean_sd(values[2], 2)} | {mean_sd(values[3], 2)} |")
     return "\n".join(lines)
 
 
@@ -133,6 +168,7 @@ def main(args: argparse.Namespace) -> int:
     for run_dir, _ in jobs:
         row = study.summarize(run_dir, TAG, "neg_mean")
         row["cone"] = cone_depth(row)
+        row["steps"] = int(study.results(run_dir)["step"])
         summaries[str(run_dir)] = row
     groups = study.group_seeds(summaries, GROUP_BY)
     # The baseline first, then by transformation and start epoch, as the table reads best.
@@ -143,6 +179,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"kNN accuracy (k {knn_k}) of the encoder at random initialisation: {init} (over the runs); "
           f"{args.seeds} seeds a setting, {args.epochs} epochs.\n")
     print(markdown_table(groups))
+    if any(e > 0 for e in starts):
+        print(f"\nWhen FT is switched on (alignment: E |x - x2|^2 of the query and key projections, 0 when "
+              f"aligned, 2 for unrelated directions):\n")
+        print(switch_table(groups, starts))
     return 0
 
 

@@ -19,10 +19,10 @@ collapse
     steps and ends is the start of training, not a collapse (shown, not
     flagged): a freshly initialised encoder maps every image to nearly one
     direction, which shows in the negatives once the random initial queue is
-    replaced (after K/B steps), and training leaves it. Measured on the demo's
-    runs (docs/health.md): the FT run is all alike from step 9 (K/B = 1024/128 = 8)
-    to step 108 (and 112-121) and then trains to 90.8% kNN accuracy; the baseline
-    reaches neg mean 0.80 at step 9 and leaves at once. 1000 steps covers K/B of every
+    replaced (after K/B steps), and training leaves it. Measured on the digits
+    (docs/health.md): a run with FT from the first step is all alike from step 9
+    (K/B = 1024/128 = 8) to step 108 (and 112-121) and then trains to 91.6% kNN
+    accuracy; the demo's baseline reaches neg mean 0.80 at step 9 and leaves at once. 1000 steps covers K/B of every
     recipe of the trainer (8 for digits and CIFAR, 256 for ImageNet-100) with a
     margin; a stretch that lasts to the last record is flagged however early
     it began, so a run that never leaves it is a collapse.
@@ -30,7 +30,9 @@ instability
     A spike is a value more than ``SPIKE_FACTOR`` (10) times the running median
     of the previous ``SPIKE_WINDOW`` (50) records (at least ``SPIKE_MIN_HISTORY``
     (10) of them). Checked on the negative variance and on the total gradient
-    norm; the first spike's step is reported with the number of spikes.
+    norm; the first spike's step is reported with the number of spikes. A
+    notice, not an alarm: it fires on runs that end as accurate as their best
+    siblings too (docs/health_validation.md).
 non-finite
     Any NaN/inf score (``pos_nonfinite`` / ``neg_nonfinite`` > 0), or a
     non-finite loss or total gradient norm. First such step reported.
@@ -41,7 +43,8 @@ complete collapse (from log_embeddings)
 dimensional collapse (from log_embeddings)
     The embeddings span few directions: the effective rank (RankMe) below
     ``DIMENSIONAL_COLLAPSE_RANK`` (0.2) x dim for ``RANK_PERSIST`` (3) windows
-    in a row, counting only windows with at least dim samples.
+    in a row, counting only windows with at least dim samples. A notice: it
+    fires on healthy runs too (docs/health_validation.md).
 """
 
 from __future__ import annotations
@@ -63,9 +66,47 @@ THRESHOLDS_TEXT = (
     f"collapse: pos mean and neg mean both > {COLLAPSE_MEAN}, or neg variance < "
     f"{COLLAPSE_NEG_VAR:g} with pos mean > {COLLAPSE_MEAN}, for {PERSIST} consecutive records (a stretch that "
     f"starts in the first {WARMUP_STEPS} steps and ends is warm-up, not collapse); "
-    f"instability: neg variance or total gradient norm > {SPIKE_FACTOR:g}x the running median "
+    f"instability (a notice: it fires on runs as accurate as their best siblings too): neg variance or total "
+    f"gradient norm > {SPIKE_FACTOR:g}x the running median "
     f"of the previous {SPIKE_WINDOW} records; "
     "non-finite: any NaN/inf score, loss or gradient norm."
+)
+
+
+ALARM, NOTICE = "alarm", "notice"
+# How loud each check is when it fires, from its record on the studies' runs (examples/health_validation.py,
+# docs/health_validation.md): a check that fired on a healthy run (one within 1 point of its group's best
+# kNN or linear accuracy) is a notice, "worth a look", not drawn red; one that never did is an alarm.
+# Dimensional collapse fired on healthy runs by both accuracies, instability on healthy runs by linear
+# accuracy (FT switched on at epoch 2, a real jump that kNN accuracy sees and the linear probe does not).
+SEVERITY = {"collapse": ALARM, "instability": NOTICE, "non-finite": ALARM, "complete collapse": ALARM,
+            "dimensional collapse": NOTICE}
+
+
+@dataclass(frozen=True)
+class ValidatedSignal:
+    """A label-free signal of Run.embeddings (a column, one value per spectrum window) with how well
+    its final value predicts a run's final kNN accuracy: Spearman's ``rho`` over the runs of the
+    momentum and FT studies (examples/health_validation.py, docs/health_validation.md)."""
+
+    column: str
+    label: str
+    rho: float
+    better: str  # "higher" or "lower": the direction that goes with higher accuracy
+
+
+# The runs behind VALIDATED_SIGNALS, and the signals of the spectrum window whose 95% bootstrap interval
+# of rho with final kNN accuracy over those runs leaves out 0, with the same sign within each study
+# alone, strongest first, as examples/health_validation.py prints them ("Validated ..."): the
+# Representation view draws them first, in this order.
+VALIDATION_RUNS = 54
+VALIDATED_SIGNALS = (
+    ValidatedSignal("participation_ratio", "participation ratio", 0.84, "higher"),
+    ValidatedSignal("w2_uniformity", "Wasserstein uniformity", -0.84, "lower"),
+    ValidatedSignal("rank", "effective rank (RankMe)", 0.84, "higher"),
+    ValidatedSignal("lidar", "LiDAR (two views)", 0.83, "higher"),
+    ValidatedSignal("nesum", "NESum", 0.82, "higher"),
+    ValidatedSignal("alpha_req", "alpha-ReQ (power-law slope)", -0.48, "lower"),
 )
 
 
@@ -81,8 +122,14 @@ class Flag:
     last: int | None = None     # the run's last recorded step the check saw
     warmup: tuple | None = None  # (start, end) of a warm-up stretch that was not flagged
 
+    @property
+    def severity(self) -> str:
+        """ALARM or NOTICE (SEVERITY of the check; an unknown check is an alarm)."""
+        return SEVERITY.get(self.check, ALARM)
+
     def text(self) -> str:
-        """What the health panel says: where the finding starts, and where it ended or that it lasts."""
+        """What the health panel says: where the finding starts, and where it ended or that it lasts;
+        "notice: " first for a check that fires on healthy runs too."""
         if not self.fired:
             if self.warmup:
                 return (f"ok (warm-up: all alike at steps {self.warmup[0]}-{self.warmup[1]}, then left, as a "
@@ -90,11 +137,13 @@ class Flag:
             return self.detail or "ok"
         why = f": {self.detail}" if self.detail else ""
         if self.end is None:
-            return f"from step {self.step}{why}; still at the last step ({self.last})" if self.last is not None \
+            where = f"from step {self.step}{why}; still at the last step ({self.last})" if self.last is not None \
                 else f"from step {self.step}{why}"
-        if self.end == self.step:
-            return f"at step {self.step}{why}"
-        return f"steps {self.step}-{self.end}{why}; ended"
+        elif self.end == self.step:
+            where = f"at step {self.step}{why}"
+        else:
+            where = f"steps {self.step}-{self.end}{why}; ended"
+        return f"{NOTICE}: {where}" if self.severity == NOTICE else where
 
 
 def first_persistent(mask: pd.Series, persist: int = PERSIST):
@@ -236,8 +285,9 @@ REPRESENTATION_CHECKS = ("complete collapse", "dimensional collapse")
 
 REPRESENTATION_THRESHOLDS_TEXT = (
     f"complete collapse: embedding std below {COMPLETE_COLLAPSE_STD:g}/sqrt(dim) (spread-out embeddings have "
-    f"about 1/sqrt(dim)) for {COLLAPSE_RECORDS} consecutive records; dimensional collapse: effective rank (RankMe) below "
-    f"{DIMENSIONAL_COLLAPSE_RANK:g} x dim for {RANK_PERSIST} consecutive windows with at least dim samples."
+    f"about 1/sqrt(dim)) for {COLLAPSE_RECORDS} consecutive records; dimensional collapse (a notice: it fires on "
+    f"runs as accurate as their best siblings too): effective rank (RankMe) below {DIMENSIONAL_COLLAPSE_RANK:g} x dim "
+    f"for {RANK_PERSIST} consecutive windows with at least dim samples."
 )
 
 

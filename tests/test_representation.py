@@ -111,6 +111,21 @@ def test_margin_figure_needs_negatives():
     assert "needs scores" in json.dumps(representation.margin_figure({"b": without}).to_dict())
 
 
+def test_signals_figure_draws_the_validated_signals_strongest_first():
+    ordered = [abs(s.rho) for s in health.VALIDATED_SIGNALS]
+    assert ordered == sorted(ordered, reverse=True) and all(s.better in ("higher", "lower")
+                                                            for s in health.VALIDATED_SIGNALS)
+    with_signals = frame()
+    for i, signal in enumerate(health.VALIDATED_SIGNALS):
+        with_signals[signal.column] = with_signals["rank"] * (i + 1)  # one value per window, NaN between
+    no_spectrum = frame().drop(columns="rank")
+    fig = representation.signals_figure({"a": with_signals, "older file": frame(), "no spectrum": no_spectrum})
+    assert {t.name for t in fig.data} == {"a", "older file"}  # a run without any window signal has no trace
+    assert [len(t.x) for t in fig.data if t.name == "a"] == [10] * len(health.VALIDATED_SIGNALS)  # a point a window
+    assert len([t for t in fig.data if t.name == "older file"]) == 1  # its effective rank, the one signal it has
+    assert "no spectrum window" in json.dumps(representation.signals_figure({"x": no_spectrum}).to_dict())
+
+
 # ---- health --------------------------------------------------------------------------
 
 
@@ -130,8 +145,23 @@ def test_dimensional_collapse_needs_low_rank_in_windows_with_enough_samples():
     f.loc[[69, 79, 89, 99], "rank"] = [1.0, 1.2, 1.5, 1.5]
     flag = health.check_dimensional_collapse(f)
     assert flag.fired and flag.step == 69 and flag.detail == "rank 1.0 of dim 16"
+    # it fires on healthy runs too (docs/health_validation.md): a notice, not an alarm
+    assert flag.severity == health.NOTICE and flag.text() == "notice: from step 69: rank 1.0 of dim 16; still at " \
+        "the last step (99)"
     f["window_samples"] = np.where(f["rank"].notna(), 10.0, np.nan)  # fewer samples than dim: not judged
     assert not health.check_dimensional_collapse(f).fired
+
+
+def test_the_health_table_draws_alarms_red_and_notices_amber():
+    from app.views.health import table
+
+    alarm = health.Flag("complete collapse", True, 34, "std 0.01 = 0.1/sqrt(dim)", last=99)
+    notice = health.Flag("dimensional collapse", True, 69, "rank 1.0 of dim 16", last=99)
+    ok = health.Flag("collapse", False)
+    cells = table({"run": [ok, alarm, notice]}).children[1].children[0].children[1:]
+    assert [(c.className, c.children) for c in cells] == [
+        ("ok", "ok"), ("flagged", "from step 34: std 0.01 = 0.1/sqrt(dim); still at the last step (99)"),
+        ("notice", "notice: from step 69: rank 1.0 of dim 16; still at the last step (99)")]
 
 
 # ---- callbacks, a run without negatives in every view -------------------------------
@@ -175,6 +205,12 @@ def test_every_view_draws_runs_without_negatives(runs):
 
 def test_representation_view_draws_both_runs(runs):
     _, _, out = draw_every_panel(runs, "?runs=collapsing&runs=healthy&tag=train")
+    # first, the validated signals: one panel each, the strongest predictor of accuracy first
+    signals = out["signals-graph"]["figure"]
+    assert {t["name"] for t in signals["data"]} == {"collapsing", "healthy"}
+    titles = [a["text"] for a in signals["layout"]["annotations"]]
+    assert titles[0].startswith(f"{health.VALIDATED_SIGNALS[0].label}: rho ")
+    assert len(titles) == len(health.VALIDATED_SIGNALS)
     curves = [t["name"] for t in out["rep-curves-graph"]["figure"]["data"] if t["name"] in ("collapsing", "healthy")]
     assert curves == ["collapsing", "collapsing", "healthy", "healthy"]
     assert [t["type"] for t in out["spectrum-graph"]["figure"]["data"]] == ["heatmap", "heatmap"]

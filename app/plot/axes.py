@@ -31,6 +31,9 @@ STAT_LABELS = {
     "total": "all layers together",
     "margin": "margin: positive - hardest negative (mean over samples)",
     "hard_frac": "fraction of samples whose hardest negative beats the positive",
+    # the embeddings' (Run.embeddings)
+    "uniformity": "uniformity: log E exp(-2 |x - y|²) (lower: more spread)",
+    "rank": "effective rank (RankMe), per window",
     # the trainer's scalars, with their units
     "knn_acc": "kNN accuracy (%)",
     "knn_acc_init": "kNN accuracy at initialisation (%)",

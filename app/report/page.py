@@ -19,7 +19,7 @@ table.runs th, table.runs td { border-bottom: 1px solid #e4e7eb; padding: 3px 8p
 table.runs:not(.health) th, table.runs:not(.health) td { white-space: nowrap; }
 .scroll { overflow-x: auto; }
 .differs { background: #fff3c4; font-weight: 600; }
-td.flagged { color: #ab091e; font-weight: 600; } td.ok { color: #27ab83; } td.unchecked { color: #9aa5b1; }
+td.flagged { color: #ab091e; font-weight: 600; } td.notice { color: #8d5a00; } td.ok { color: #27ab83; } td.unchecked { color: #9aa5b1; }
 tr.error-row td { color: #ab091e; background: #ffeeee; }
 .note, .thresholds { color: #52606d; font-size: 12px; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from scoreviz.errors import ScorevizError
 
-VERBS = {"reuse": "reused", "resume": "resumed", "new": "trained"}
+VERBS = {"reuse": "reused", "resume": "resumed", "new": "trained", "linear": "reused, linear evaluation added"}
 LINEAR_EPOCHS = 100  # scoreviz lincls's default on digits (MoCo's protocol)
 
 
@@ -124,7 +124,7 @@ def needs_linear(run_dir: Path, epochs: int | None) -> bool:
 
 def train_run(run_dir: Path, wanted: dict, threads: int | None = None, linear: int | None = None) -> tuple[str, float]:
     """Train (or reuse, or resume) one run, then its linear evaluation of ``linear`` epochs when asked
-    and not done yet; returns what was done to the training and the seconds all of it took."""
+    and not done yet; returns what was done (a key of VERBS) and the seconds it took."""
     import torch
 
     from scoreviz.trainer import lincls, train
@@ -138,6 +138,7 @@ def train_run(run_dir: Path, wanted: dict, threads: int | None = None, linear: i
     if needs_linear(run_dir, linear):
         options = [str(run_dir), "--epochs", str(linear), "--quiet"]
         lincls.main(lincls.add_arguments(argparse.ArgumentParser()).parse_args(options))
+        action = "linear" if action == "reuse" else action
     return action, time.perf_counter() - start
 
 
@@ -148,7 +149,7 @@ def train_all(jobs: list, workers: int, desc: str = "study", linear: int | None 
     with tqdm(total=len(jobs), desc=desc, unit="run") as bar:
         def done(run_dir, action, seconds):
             bar.update(1)
-            bar.write(f"  {run_dir}: {VERBS[action]}" + (f", {seconds:.0f} s" if seconds > 0.5 else ""))
+            bar.write(f"  {run_dir}: {VERBS[action]}" + (f", {seconds:.0f} s" if action != "reuse" else ""))
 
         if workers <= 1:
             for run_dir, wanted in jobs:
@@ -174,8 +175,9 @@ def mean_sd(numbers: list, digits: int = 1, fmt: str = "f") -> str:
         return "-"
     mean = statistics.fmean(numbers)
     sd = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
-    text = f"{mean:.{digits}{fmt}} ± {sd:.{digits}{fmt}}"
-    return text.replace("-0.000", "0.000")  # a mean of -0.0001 is no news
+    if float(f"{mean:.{digits}{fmt}}") == 0:
+        mean = 0.0  # a mean of -0.0001 is no news: "0.000", not "-0.000"
+    return f"{mean:.{digits}{fmt}} ± {sd:.{digits}{fmt}}"
 
 
 def flag_count(steps: list, n: int) -> str:

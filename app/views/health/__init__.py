@@ -50,8 +50,8 @@ def table(checked: dict) -> html.Table | html.P:
             continue
         cells = [html.Td(name)]
         for flag in flags:
-            if flag.fired:
-                cells.append(html.Td(flag.text(), className="flagged"))
+            if flag.fired:  # an alarm in red; a notice (fires on healthy runs too) in amber
+                cells.append(html.Td(flag.text(), className="flagged" if flag.severity == health.ALARM else "notice"))
             else:  # passed (after a warm-up, perhaps), or not checked for want of data ("no embeddings")
                 cells.append(html.Td(flag.text(), className="ok" if not flag.detail else "unchecked"))
         rows.append(html.Tr(cells))

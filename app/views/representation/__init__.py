@@ -1,5 +1,6 @@
-"""Representation: from Recorder.log_embeddings, each run's effective rank and std, its spectrum,
-its path in the alignment-uniformity plane, and the margin and hard negatives of its scores."""
+"""Representation: from Recorder.log_embeddings, first the label-free signals that predict accuracy
+best (docs/health_validation.md), then each run's effective rank and std, its spectrum, its path in
+the alignment-uniformity plane, and the margin and hard negatives of its scores."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ def read(state: dict, data) -> dict:
 
 
 def draw(state: dict, data):
-    """The view's four figures."""
+    """The view's five figures, the validated signals first."""
     tag, x, got = tag_of(state, data), state["x"] or "step", read(state, data)
     style = dict(colors=got["colors"], x=x, times=got["times"])
-    return (figures.rank_std_figure(got["frames"], title=f"Effective rank and std of the embeddings ({tag})", **style),
+    return (figures.signals_figure(got["frames"], tag=tag, **style),
+            figures.rank_std_figure(got["frames"], title=f"Effective rank and std of the embeddings ({tag})", **style),
             figures.spectrum_heatmap_figure(
                 got["spectra"], title=f"Spectrum of the embeddings {over(x)} (log10 eigenvalue, {tag})", **style),
             figures.alignment_uniformity_figure(got["frames"], title=f"Alignment and uniformity over training ({tag})",
@@ -45,10 +47,10 @@ def draw(state: dict, data):
 
 
 def report(state: dict, data) -> list:
-    """The view's four figures (not grouped: one trace per run)."""
+    """The view's five figures (not grouped: one trace per run)."""
     if state["group"]:
         return []
-    headings = ("Effective rank and std", "Spectrum of the embeddings", "Alignment and uniformity", "Hard negatives")
+    headings = ("Signals that predict accuracy", "Effective rank and std", "Spectrum of the embeddings", "Alignment and uniformity", "Hard negatives")
     return [Section(f"{heading} ({tag_of(state, data)})", fig) for heading, fig in zip(headings, draw(state, data))]
 
 
@@ -61,17 +63,18 @@ def warm(data, run_id) -> list:
 
 def layout() -> list:
     return [components.note("From Recorder.log_embeddings(step, z, z2) of the chosen tag (or each run's first tag "
-                            "with embeddings): std and uniformity per step, effective rank and spectrum per window "
-                            "of steps, alignment with a second view; margin and hard negatives from the logged "
-                            "scores."),
-            components.graph("rep-curves"), components.graph("spectrum"), components.graph("plane"),
-            components.graph("margin")]
+                            "with embeddings): first the signals of each spectrum window that predict a run's final "
+                            "accuracy best (measured over the momentum and FT studies' runs, docs/health_validation.md), "
+                            "then std and uniformity per step, effective rank and spectrum per window of steps, "
+                            "alignment with a second view; margin and hard negatives from the logged scores."),
+            components.graph("signals"), components.graph("rep-curves"), components.graph("spectrum"),
+            components.graph("plane"), components.graph("margin")]
 
 
 VIEW = View(
     name="representation", label="Representation", layout=layout,
-    graphs=("rep-curves", "spectrum", "plane", "margin"),
-    panels=(Panel("figures", (("rep-curves-graph", "figure"), ("spectrum-graph", "figure"), ("plane-graph", "figure"),
-                              ("margin-graph", "figure")), ("tag", "x", "group"), draw),),
+    graphs=("signals", "rep-curves", "spectrum", "plane", "margin"),
+    panels=(Panel("figures", (("signals-graph", "figure"), ("rep-curves-graph", "figure"), ("spectrum-graph", "figure"),
+                              ("plane-graph", "figure"), ("margin-graph", "figure")), ("tag", "x", "group"), draw),),
     warm=warm, report=report,
 )

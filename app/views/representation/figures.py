@@ -184,6 +184,25 @@ def alignment_uniformity_figure(frames: Mapping[str, pd.DataFrame], *, max_point
     return fig
 
 
+def signals_figure(frames: Mapping[str, pd.DataFrame], *, tag: str | None = None, **options) -> go.Figure:
+    """The label-free signals of the embeddings that predict a run's final kNN accuracy best, strongest
+    first (scoreviz.health.VALIDATED_SIGNALS, measured in docs/health_validation.md), one panel each,
+    one trace per run, a point per spectrum window; each panel's title gives the signal's Spearman rho
+    with final kNN accuracy over the studies' runs."""
+    title = (f"Label-free signals, the best predictors of accuracy first{f' ({tag})' if tag else ''}: "
+             f"Spearman's rho with final kNN accuracy over {health.VALIDATION_RUNS} runs")
+    columns = [s.column for s in health.VALIDATED_SIGNALS]
+    frames = {name: f for name, f in frames.items()
+              if f is not None and any(c in f and f[c].notna().any() for c in columns)}
+    if not frames:
+        return empty_figure(title, "no spectrum window with these signals (log_embeddings, scoreviz 0.5 or later)")
+    fig = curves_figure(frames, columns, title=title, row_height=200, **options)
+    for annotation, signal in zip(fig.layout.annotations, health.VALIDATED_SIGNALS):  # the subplot titles
+        annotation.text = f"{signal.label}: rho {signal.rho:+.2f}, {signal.better} is better"
+    fig.update_layout(uirevision="signals")
+    return fig
+
+
 def margin_figure(frames: Mapping[str, pd.DataFrame], *, tag: str | None = None, **options) -> go.Figure:
     """margin and hard_frac over steps, one trace per run (runs without negatives have none)."""
     title = f"Hard negatives {over(options.get('x', 'step'))}: margin and fraction beaten{f' ({tag})' if tag else ''}"
