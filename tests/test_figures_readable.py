@@ -194,6 +194,24 @@ def test_the_other_groups_have_a_colour_no_group_drawn_has():
     assert plot_palette.OTHERS_COLOR not in {c for name, c in drawn_in.items() if "other" not in name}
 
 
+def test_a_waterfall_with_many_legend_entries_lists_them_in_a_column_at_the_right():
+    """A row of 21 entries above the scene wrapped over the title and ran past the right edge (the
+    last entry of each line cut); a few stay in one row above the scene."""
+    curve = pd.DataFrame({"mean": [1.0, 2.0], "lower": [0.5, 1.5], "upper": [1.5, 2.5], "count": [1, 1]},
+                         index=[0, 1])
+    for n, orientation in ((2, "h"), (waterfall_figures.LEGEND_ROW, "h"), (30, "v")):
+        drawn = groups.group_runs({f"r{m}": {"moco_m": m} for m in range(n)}, ["moco_m"], most=groups.MAX_GROUPS)
+        fig = waterfall_figures.grouped_waterfall_figure([groups.GroupCurve(g, curve, g.runs) for g in drawn],
+                                                         key="moco_m", stat="neg_mean")
+        legend = fig.layout.legend
+        assert legend.orientation == orientation, n
+        if orientation == "v":  # outside the plot area, beside the scene, never over the title
+            assert legend.x >= 1 and legend.xanchor == "left" and legend.y <= 1 and legend.yanchor == "top"
+    series = {f"r{i}": pd.Series([1.0, 2.0], index=[0, 1]) for i in range(12)}
+    fig = waterfall_figures.waterfall_figure(series, {f"r{i}": float(i) for i in range(12)}, key="m")
+    assert fig.layout.legend.orientation == "v"
+
+
 def test_a_run_without_the_key_is_not_set_never_key_equals_nothing():
     series = {name: pd.Series([1.0, 2.0], index=[0, 1]) for name in ("a", "b")}
     fig = waterfall_figures.waterfall_figure(series, {"a": 2.0, "b": None}, key="pos_alpha")

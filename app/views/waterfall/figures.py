@@ -139,10 +139,23 @@ def _ribbon(x, depth, lower, upper, color, label) -> go.Mesh3d:
                      opacity=0.25, name=f"{label} band", legendgroup=label, showlegend=False, hoverinfo="skip",
                      flatshading=True, lighting=dict(ambient=1.0, diffuse=0.0, specular=0.0))
 
+
+# Legend entries that fit in one row above the scene; with more, a row above wraps upward over the
+# title and its last entry runs past the right edge (21 groups were cut there), so they go into a
+# column at the right, one entry a line (21 lines fit the figure's height).
+LEGEND_ROW = 4
+
+
 def scene(fig: go.Figure, title: str, *, x_title: str, is_date: bool, stat: str, depth_title: str, ticks: list,
           uirevision: str) -> None:
     """The waterfall's 3D scene: steps (or time) along x, one depth per line labelled ``ticks``,
-    the statistic up; the scene fills the figure (the camera close, the legend above it)."""
+    the statistic up; the scene fills the figure (the camera close, the legend above it, or at its
+    right when there are more than LEGEND_ROW entries)."""
+    entries = sum(1 for t in fig.data if t.showlegend is not False)
+    if entries <= LEGEND_ROW:
+        legend = dict(orientation="h", yanchor="bottom", y=0.92, xanchor="left", x=0.0)
+    else:  # outside the plot area: plotly widens the right margin to fit the longest entry
+        legend = dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.0)
     fig.update_layout(
         template=TEMPLATE, title=title, height=720,
         scene=dict(
@@ -153,6 +166,5 @@ def scene(fig: go.Figure, title: str, *, x_title: str, is_date: bool, stat: str,
             camera=dict(eye=dict(x=0.8, y=-1.55, z=0.55), center=dict(x=0, y=0, z=-0.1)), aspectmode="manual",
             aspectratio=dict(x=1.7, y=max(0.7, min(1.3, 0.25 * len(ticks))), z=0.75),
         ),
-        legend=dict(orientation="h", yanchor="bottom", y=0.92, xanchor="left", x=0.0),
-        margin=dict(l=0, r=0, t=60, b=0), uirevision=uirevision,
+        legend=legend, margin=dict(l=0, r=0, t=60, b=0), uirevision=uirevision,
     )
