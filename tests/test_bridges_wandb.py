@@ -1,7 +1,7 @@
 """W&B reads scoreviz's TensorBoard export as histograms with our bins and counts (offline, no server).
 
-The README tells W&B users to export with `--format tensorboard` inside a run
-started with `wandb.init(sync_tensorboard=True)`. Here that run is offline: W&B
+The docs (docs/integrations.md) tell W&B users to export to TensorBoard inside a run
+started with `wandb.init(sync_tensorboard=True)`; this test runs that snippet. Here that run is offline: W&B
 writes what it would upload into its local `.wandb` file, which is read back.
 """
 
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import scoreviz
+from test_docs import ROOT, blocks
 
 wandb = pytest.importorskip("wandb")
 pytest.importorskip("tensorboard")
@@ -68,15 +69,14 @@ def test_wandb_sync_tensorboard_shows_our_histograms(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     torch.manual_seed(0)
-    with scoreviz.Recorder(tmp_path / "runs" / "moco") as rec:
+    with scoreviz.Recorder(tmp_path / "runs" / "a") as rec:
         for step in range(5):
             rec.log_scores(step, torch.rand(64) * 0.3 + 0.6, torch.randn(64, 128) * 0.2)
 
-    from scoreviz.bridges.tensorboard import export_tensorboard
-
-    wandb_run = wandb.init(project="scoreviz-test", sync_tensorboard=True)
-    export_tensorboard([tmp_path / "runs" / "moco"], tmp_path / "tb")
-    wandb_run.finish()
+    # the documentation's W&B snippet, run as it is written (tests/test_docs.py leaves it to this test)
+    [snippet] = [code for _, _, code, fixture in blocks(ROOT / "docs" / "integrations.md") if fixture == "wandb"]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "docs/integrations.md", "exec"), {})
 
     records = finished_records(tmp_path)
     histograms = {}  # (kind, step) -> (bins, values)
@@ -89,7 +89,7 @@ def test_wandb_sync_tensorboard_shows_our_histograms(tmp_path, monkeypatch):
             if (key, "bins") in items:
                 assert items[(key, "_type")] == "histogram"
                 histograms[kind, items[("global_step",)]] = (items[(key, "bins")], items[(key, "values")])
-    run = scoreviz.open_run(tmp_path / "runs" / "moco")
+    run = scoreviz.open_run(tmp_path / "runs" / "a")
     for kind in ("pos", "neg"):
         steps, edges, counts = run.histograms("train", kind)
         assert sorted(step for k, step in histograms if k == kind) == list(steps)
