@@ -142,7 +142,7 @@ def _log_axis(fig: go.Figure, row: int, values: list) -> None:
     dropped = int((every <= 0).sum())
     if dropped:
         annotation = fig.layout.annotations[row - 1]
-        annotation.text += f" <span style='color:#b22'>({dropped:,} values &le; 0 not drawn on a log scale)</span>"
+        annotation.text += f" <span style='color:#b22'>({dropped:,} values ≤ 0 not drawn on a log scale)</span>"
 
 
 def band(line: Line) -> dict:
