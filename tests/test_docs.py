@@ -350,5 +350,10 @@ def test_readme_links_exist():
     for link in links:
         if "://" in link:
             continue
-        target = link.split("#")[0]
+        target, _, anchor = link.partition("#")
         assert target and (ROOT / target).exists(), f"README.md links to {link}, which does not exist"
+        if anchor and target.endswith(".md"):  # a heading of that page, as the site's table of contents names it
+            from markdown.extensions.toc import slugify
+
+            headings = re.findall(r"^#+ (.+)$", (ROOT / target).read_text(encoding="utf-8"), re.M)
+            assert anchor in {slugify(h, "-") for h in headings}, f"README.md links to {link}: no such heading"
