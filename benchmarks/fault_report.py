@@ -6,7 +6,7 @@ it measured as a table.
 --scale multiplies the randomised faults (kills, simultaneous starts); the disk-full
 cases need root (they mount a tmpfs). TEST_FILE: only these files of the suite
 (e.g. tests/test_remote.py: a run in an object store, killed and its store stopped
-for 30 s). The README's "What scoreviz guarantees" table is this script's output.
+for 30 s). The fault table of docs/guarantees.md ("What scoreviz guarantees") is this script's output.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--scale", type=float, default=2.5, help="times the randomised faults are tried (default 2.5)")
     parser.add_argument("tests", nargs="*", metavar="TEST_FILE", help="only these files of the suite (default: all)")
     args = parser.parse_args()
