@@ -26,15 +26,29 @@ def python():
 
 
 @pytest.fixture(scope="session")
-def s3():
-    """moto's S3 server on 127.0.0.1 (tests/s3_server.py), one per test session; each test makes
-    its own bucket."""
+def s3_servers():
+    """moto's S3 servers on 127.0.0.1 (tests/s3_server.py), one per test session each: one that
+    takes any keys and one that checks them, launched side by side (each imports moto for
+    seconds) when a test first asks for either."""
     pytest.importorskip("s3fs")
     import s3_server
 
-    server = s3_server.start()
-    yield server
-    server.stop()
+    servers = {"any keys": s3_server.launch(), "checked": s3_server.launch(check_credentials=True)}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_servers):
+    """The S3 server that takes any keys; each test makes its own bucket."""
+    return s3_servers["any keys"].ready()
+
+
+@pytest.fixture(scope="session")
+def checked_s3(s3_servers):
+    """The S3 server that checks credentials (moto's INITIAL_NO_AUTH_ACTION_COUNT)."""
+    return s3_servers["checked"].ready()
 
 
 @pytest.fixture

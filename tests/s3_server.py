@@ -58,10 +58,28 @@ def serve(port: int) -> None:
 
 
 class S3Server:
-    def __init__(self, process, port):
+    def __init__(self, process, port, check_credentials: bool = False):
         self.process, self.port = process, port
         self.endpoint = f"http://127.0.0.1:{port}"
         self.key, self.secret = TEST_KEY, TEST_SECRET
+        self.check_credentials = check_credentials
+        self._ready = process is None  # a handle to a server started elsewhere (a benchmark's worker)
+
+    def ready(self, timeout: float = 30.0) -> "S3Server":
+        """The server once it answers (launch() returns before: moto takes seconds to import)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            try:
+                self.counts()
+                if self.check_credentials:
+                    self._make_user()
+                self._ready = True
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the moto S3 server did not start")
+                time.sleep(0.1)
+        return self
 
     def options(self) -> dict:
         """storage_options for s3fs: this server, the test credentials."""
@@ -112,10 +130,11 @@ class S3Server:
         self.process.wait(10)
 
 
-def start(timeout: float = 30.0, check_credentials: bool = False) -> S3Server:
-    """The server in a child process on a free port of 127.0.0.1, once it answers. With
-    ``check_credentials``, requests must be signed with the keys of a user it knows (the
-    handle's options() and env() give them); by default moto accepts any keys."""
+def launch(check_credentials: bool = False) -> S3Server:
+    """The server in a child process on a free port of 127.0.0.1, not yet answering: its ready()
+    waits for it (several launched at once start side by side). With ``check_credentials``,
+    requests must be signed with the keys of a user it knows (the handle's options() and env()
+    give them, once ready); by default moto accepts any keys."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -124,19 +143,12 @@ def start(timeout: float = 30.0, check_credentials: bool = False) -> S3Server:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"  # the requests of _make_user
     process = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = S3Server(process, port)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            server.counts()
-            if check_credentials:
-                server._make_user()
-            return server
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError("the moto S3 server did not start")
-            time.sleep(0.1)
+    return S3Server(process, port, check_credentials)
+
+
+def start(timeout: float = 30.0, check_credentials: bool = False) -> S3Server:
+    """launch(), once the server answers."""
+    return launch(check_credentials).ready(timeout)
 
 
 if __name__ == "__main__":
