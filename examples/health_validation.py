@@ -108,14 +108,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- one run
 
-def signal_series(run, signal: Signal) -> pd.Series | None:
-    """The signal over steps, NaN rows dropped (None when the run does not record it)."""
-    if signal.source == "scalars":
-        frame = run.scalars()
-    elif signal.source == "scores":
-        frame = run.scores(TAG) if TAG in run.tags else None
-    else:
-        frame = run.embeddings(TAG) if TAG in run.embedding_tags else None
+def run_frames(run) -> dict:
+    """The frames the signals are read from, by Signal.source (None where the run has none), read once."""
+    return {"scalars": run.scalars(), "scores": run.scores(TAG) if TAG in run.tags else None,
+            "embeddings": run.embeddings(TAG) if TAG in run.embedding_tags else None}
+
+
+def signal_series(frames: dict, signal: Signal) -> pd.Series | None:
+    """The signal over steps from a run's ``run_frames``, NaN rows dropped (None when the run does not record it)."""
+    frame = frames[signal.source]
     if frame is None or signal.column not in frame:
         return None
     series = frame[signal.column].astype(float)
@@ -151,14 +152,13 @@ def measure(run_dir: Path) -> dict:
         raise ScorevizError(f"{run_dir}: no final kNN accuracy in its results.json; has it finished training?")
     row = {"run": str(run_dir), "knn": float(found["knn_acc_final"]),
            "linear": float(found.get("lincls_acc", np.nan))}
+    frames = run_frames(run)
     for signal in SIGNALS:
-        series = signal_series(run, signal)
+        series = signal_series(frames, signal)
         final, change = final_and_change(series, signal.per_window) if series is not None else (np.nan, np.nan)
         row[f"{signal.column}/final"], row[f"{signal.column}/change"] = final, change
-    scores = run.scores(TAG) if TAG in run.tags else None
-    embeddings = run.embeddings(TAG) if TAG in run.embedding_tags else None
-    flags = health.run_health(scores, run.scalars(), run.total_gradient_norm()) + \
-        health.representation_health(embeddings)
+    flags = health.run_health(frames["scores"], frames["scalars"], run.total_gradient_norm()) + \
+        health.representation_health(frames["embeddings"])
     row.update({f"flag/{f.check}": bool(f.fired) for f in flags})
     return row
 
