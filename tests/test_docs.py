@@ -109,15 +109,23 @@ def ddp(ns, tmp):
 
 
 def s3(ns, tmp):
-    """moto's S3 server on 127.0.0.1 with a bucket `my-bucket`; credentials from the environment."""
-    import s3_server
-
-    server = s3_server.start()
-    ns["_cleanup"].append(server.stop)
+    """The test session's S3 server (conftest's `s3`) with a new bucket `my-bucket`; credentials from
+    the environment, as a user's would be."""
+    server = ns["_request"].getfixturevalue("s3")
     server.make_bucket("my-bucket")
+    ns["_cleanup"].append(lambda: _empty_bucket(server, "my-bucket"))
     for name, value in server.env().items():
         ns["_restore_env"].setdefault(name, os.environ.get(name))
         os.environ[name] = value
+
+
+def _empty_bucket(server, name):
+    """Leave the session's server as it was: the bucket and what the snippets wrote in it go."""
+    client = server.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=item["Key"])
+    client.delete_bucket(Bucket=name)
 
 
 def lightning_module(ns, tmp):
@@ -255,12 +263,11 @@ def page_params():
 
 
 @pytest.mark.parametrize("page", page_params())
-def test_snippets_run(page, small_runs, tmp_path, monkeypatch):
+def test_snippets_run(page, small_runs, tmp_path, monkeypatch, request):
     """Every python block (and `cli` block) of the page runs, in order, without an error."""
     shutil.copytree(small_runs, tmp_path / "runs")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(ROOT / "tests"))  # s3_server
-    ns = {"__name__": "__snippet__", "_cleanup": [], "_restore_env": {}}
+    ns = {"__name__": "__snippet__", "_cleanup": [], "_restore_env": {}, "_request": request}
     loop(ns, tmp_path)
     try:
         for line, lang, code, fixture in runnable(page):
