@@ -47,7 +47,7 @@ VIEWS = {
     "health": "tag=raw",
     "compare": "tag=raw&at=300",
 }
-HEIGHTS = {"curves": 1800, "distribution": 2350, "waterfall": 1400, "gradients": 2200, "representation": 4100,
+HEIGHTS = {"curves": 1800, "distribution": 2350, "waterfall": 1400, "gradients": 2200, "representation": 4300,
            "health": 700, "compare": 1300}
 
 

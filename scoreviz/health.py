@@ -99,13 +99,14 @@ class ValidatedSignal:
 # of rho with final kNN accuracy over those runs leaves out 0, with the same sign within each study
 # alone, strongest first, as examples/health_validation.py prints them ("Validated ..."): the
 # Representation view draws them first, in this order.
-VALIDATION_RUNS = 58
+VALIDATION_RUNS = 66
 VALIDATED_SIGNALS = (
     ValidatedSignal("participation_ratio", "participation ratio", 0.87, "higher"),
-    ValidatedSignal("rank", "effective rank (RankMe)", 0.86, "higher"),
+    ValidatedSignal("nesum", "NESum", 0.86, "higher"),
     ValidatedSignal("w2_uniformity", "Wasserstein uniformity", -0.86, "lower"),
-    ValidatedSignal("lidar", "LiDAR (two views)", 0.85, "higher"),
-    ValidatedSignal("nesum", "NESum", 0.84, "higher"),
+    ValidatedSignal("rank", "effective rank (RankMe)", 0.85, "higher"),
+    ValidatedSignal("lidar", "LiDAR (two views)", 0.78, "higher"),
+    ValidatedSignal("alpha_req", "alpha-ReQ (power-law slope)", -0.59, "lower"),
 )
 
 
