@@ -55,22 +55,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir")
     parser.add_argument("--view", default="curves")
-    parser.add_argument("--extra", default="", help="more query string, e.g. 'log=log&smooth=0.6'")
+    parser.add_argument("--extra", help="more query string, e.g. 'log=log&smooth=0.6' (default: the view's "
+                                        "own, as in the gallery)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "views" / "curves.png"))
-    parser.add_argument("--height", type=int, default=1300)
+    parser.add_argument("--height", type=int, help="window height (default: the view's own, as in the gallery)")
     parser.add_argument("--graph", metavar="NAME", help="save only this graph (e.g. hist for hist-graph), "
                                                         "not the whole page")
     parser.add_argument("--all", metavar="FOLDER", help="one PNG per view into FOLDER (VIEW.png)")
     parser.add_argument("--html", action="store_true", help="RUNS_DIR is an HTML file (a report of "
                                                             "scoreviz export): a screenshot of it, no server")
     args = parser.parse_args(argv)
+    # one view alone looks as it does in the gallery unless told otherwise
+    args.extra = VIEWS.get(args.view, "") if args.extra is None else args.extra
+    args.height = args.height or HEIGHTS.get(args.view, 1300)
     if args.html:
         return report_screenshot(Path(args.runs_dir), args.out, args.height)
     if args.all:
         Path(args.all).mkdir(parents=True, exist_ok=True)
         for view, extra in VIEWS.items():
             main([args.runs_dir, "--view", view, "--extra", extra, "--out", str(Path(args.all) / f"{view}.png"),
-                  "--height", str(HEIGHTS.get(view, args.height))])
+                  "--height", str(HEIGHTS.get(view, 1300))])
         return 0
 
     from test_app_browser import chromium, serving, traces, wait_for
