@@ -379,8 +379,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
-    try:
-        sys.exit(main(parser.parse_args()))
-    except ScorevizError as err:
-        sys.exit(f"health_validation.py: {err}")
+    study.run_script(main, add_arguments, __doc__, "health_validation.py")

@@ -243,9 +243,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
-    try:
-        sys.exit(main(parser.parse_args()))
-    except ScorevizError as err:
-        # One line on stderr, like every scoreviz command.
-        sys.exit(f"momentum_study.py: {err}")
+    study.run_script(main, add_arguments, __doc__, "momentum_study.py")

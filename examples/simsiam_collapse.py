@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scoreviz  # noqa: E402
 from scoreviz.errors import ScorevizError  # noqa: E402
+from scoreviz.trainer import study  # noqa: E402
 
 # SimSiam's ImageNet recipe (SGD, lr 0.05 x batch / 256, momentum 0.9, weight decay 1e-4, cosine),
 # at digit size: a small conv net, 64-d projections, a 16-d predictor bottleneck.
@@ -245,8 +246,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
-    try:
-        sys.exit(main(parser.parse_args()))
-    except ScorevizError as err:
-        sys.exit(f"simsiam_collapse.py: {err}")
+    study.run_script(main, add_arguments, __doc__, "simsiam_collapse.py")

@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -242,3 +243,14 @@ def group_seeds(summaries: dict, by: list, band: str = "minmax") -> list:
 def fired_steps(rows: list, check: str) -> list:
     """The steps where ``check`` began in each of ``rows`` that it flagged."""
     return [r["flags"][check].step for r in rows if r["flags"][check].fired]
+
+
+def run_script(main, add_arguments, doc: str, name: str) -> None:
+    """Run a study script from the command line: its options (described by the docstring's first
+    paragraph), then ``main(args)``; a ScorevizError is one line on stderr and exit status 1, like
+    every scoreviz command."""
+    parser = add_arguments(argparse.ArgumentParser(description=doc.split("\n\n")[0]))
+    try:
+        sys.exit(main(parser.parse_args()))
+    except ScorevizError as err:
+        sys.exit(f"{name}: {err}")
