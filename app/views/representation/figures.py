@@ -195,7 +195,8 @@ def signals_figure(frames: Mapping[str, pd.DataFrame], *, tag: str | None = None
     frames = {name: f for name, f in frames.items()
               if f is not None and any(c in f and f[c].notna().any() for c in columns)}
     if not frames:
-        return empty_figure(title, "no spectrum window with these signals (log_embeddings, recorded in a file of schema 4 or later)")
+        return empty_figure(title, "no spectrum window with these signals (log_embeddings, "
+                                   "recorded in a file of schema 4 or later)")
     fig = curves_figure(frames, columns, title=title, row_height=200, **options)
     for annotation, signal in zip(fig.layout.annotations, health.VALIDATED_SIGNALS):  # the subplot titles
         annotation.text = f"{signal.label}: rho {signal.rho:+.2f}, {signal.better} is better"
