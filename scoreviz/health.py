@@ -92,7 +92,11 @@ class ValidatedSignal:
     column: str
     label: str
     rho: float
-    better: str  # "higher" or "lower": the direction that goes with higher accuracy
+
+    @property
+    def better(self) -> str:
+        """"higher" or "lower": the direction of the signal that goes with higher accuracy."""
+        return "higher" if self.rho > 0 else "lower"
 
 
 # The runs behind VALIDATED_SIGNALS, and the signals of the spectrum window whose 95% bootstrap interval
@@ -101,12 +105,12 @@ class ValidatedSignal:
 # Representation view draws them first, in this order.
 VALIDATION_RUNS = 66
 VALIDATED_SIGNALS = (
-    ValidatedSignal("participation_ratio", "participation ratio", 0.87, "higher"),
-    ValidatedSignal("nesum", "NESum", 0.86, "higher"),
-    ValidatedSignal("w2_uniformity", "Wasserstein uniformity", -0.86, "lower"),
-    ValidatedSignal("rank", "effective rank (RankMe)", 0.85, "higher"),
-    ValidatedSignal("lidar", "LiDAR (two views)", 0.78, "higher"),
-    ValidatedSignal("alpha_req", "alpha-ReQ (power-law slope)", -0.59, "lower"),
+    ValidatedSignal("participation_ratio", "participation ratio", 0.87),
+    ValidatedSignal("nesum", "NESum", 0.86),
+    ValidatedSignal("w2_uniformity", "Wasserstein uniformity", -0.86),
+    ValidatedSignal("rank", "effective rank (RankMe)", 0.85),
+    ValidatedSignal("lidar", "LiDAR (two views)", 0.78),
+    ValidatedSignal("alpha_req", "alpha-ReQ (power-law slope)", -0.59),
 )
 
 
